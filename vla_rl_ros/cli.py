@@ -1,0 +1,356 @@
+"""``vla-rl-ros <verb>``: the command line.
+
+Verbs: ``run <graph>`` (start a node graph as real ROS 2 processes), ``collect`` (sim + expert +
+logger -> LeRobot dataset, with a progress bar and a success table), ``replay DIR`` (publish a
+dataset back onto the topics), ``summary DIR`` (the success table of a dataset), ``graphs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+def _die(msg: str, code: int = 2) -> None:
+    print(f"error: {msg}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def check_writable_dir(path: str) -> Path:
+    """Create ``path`` if needed and prove we can write into it; a clear error otherwise."""
+    p = Path(path).expanduser().resolve()
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        probe = p / ".write_probe"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        _die(f"output folder {str(p)!r} is not writable: {e.strerror or e}")
+    return p
+
+
+# ----------------------------------------------------------------------------- tables
+def success_table(summaries: list[dict]) -> str:
+    """Success per task family (and overall) from ``episode_summaries`` rows."""
+    fams: dict[str, list[dict]] = {}
+    for s in summaries:
+        fams.setdefault(str(s.get("family") or "?"), []).append(s)
+    rows = [("family", "episodes", "success", "rate", "mean len", "mean return")]
+
+    def row(name, items):
+        n = len(items)
+        k = sum(1 for s in items if s.get("success"))
+        mean_len = sum(int(s.get("length", 0)) for s in items) / max(n, 1)
+        mean_ret = sum(float(s.get("return", 0.0)) for s in items) / max(n, 1)
+        return (name, str(n), str(k), f"{100.0 * k / max(n, 1):.1f}%", f"{mean_len:.1f}", f"{mean_ret:.2f}")
+
+    for fam in sorted(fams):
+        rows.append(row(fam, fams[fam]))
+    rows.append(row("overall", summaries))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    lines.insert(len(lines) - 1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def family_of(task: str) -> str:
+    from vla_rl_ros.core.sim.tasks import parse_instruction
+
+    try:
+        return parse_instruction(task).family
+    except ValueError:
+        return "?"
+
+
+def dataset_summaries(root: str) -> list[dict]:
+    from vla_rl_ros.core.data.reader import episode_summaries
+
+    rows = episode_summaries(root)
+    for r in rows:
+        r.setdefault("family", family_of(str(r.get("task", ""))))
+    return rows
+
+
+# ----------------------------------------------------------------------------- monitor
+class GraphMonitor:
+    """An rclpy node in this process watching episode events and the logger's status."""
+
+    def __init__(self, domain_id: int | None):
+        if domain_id is not None:
+            os.environ["ROS_DOMAIN_ID"] = str(domain_id)
+        os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from std_msgs.msg import String
+
+        from vla_rl_ros.nodes.common import EPISODE_TOPIC, LATCHED_QOS, LOGGER_STATUS_TOPIC, RELIABLE_QOS
+
+        self._rclpy = rclpy
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("vla_rl_ros_cli", context=self.context)
+        self.events: list[dict] = []
+        self.status: dict = {}
+        self.lock = threading.Lock()
+        self.node.create_subscription(String, EPISODE_TOPIC, self._on_event, RELIABLE_QOS)
+        self.node.create_subscription(String, LOGGER_STATUS_TOPIC, self._on_status, LATCHED_QOS)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self):
+        try:
+            self.executor.spin()
+        except Exception:
+            pass
+
+    def _on_event(self, msg):
+        try:
+            ev = json.loads(msg.data)
+        except json.JSONDecodeError:
+            return
+        with self.lock:
+            self.events.append(ev)
+
+    def _on_status(self, msg):
+        try:
+            st = json.loads(msg.data)
+        except json.JSONDecodeError:
+            return
+        with self.lock:
+            self.status = st
+
+    def ended(self) -> list[dict]:
+        with self.lock:
+            seen, out = set(), []
+            for e in self.events:
+                if e.get("event") == "end" and e.get("episode") not in seen:
+                    seen.add(e.get("episode"))
+                    out.append(e)
+            return out
+
+    def close(self):
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        self._rclpy.shutdown(context=self.context)
+
+
+# ----------------------------------------------------------------------------- verbs
+def cmd_graphs(args) -> int:
+    from vla_rl_ros.graph import available_graphs, load_graph
+
+    for name in available_graphs():
+        g = load_graph(name)
+        print(f"{name:10s} {g.description}")
+        print(f"{'':10s} args: " + ", ".join(f"{k}={v!r}" for k, v in g.args.items()))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from vla_rl_ros.graph import GraphError, GraphRunner, load_graph, parse_overrides
+
+    try:
+        graph = load_graph(args.graph, parse_overrides(args.overrides))
+    except GraphError as e:
+        _die(str(e))
+    print(f"starting graph {graph.name!r}: " + ", ".join(n.name for n in graph.nodes))
+    runner = GraphRunner(graph, log_dir=args.log_dir, domain_id=args.domain_id).start()
+    try:
+        runner.wait()
+    except KeyboardInterrupt:
+        print("\nstopping ...")
+    codes = runner.stop()
+    bad = {n: c for n, c in codes.items() if c not in (0, -2, None)}
+    for n, c in bad.items():
+        print(f"node {n} exited with code {c}", file=sys.stderr)
+        if args.log_dir:
+            print(runner.tail(n), file=sys.stderr)
+    return 1 if bad else 0
+
+
+def cmd_collect(args) -> int:
+    from tqdm import tqdm
+
+    from vla_rl_ros.graph import GraphError, GraphRunner, load_graph
+
+    if args.episodes <= 0:
+        _die("--episodes must be >= 1")
+    out = check_writable_dir(args.out)
+    if args.family:
+        from vla_rl_ros.core.sim.tasks import FAMILIES
+
+        if args.family not in FAMILIES:
+            _die(f"unknown task family {args.family!r}; valid: {', '.join(FAMILIES)}")
+    log_dir = Path(args.log_dir) if args.log_dir else out.parent / f"{out.name}_logs"
+    overrides = {
+        "out": str(out), "episodes": args.episodes, "seed": args.seed, "family": args.family or "",
+        "control_rate": args.control_rate, "real_time_factor": args.speed,
+        "image_width": args.image_size, "image_height": args.image_size,
+        "expert_noise": args.noise, "max_steps": args.max_steps, "renderer": args.renderer,
+    }
+    try:
+        graph = load_graph("collect", overrides)
+    except GraphError as e:
+        _die(str(e))
+    before = 0
+    if (out / "meta" / "info.json").exists():
+        before = len(dataset_summaries(str(out)))
+        print(f"appending to existing dataset at {out} ({before} episodes)")
+    monitor = GraphMonitor(args.domain_id)
+    runner = GraphRunner(graph, log_dir=str(log_dir), domain_id=args.domain_id).start()
+    t0 = time.monotonic()
+    ok = False
+    bar = tqdm(total=args.episodes, unit="ep", desc="collecting", dynamic_ncols=True)
+    try:
+        last_progress = time.monotonic()
+        saved = 0
+        while True:
+            time.sleep(0.25)
+            ended = monitor.ended()
+            st = monitor.status
+            new_saved = int(st.get("saved", 0))
+            if new_saved != saved or len(ended) != bar.n:
+                last_progress = time.monotonic()
+            saved = new_saved
+            bar.n = min(saved, args.episodes)
+            succ = sum(1 for e in ended if e.get("success"))
+            bar.set_postfix(ended=len(ended), success=f"{succ}/{len(ended)}", pending=st.get("pending", 0))
+            bar.refresh()
+            dead = runner.failed_required() or {
+                n: c for n, c in runner.dead().items() if c not in (0, None)
+            }
+            if dead:
+                bar.close()
+                for n, c in dead.items():
+                    print(f"\nnode {n} exited with code {c}; last log lines:\n{runner.tail(n)}", file=sys.stderr)
+                break
+            if saved >= args.episodes:
+                ok = True
+                break
+            if time.monotonic() - last_progress > args.stall_timeout:
+                bar.close()
+                print(f"\nno progress for {args.stall_timeout:.0f}s; node logs in {log_dir}", file=sys.stderr)
+                for n in runner.procs:
+                    print(f"--- {n}\n{runner.tail(n, 8)}", file=sys.stderr)
+                break
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping the graph (completed episodes are kept)", file=sys.stderr)
+    finally:
+        bar.close()
+        runner.stop(order=["sim_node", "expert_node", "trajectory_logger"], timeout=300)
+        monitor.close()
+    elapsed = time.monotonic() - t0
+    rows = dataset_summaries(str(out))
+    new_rows = rows[before:]
+    print(f"\ndataset: {out}  ({len(rows)} episodes, {sum(int(r['length']) for r in rows)} frames)")
+    print(f"this run: {len(new_rows)} episodes in {elapsed:.1f}s ({60.0 * len(new_rows) / max(elapsed, 1e-9):.1f} episodes/min)\n")
+    if new_rows:
+        print(success_table(new_rows))
+    return 0 if ok and len(new_rows) >= args.episodes else 1
+
+
+def cmd_summary(args) -> int:
+    if not (Path(args.data) / "meta" / "info.json").exists():
+        _die(f"{args.data!r} is not a LeRobot dataset (no meta/info.json)")
+    rows = dataset_summaries(args.data)
+    print(f"{args.data}: {len(rows)} episodes")
+    print(success_table(rows))
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from vla_rl_ros.graph import GraphRunner, load_graph
+
+    if not (Path(args.data) / "meta" / "info.json").exists():
+        _die(f"{args.data!r} is not a LeRobot dataset (no meta/info.json)")
+    rows = dataset_summaries(args.data)
+    print(f"replaying {args.data}: {len(rows)} episodes")
+    graph = load_graph(
+        "replay",
+        {"data": str(Path(args.data).resolve()), "speed": args.speed, "episodes": args.episodes or "",
+         "publish_actions": args.publish_actions, "loop": False},
+    )
+    monitor = GraphMonitor(args.domain_id)
+    runner = GraphRunner(graph, log_dir=args.log_dir, domain_id=args.domain_id).start()
+    code = 1
+    try:
+        while True:
+            time.sleep(0.25)
+            ev = [e for e in monitor.events if e.get("event") == "finished"]
+            if ev:
+                print(f"replay finished: {ev[-1].get('frames')} frames published")
+                code = 0
+                break
+            if runner.dead():
+                print(f"replay_node exited: {runner.dead()}", file=sys.stderr)
+                if args.log_dir:
+                    print(runner.tail("replay_node"), file=sys.stderr)
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runner.stop()
+        monitor.close()
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="vla-rl-ros", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="verb", required=True)
+
+    def ros_opts(p):
+        p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for the graph")
+        p.add_argument("--log-dir", default=None, help="write each node's output here")
+
+    p = sub.add_parser("graphs", help="list the node graphs")
+    p.set_defaults(fn=cmd_graphs)
+
+    p = sub.add_parser("run", help="start a node graph (like ros2 launch) until Ctrl-C")
+    p.add_argument("graph")
+    p.add_argument("overrides", nargs="*", help="graph arguments as key=value")
+    ros_opts(p)
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("collect", help="collect expert episodes in sim through the ROS graph")
+    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--family", default="", help="one task family (default: all, by seed)")
+    p.add_argument("--control-rate", type=float, default=10.0)
+    p.add_argument("--speed", type=float, default=1.0, help="real-time factor of the simulation")
+    p.add_argument("--image-size", type=int, default=96)
+    p.add_argument("--noise", type=float, default=0.0, help="expert action noise std (rad)")
+    p.add_argument("--max-steps", type=int, default=120)
+    p.add_argument("--renderer", default="auto", choices=["auto", "egl", "tiny"])
+    p.add_argument("--stall-timeout", type=float, default=120.0)
+    ros_opts(p)
+    p.set_defaults(fn=cmd_collect)
+
+    p = sub.add_parser("replay", help="publish a recorded dataset onto the graph's topics")
+    p.add_argument("data")
+    p.add_argument("--speed", type=float, default=1.0)
+    p.add_argument("--episodes", default="", help="comma-separated episode indices (default all)")
+    p.add_argument("--publish-actions", action="store_true", help="also command the controller")
+    ros_opts(p)
+    p.set_defaults(fn=cmd_replay)
+
+    p = sub.add_parser("summary", help="success per task family of a dataset")
+    p.add_argument("data")
+    p.set_defaults(fn=cmd_summary)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.fn(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

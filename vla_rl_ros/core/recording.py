@@ -1,0 +1,196 @@
+"""Assemble per-control-step frames from asynchronously arriving pieces (ROS-free).
+
+The trajectory logger receives, on separate topics and in no guaranteed order, for every control
+tick ``k`` whose observation is stamped ``s_k``:
+
+* the robot state and one image per camera, stamped ``s_k``;
+* the reference the controller applied over the interval ``k -> k+1``, stamped ``s_k`` and
+  naming the chunk point it came from (``"<chunk_stamp_ns>:<index>"``, or ``"…:hold"``/``"hold"``);
+* the reward/success/done of that transition, stamped ``s_k`` (LeRobot's ``next.*``);
+* the executed and mean chunks, stamped with the observation they were computed from.
+
+A frame is complete when state, every image, reference and reward for one stamp are in. The
+assembler keeps incomplete pieces until the episode ends; what is still incomplete then is
+counted as dropped (never filled with made-up data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class _Pending:
+    state: np.ndarray | None = None
+    images: dict = field(default_factory=dict)
+    action: np.ndarray | None = None
+    ref: str | None = None
+    reward: tuple | None = None
+
+
+@dataclass
+class ChunkRecord:
+    chunk: np.ndarray  # (H, dof)
+    policy_version: int = 0
+    sigma: np.ndarray | None = None  # (H, dof) or None for a deterministic chunk
+
+
+@dataclass
+class AssembledEpisode:
+    episode: int
+    task: str
+    frames: list
+    dropped: int
+    meta: dict
+
+
+def parse_reference(ref: str) -> tuple[int, int]:
+    """``"<chunk_ns>:<i>"`` -> (chunk_ns, i); holds -> (chunk_ns or 0, -1)."""
+    if not ref or ref == "hold":
+        return 0, -1
+    head, _, tail = ref.partition(":")
+    try:
+        chunk_ns = int(head)
+    except ValueError:
+        return 0, -1
+    if tail == "hold":
+        return chunk_ns, -1
+    try:
+        return chunk_ns, int(tail)
+    except ValueError:
+        return chunk_ns, -1
+
+
+class EpisodeAssembler:
+    """Collects pieces of one episode at a time and turns them into LeRobot frames."""
+
+    def __init__(self, cameras: list[str], dof: int, max_chunks: int = 512):
+        self.cameras = list(cameras)
+        self.dof = dof
+        self.max_chunks = max_chunks
+        self.episode: int | None = None
+        self.task = ""
+        self.meta: dict = {}
+        self.pending: dict[int, _Pending] = {}
+        self.executed: dict[int, ChunkRecord] = {}
+        self.means: dict[int, ChunkRecord] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def active(self) -> bool:
+        return self.episode is not None
+
+    def start(self, episode: int, task: str, meta: dict | None = None) -> None:
+        self.episode, self.task, self.meta = episode, task, dict(meta or {})
+        self.pending.clear()
+        self.executed.clear()
+        self.means.clear()
+
+    def _slot(self, stamp: int) -> _Pending:
+        return self.pending.setdefault(stamp, _Pending())
+
+    # ------------------------------------------------------------------ pieces
+    def add_state(self, stamp: int, q: np.ndarray) -> None:
+        if self.active:
+            self._slot(stamp).state = np.asarray(q, dtype=np.float32)
+
+    def add_image(self, camera: str, stamp: int, img: np.ndarray) -> None:
+        if self.active and camera in self.cameras:
+            self._slot(stamp).images[camera] = img
+
+    def add_reference(self, stamp: int, target: np.ndarray, ref: str) -> None:
+        if self.active:
+            slot = self._slot(stamp)
+            slot.action = np.asarray(target, dtype=np.float32)
+            slot.ref = ref
+
+    def add_reward(self, stamp: int, reward: float, success: bool, done: bool) -> None:
+        if self.active:
+            self._slot(stamp).reward = (float(reward), bool(success), bool(done))
+
+    def _remember(self, store: dict, stamp: int, rec: ChunkRecord) -> None:
+        store[stamp] = rec
+        while len(store) > self.max_chunks:
+            del store[min(store)]
+
+    def add_executed_chunk(self, stamp: int, rec: ChunkRecord) -> None:
+        if self.active:
+            self._remember(self.executed, stamp, rec)
+
+    def add_mean_chunk(self, stamp: int, rec: ChunkRecord) -> None:
+        if self.active:
+            self._remember(self.means, stamp, rec)
+
+    # ------------------------------------------------------------------ output
+    def _complete(self, p: _Pending) -> bool:
+        return (
+            p.state is not None
+            and p.action is not None
+            and p.reward is not None
+            and all(c in p.images for c in self.cameras)
+        )
+
+    def _frame(self, p: _Pending) -> dict:
+        chunk_ns, index = parse_reference(p.ref or "")
+        executed = self.executed.get(chunk_ns)
+        mean_rec = self.means.get(chunk_ns)
+        mean = p.action
+        sigma = np.zeros(self.dof, dtype=np.float32)
+        if mean_rec is not None:
+            row = index if index >= 0 else len(mean_rec.chunk) - 1
+            if row < len(mean_rec.chunk):
+                mean = mean_rec.chunk[row].astype(np.float32)
+            if mean_rec.sigma is not None and index >= 0:
+                sigma = np.asarray(mean_rec.sigma[row], dtype=np.float32)
+        version = executed.policy_version if executed is not None else (
+            mean_rec.policy_version if mean_rec is not None else 0
+        )
+        log_prob = 0.0
+        if index >= 0 and np.all(sigma > 0):
+            diff = (p.action - mean) / sigma
+            log_prob = float(
+                -0.5 * np.sum(diff**2) - np.sum(np.log(sigma)) - 0.5 * self.dof * np.log(2 * np.pi)
+            )
+        reward, success, done = p.reward
+        frame = {f"observation.images.{c}": p.images[c] for c in self.cameras}
+        frame.update(
+            {
+                "observation.state": p.state,
+                "action": p.action,
+                "rl.action_mean": np.asarray(mean, dtype=np.float32),
+                "rl.sigma": sigma,
+                "rl.log_prob": log_prob,
+                "rl.chunk_id": int(chunk_ns),
+                "rl.chunk_index": int(index),
+                "rl.policy_version": int(version),
+                "next.reward": reward,
+                "next.done": done,
+                "next.success": success,
+            }
+        )
+        return frame
+
+    def end(self, info: dict | None = None) -> AssembledEpisode | None:
+        """Close the episode: frames in stamp order up to the first ``done``; count the rest."""
+        if not self.active:
+            return None
+        frames, dropped = [], 0
+        for stamp in sorted(self.pending):
+            p = self.pending[stamp]
+            if self._complete(p):
+                frames.append(self._frame(p))
+                if p.reward[2]:
+                    break
+            elif p.reward is not None or p.action is not None:
+                dropped += 1  # a tick that really happened but lost a piece
+        if frames:  # the last recorded frame closes the episode
+            frames[-1]["next.done"] = True
+        meta = dict(self.meta)
+        meta.update(info or {})
+        meta["dropped_frames"] = dropped
+        out = AssembledEpisode(self.episode, self.task, frames, dropped, meta)
+        self.episode = None
+        self.pending.clear()
+        return out

@@ -1,0 +1,267 @@
+"""The node graph, described once in ``config/graphs/<name>.yaml`` and started two ways.
+
+``ros2 launch vla_rl_ros <name>.launch.py`` reads these files on a machine with ROS 2 installed;
+``vla-rl-ros run <name>`` (this module's :class:`GraphRunner`) starts the same nodes as separate
+real rclpy processes where ``ros2 launch`` is absent. No rclpy import here.
+
+A graph file has ``args`` (defaults, overridable as ``key=value``), ``nodes`` (``name``,
+``executable`` = a module in ``vla_rl_ros.nodes``, ``parameters``, optional ``required``) and
+optionally ``include: <other graph>`` whose args and nodes come first. ``${arg}`` in a parameter
+is replaced by the argument's value (keeping its type when the whole value is one reference).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class GraphError(ValueError):
+    pass
+
+
+def graph_dirs() -> list[Path]:
+    dirs = []
+    if os.environ.get("VLA_RL_ROS_GRAPHS"):
+        dirs.append(Path(os.environ["VLA_RL_ROS_GRAPHS"]))
+    dirs.append(Path(__file__).resolve().parents[1] / "config" / "graphs")
+    try:  # an installed ROS 2 package keeps them in share/
+        from ament_index_python.packages import get_package_share_directory
+
+        dirs.append(Path(get_package_share_directory("vla_rl_ros")) / "config" / "graphs")
+    except Exception:
+        pass
+    return dirs
+
+
+def available_graphs() -> list[str]:
+    names = set()
+    for d in graph_dirs():
+        if d.is_dir():
+            names.update(p.stem for p in d.glob("*.yaml"))
+    return sorted(names)
+
+
+def _find(name: str) -> Path:
+    for d in graph_dirs():
+        p = d / f"{name}.yaml"
+        if p.is_file():
+            return p
+    known = available_graphs()
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise GraphError(f"unknown graph {name!r}; available: {', '.join(known)}.{hint}")
+
+
+@dataclass
+class NodeSpec:
+    name: str
+    executable: str
+    parameters: dict = field(default_factory=dict)
+    required: bool = False
+
+
+@dataclass
+class Graph:
+    name: str
+    description: str
+    args: dict
+    nodes: list
+
+
+def _parse_value(text: str):
+    """CLI ``key=value`` strings -> YAML scalars (ints, floats, bools, lists)."""
+    try:
+        return yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError:
+        return text
+
+
+def _substitute(value, args: dict):
+    if isinstance(value, str):
+        m = _REF.fullmatch(value.strip())
+        if m:
+            if m.group(1) not in args:
+                raise GraphError(f"parameter refers to unknown argument ${{{m.group(1)}}}")
+            return args[m.group(1)]
+
+        def rep(mm):
+            if mm.group(1) not in args:
+                raise GraphError(f"parameter refers to unknown argument ${{{mm.group(1)}}}")
+            return str(args[mm.group(1)])
+
+        return _REF.sub(rep, value)
+    if isinstance(value, list):
+        return [_substitute(v, args) for v in value]
+    if isinstance(value, dict):
+        return {k: _substitute(v, args) for k, v in value.items()}
+    return value
+
+
+def _raw(name: str, seen: tuple = ()) -> tuple[dict, list, str]:
+    if name in seen:
+        raise GraphError(f"graph include cycle: {' -> '.join(seen + (name,))}")
+    data = yaml.safe_load(_find(name).read_text()) or {}
+    args, nodes = {}, []
+    if data.get("include"):
+        args, nodes, _ = _raw(str(data["include"]), seen + (name,))
+    args.update(data.get("args") or {})
+    nodes = nodes + list(data.get("nodes") or [])
+    return args, nodes, str(data.get("description", ""))
+
+
+def load_graph(name: str, overrides: dict | None = None) -> Graph:
+    args, raw_nodes, description = _raw(name)
+    for k, v in (overrides or {}).items():
+        if k not in args:
+            raise GraphError(f"graph {name!r} has no argument {k!r}; arguments: {', '.join(sorted(args))}")
+        args[k] = _parse_value(v) if isinstance(v, str) and not isinstance(args[k], str) else v
+    nodes = []
+    for n in raw_nodes:
+        if "executable" not in n:
+            raise GraphError(f"graph {name!r}: node without 'executable': {n}")
+        params = _substitute(dict(n.get("parameters") or {}), args)
+        nodes.append(
+            NodeSpec(
+                name=str(n.get("name", n["executable"])),
+                executable=str(n["executable"]),
+                parameters=params,
+                required=bool(n.get("required", False)),
+            )
+        )
+    return Graph(name, description, args, nodes)
+
+
+def parse_overrides(items: list[str]) -> dict:
+    out = {}
+    for it in items:
+        if "=" not in it:
+            raise GraphError(f"expected key=value, got {it!r}")
+        k, v = it.split("=", 1)
+        out[k.strip()] = v
+    return out
+
+
+# ---------------------------------------------------------------------------- runner
+def ros_env(domain_id: int | None = None, base: dict | None = None) -> dict:
+    env = dict(os.environ if base is None else base)
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    if domain_id is not None:
+        env["ROS_DOMAIN_ID"] = str(domain_id)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("RCUTILS_COLORIZED_OUTPUT", "0")
+    return env
+
+
+def node_command(spec: NodeSpec, params_file: str) -> list[str]:
+    return [
+        sys.executable, "-m", f"vla_rl_ros.nodes.{spec.executable}",
+        "--ros-args", "-r", f"__node:={spec.name}", "--params-file", params_file,
+    ]
+
+
+def _ros_param(v):
+    """ROS parameters cannot be empty lists or None; keep everything else as is."""
+    if v is None:
+        return ""
+    return v
+
+
+class GraphRunner:
+    """Starts every node of a graph as its own process; stops them all (SIGINT, then SIGKILL)."""
+
+    def __init__(self, graph: Graph, log_dir: str | None = None, domain_id: int | None = None):
+        self.graph = graph
+        self.log_dir = Path(log_dir) if log_dir else None
+        self.env = ros_env(domain_id)
+        self.procs: dict[str, subprocess.Popen] = {}
+        self._tmp = tempfile.TemporaryDirectory(prefix="vla_rl_ros_graph_")
+        self._logs = {}
+
+    def log_path(self, name: str) -> Path | None:
+        return self.log_dir / f"{name}.log" if self.log_dir else None
+
+    def start(self) -> "GraphRunner":
+        if self.log_dir:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        for spec in self.graph.nodes:
+            pfile = Path(self._tmp.name) / f"{spec.name}.yaml"
+            params = {k: _ros_param(v) for k, v in spec.parameters.items()}
+            pfile.write_text(yaml.safe_dump({spec.name: {"ros__parameters": params}}))
+            out = None
+            if self.log_dir:
+                out = open(self.log_path(spec.name), "w")
+                self._logs[spec.name] = out
+            self.procs[spec.name] = subprocess.Popen(
+                node_command(spec, str(pfile)), env=self.env, stdout=out,
+                stderr=subprocess.STDOUT if out else None, start_new_session=True,
+            )
+        return self
+
+    def dead(self) -> dict[str, int]:
+        """Nodes that have exited, with their exit codes."""
+        return {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
+
+    def failed_required(self) -> dict[str, int]:
+        req = {s.name for s in self.graph.nodes if s.required}
+        return {n: c for n, c in self.dead().items() if n in req or c not in (0, None)}
+
+    def tail(self, name: str, lines: int = 20) -> str:
+        p = self.log_path(name)
+        if not p or not p.exists():
+            return ""
+        return "\n".join(p.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout: float = 60.0, order: list[str] | None = None) -> dict[str, int]:
+        """SIGINT each node (in ``order`` first, if given), wait, then SIGKILL stragglers."""
+        names = list(order or []) + [n for n in self.procs if n not in (order or [])]
+        for n in names:
+            p = self.procs[n]
+            if p.poll() is None:
+                try:
+                    p.send_signal(signal.SIGINT)
+                except ProcessLookupError:
+                    pass
+            if order and n in order:  # ordered: wait for this one before the next
+                self._wait(p, timeout)
+        for p in self.procs.values():
+            self._wait(p, timeout)
+        for f in self._logs.values():
+            f.close()
+        self._tmp.cleanup()
+        return {n: p.returncode for n, p in self.procs.items()}
+
+    @staticmethod
+    def _wait(p: subprocess.Popen, timeout: float) -> None:
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait(timeout=10)
+
+    def wait(self, poll: float = 0.5) -> None:
+        """Block until a required node exits or Ctrl-C."""
+        while not self.failed_required() and any(p.poll() is None for p in self.procs.values()):
+            time.sleep(poll)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()

@@ -1,0 +1,247 @@
+"""Shared pieces of the thin rclpy nodes: QoS profiles, topic names, message <-> numpy.
+
+Topic contract (all names are parameters; these are the defaults):
+
+=============================================  ==================================  =====================
+topic                                          type                                content
+=============================================  ==================================  =====================
+``/camera/image_raw`` (+ ``/camera/<cam>/…``)  sensor_msgs/Image (rgb8)           camera frames, best-effort
+``/joint_states``                              sensor_msgs/JointState              joint positions/velocities
+``/vla/instruction``                           std_msgs/String                     task instruction (latched)
+``/joint_trajectory_controller/joint_trajectory``  trajectory_msgs/JointTrajectory executed chunk (controller)
+``/vla/action_chunk``                          trajectory_msgs/JointTrajectory     the policy's mean chunk μ
+``/joint_trajectory_controller/reference``     sensor_msgs/JointState              target applied per tick
+``/vla/reward``                                geometry_msgs/Vector3Stamped        x=reward y=success z=done
+``/vla/episode``                               std_msgs/String (JSON)              episode start/end events
+``/sim/object_poses``                          geometry_msgs/PoseArray             privileged object poses
+``/vla/logger/status``                         std_msgs/String (JSON)              logger counters
+=============================================  ==================================  =====================
+
+Field layouts (documented in the README as well):
+
+* A chunk (``JointTrajectory``) has ``header.stamp`` = the stamp of the observation it was
+  computed from (the chunk's identity); point ``i`` is the joint target for the control tick
+  ``i + 1`` after that observation (``time_from_start = (i+1)/control_rate``).
+  ``header.frame_id`` may carry ``"policy_version=<int>"``. A stamp of zero means "start now".
+* The reference (``JointState``) has ``header.stamp`` = stamp of the observation at the start of
+  the control interval it was applied over, and ``header.frame_id = "<chunk_stamp_ns>:<index>"``
+  naming the chunk point (``"hold"`` when the controller held its position).
+* ``/vla/reward``: ``header.stamp`` = stamp of the observation the transition started from (the
+  reward is that frame's ``next.reward``), ``header.frame_id`` = episode index.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Duration, Time
+from rclpy.executors import ExternalShutdownException
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from vla_rl_ros.core.robot import PANDA, JointLayoutError, RobotSpec
+
+CONTROLLER_TOPIC = "/joint_trajectory_controller/joint_trajectory"
+REFERENCE_TOPIC = "/joint_trajectory_controller/reference"
+ACTION_CHUNK_TOPIC = "/vla/action_chunk"
+JOINT_STATES_TOPIC = "/joint_states"
+INSTRUCTION_TOPIC = "/vla/instruction"
+REWARD_TOPIC = "/vla/reward"
+EPISODE_TOPIC = "/vla/episode"
+OBJECT_POSES_TOPIC = "/sim/object_poses"
+LOGGER_STATUS_TOPIC = "/vla/logger/status"
+
+SENSOR_QOS = qos_profile_sensor_data
+RELIABLE_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE
+)
+LATCHED_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=10,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
+
+
+def camera_topic(camera: str, index: int) -> str:
+    """The first camera publishes on ``/camera/image_raw``; others on ``/camera/<name>/image_raw``."""
+    return "/camera/image_raw" if index == 0 else f"/camera/{camera}/image_raw"
+
+
+# --------------------------------------------------------------------------- time
+def stamp_to_ns(stamp: Time) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def ns_to_stamp(ns: int) -> Time:
+    return Time(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
+
+
+def seconds_to_duration(s: float) -> Duration:
+    ns = int(round(s * 1e9))
+    return Duration(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def duration_to_seconds(d: Duration) -> float:
+    return d.sec + d.nanosec * 1e-9
+
+
+# --------------------------------------------------------------------------- images
+class MessageError(ValueError):
+    """A message that cannot be used; the node logs it and keeps running."""
+
+
+def image_to_msg(img: np.ndarray, stamp: Time, frame_id: str = "camera") -> Image:
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise MessageError(f"expected uint8 HxWx3 image, got {img.dtype} {img.shape}")
+    msg = Image()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = int(img.shape[0]), int(img.shape[1])
+    msg.encoding = "rgb8"
+    msg.is_bigendian = 0
+    msg.step = msg.width * 3
+    msg.data = np.ascontiguousarray(img).tobytes()
+    return msg
+
+
+def msg_to_image(msg: Image, expect_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode an rgb8/bgr8 Image into an RGB uint8 array; raise MessageError on anything else."""
+    if msg.encoding not in ("rgb8", "bgr8"):
+        raise MessageError(f"unsupported image encoding {msg.encoding!r} (expected rgb8 or bgr8)")
+    h, w = int(msg.height), int(msg.width)
+    if h <= 0 or w <= 0:
+        raise MessageError(f"empty image {w}x{h}")
+    step = int(msg.step) if msg.step else w * 3
+    if step < w * 3 or len(msg.data) < step * h:
+        raise MessageError(f"image data too short: {len(msg.data)} bytes for {w}x{h} step {step}")
+    buf = np.frombuffer(bytes(msg.data), dtype=np.uint8)[: step * h].reshape(h, step)
+    img = buf[:, : w * 3].reshape(h, w, 3)
+    if msg.encoding == "bgr8":
+        img = img[:, :, ::-1]
+    if expect_hw is not None and (h, w) != tuple(expect_hw):
+        raise MessageError(f"image is {w}x{h}, expected {expect_hw[1]}x{expect_hw[0]}")
+    return np.ascontiguousarray(img)
+
+
+# --------------------------------------------------------------------------- joints
+def joint_state_msg(
+    q: np.ndarray, dq: np.ndarray | None, stamp: Time, robot: RobotSpec = PANDA, frame_id: str = ""
+) -> JointState:
+    msg = JointState()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.name = list(robot.joint_names)
+    msg.position = [float(v) for v in q]
+    if dq is not None:
+        msg.velocity = [float(v) for v in dq]
+    return msg
+
+
+def joint_state_to_array(msg: JointState, robot: RobotSpec = PANDA) -> np.ndarray:
+    try:
+        return robot.order(msg.name, msg.position)
+    except JointLayoutError as e:
+        raise MessageError(f"bad JointState: {e}") from e
+
+
+def chunk_msg(
+    chunk: np.ndarray,
+    stamp: Time,
+    control_rate: float,
+    robot: RobotSpec = PANDA,
+    policy_version: int | None = None,
+) -> JointTrajectory:
+    """(H, dof) array -> JointTrajectory; point i at time_from_start (i+1)/control_rate."""
+    chunk = np.asarray(chunk, dtype=np.float64)
+    if chunk.ndim != 2 or chunk.shape[1] != robot.dof:
+        raise MessageError(f"chunk must be (H, {robot.dof}), got {chunk.shape}")
+    if not np.all(np.isfinite(chunk)):
+        raise MessageError("chunk contains NaN/Inf; not publishing")
+    msg = JointTrajectory()
+    msg.header.stamp = stamp
+    if policy_version is not None:
+        msg.header.frame_id = f"policy_version={int(policy_version)}"
+    msg.joint_names = list(robot.joint_names)
+    for i, row in enumerate(chunk):
+        pt = JointTrajectoryPoint()
+        pt.positions = [float(v) for v in row]
+        pt.time_from_start = seconds_to_duration((i + 1) / control_rate)
+        msg.points.append(pt)
+    return msg
+
+
+def chunk_from_msg(msg: JointTrajectory, robot: RobotSpec = PANDA) -> np.ndarray:
+    """JointTrajectory -> (H, dof) array in the robot's joint order. Raises MessageError."""
+    if not msg.points:
+        raise MessageError("trajectory has no points")
+    names = list(msg.joint_names)
+    rows = []
+    for i, pt in enumerate(msg.points):
+        if len(pt.positions) != len(names):
+            raise MessageError(
+                f"point {i} has {len(pt.positions)} positions for {len(names)} joint names"
+            )
+        try:
+            rows.append(robot.order(names, pt.positions, allow_extra=False))
+        except JointLayoutError as e:
+            raise MessageError(f"bad trajectory: {e}") from e
+    return np.stack(rows)
+
+
+def policy_version_of(msg: JointTrajectory) -> int:
+    fid = msg.header.frame_id or ""
+    if fid.startswith("policy_version="):
+        try:
+            return int(fid.split("=", 1)[1])
+        except ValueError:
+            return -1
+    return 0
+
+
+def json_msg(payload: dict) -> String:
+    return String(data=json.dumps(payload, sort_keys=True))
+
+
+# --------------------------------------------------------------------------- lifecycle
+def spin_node(node_factory, args=None, executor=None) -> int:
+    """Create the node, spin until Ctrl-C / SIGTERM, shut down cleanly. Returns an exit code.
+
+    rclpy's own signal handlers (SIGINT and SIGTERM) shut the context down, which ends the spin.
+    """
+    rclpy.init(args=args if args is not None else sys.argv)
+    node = None
+    code = 0
+    try:
+        node = node_factory()
+        if executor is None:
+            rclpy.spin(node)
+        else:
+            executor.add_node(node)
+            executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception as e:  # a node that cannot start says why, once, and exits non-zero
+        print(f"[fatal] {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        code = 1
+    finally:
+        if node is not None:
+            try:
+                node.shutdown() if hasattr(node, "shutdown") else None
+            except Exception as e:  # pragma: no cover - best effort
+                print(f"[shutdown] {e}", file=sys.stderr, flush=True)
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return code

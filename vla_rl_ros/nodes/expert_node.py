@@ -1,0 +1,142 @@
+"""expert_node: the scripted IK expert as a ROS node, acting through the same topics as a policy.
+
+It sees what a privileged demonstrator sees — ``/joint_states``, ``/sim/object_poses`` and the
+instruction — and answers every observation with a chunk on the controller topic (and the same
+chunk as the "mean" on ``/vla/action_chunk``), stamped with the observation's stamp.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from geometry_msgs.msg import PoseArray
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory
+
+from vla_rl_ros.core.robot import PANDA
+from vla_rl_ros.core.sim.expert import ScriptedExpert
+from vla_rl_ros.core.sim.tasks import parse_instruction
+from vla_rl_ros.nodes.common import (
+    ACTION_CHUNK_TOPIC,
+    CONTROLLER_TOPIC,
+    EPISODE_TOPIC,
+    INSTRUCTION_TOPIC,
+    JOINT_STATES_TOPIC,
+    LATCHED_QOS,
+    OBJECT_POSES_TOPIC,
+    RELIABLE_QOS,
+    MessageError,
+    chunk_msg,
+    joint_state_to_array,
+    ns_to_stamp,
+    spin_node,
+    stamp_to_ns,
+)
+
+
+def poses_from_msg(msg: PoseArray) -> dict:
+    names = [n for n in (msg.header.frame_id or "").split(",") if n]
+    if len(names) != len(msg.poses):
+        raise MessageError(f"PoseArray has {len(msg.poses)} poses but {len(names)} names")
+    out = {}
+    for name, p in zip(names, msg.poses):
+        out[name] = (
+            np.array([p.position.x, p.position.y, p.position.z]),
+            np.array([p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w]),
+        )
+    return out
+
+
+class ExpertNode(Node):
+    def __init__(self):
+        super().__init__("expert_node")
+        p = self.declare_parameter
+        self.control_rate = float(p("control_rate", 10.0).value)
+        self.horizon = int(p("horizon", 4).value)
+        noise = float(p("noise_std", 0.0).value)
+        seed = int(p("seed", 0).value)
+        self.expert = ScriptedExpert(noise_std=noise, seed=seed)
+        self.pub_cmd = self.create_publisher(
+            JointTrajectory, str(p("controller_topic", CONTROLLER_TOPIC).value), RELIABLE_QOS
+        )
+        self.pub_mean = self.create_publisher(JointTrajectory, ACTION_CHUNK_TOPIC, RELIABLE_QOS)
+        self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_joints, RELIABLE_QOS)
+        self.create_subscription(PoseArray, OBJECT_POSES_TOPIC, self._on_poses, RELIABLE_QOS)
+        self.create_subscription(String, INSTRUCTION_TOPIC, self._on_instruction, LATCHED_QOS)
+        self.create_subscription(String, EPISODE_TOPIC, self._on_event, LATCHED_QOS)
+        self.instruction: str | None = None
+        self.joints: dict[int, np.ndarray] = {}
+        self.poses: dict[int, dict] = {}
+        self.answered = 0
+
+    def _reset(self, instruction: str) -> None:
+        try:
+            spec = parse_instruction(instruction)
+        except ValueError as e:
+            self.get_logger().error(f"cannot act on instruction {instruction!r}: {e}")
+            self.instruction = None
+            return
+        self.instruction = instruction
+        self.expert.reset(spec)
+        self.joints.clear()
+        self.poses.clear()
+
+    def _on_instruction(self, msg: String) -> None:
+        if msg.data != self.instruction:
+            self._reset(msg.data)
+
+    def _on_event(self, msg: String) -> None:
+        try:
+            ev = json.loads(msg.data)
+        except json.JSONDecodeError:
+            self.get_logger().error(f"malformed episode event {msg.data[:80]!r}")
+            return
+        if ev.get("event") == "start":
+            self._reset(str(ev.get("instruction", "")))
+
+    def _on_joints(self, msg: JointState) -> None:
+        try:
+            self.joints[stamp_to_ns(msg.header.stamp)] = joint_state_to_array(msg)
+        except MessageError as e:
+            self.get_logger().error(str(e))
+            return
+        self._maybe_act()
+
+    def _on_poses(self, msg: PoseArray) -> None:
+        try:
+            self.poses[stamp_to_ns(msg.header.stamp)] = poses_from_msg(msg)
+        except MessageError as e:
+            self.get_logger().error(str(e))
+            return
+        self._maybe_act()
+
+    def _maybe_act(self) -> None:
+        ready = sorted(set(self.joints) & set(self.poses))
+        if not ready or self.instruction is None:
+            return
+        ns = ready[-1]
+        q, poses = self.joints[ns], self.poses[ns]
+        for d in (self.joints, self.poses):  # drop this and anything older
+            for k in [k for k in d if k <= ns]:
+                del d[k]
+        chunk = self.expert.plan_chunk(q, poses, self.horizon, 1.0 / self.control_rate)
+        chunk = np.clip(chunk, PANDA.lower, PANDA.upper)  # a deterministic expert: no likelihood
+        try:
+            msg = chunk_msg(chunk, ns_to_stamp(ns), self.control_rate, policy_version=0)
+        except MessageError as e:
+            self.get_logger().error(f"expert produced an unusable chunk: {e}")
+            return
+        self.pub_cmd.publish(msg)
+        self.pub_mean.publish(msg)
+        self.answered += 1
+
+
+def main(args=None) -> int:
+    return spin_node(ExpertNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

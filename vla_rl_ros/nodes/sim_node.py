@@ -1,0 +1,300 @@
+"""sim_node: the PyBullet arm, seen from the graph exactly like a real robot.
+
+Subscribes to the JointTrajectoryController topic, publishes ``/joint_states``, camera images,
+the instruction, per-step reward/success/done, the applied reference and episode events, and
+offers ``/sim/reset`` (std_srvs/Trigger). Physics advances a fixed number of 240 Hz substeps per
+control tick on a wall-clock timer (``real_time_factor`` scales it); the policy's speed never
+changes how fast simulated time passes — a late chunk simply means the arm holds, as on a robot.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from geometry_msgs.msg import Pose, PoseArray, Vector3Stamped
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from vla_rl_ros.core.robot import PANDA
+from vla_rl_ros.core.sim.world import PandaWorld, SimConfig
+from vla_rl_ros.nodes.common import (
+    CONTROLLER_TOPIC,
+    EPISODE_TOPIC,
+    INSTRUCTION_TOPIC,
+    JOINT_STATES_TOPIC,
+    LATCHED_QOS,
+    OBJECT_POSES_TOPIC,
+    REFERENCE_TOPIC,
+    RELIABLE_QOS,
+    REWARD_TOPIC,
+    SENSOR_QOS,
+    MessageError,
+    camera_topic,
+    chunk_from_msg,
+    image_to_msg,
+    joint_state_msg,
+    json_msg,
+    ns_to_stamp,
+    spin_node,
+    stamp_to_ns,
+)
+
+
+class ChunkScheduler:
+    """Chooses the joint target for each control tick from the chunks received so far.
+
+    A chunk anchored at observation tick ``a`` holds the target for tick ``a + i + 1`` in point
+    ``i``; at tick ``k`` the controller applies point ``k - a`` of the newest chunk (points already
+    in the past are skipped; past the end it holds the last point). Pure logic, no ROS.
+    """
+
+    def __init__(self, hold: np.ndarray):
+        self.reset(hold)
+
+    def reset(self, hold: np.ndarray) -> None:
+        self.hold = np.asarray(hold, dtype=np.float64).copy()
+        self.chunk: np.ndarray | None = None
+        self.anchor = -1
+        self.chunk_id = 0
+
+    def offer(self, chunk: np.ndarray, anchor: int, chunk_id: int) -> bool:
+        if self.chunk is not None and anchor < self.anchor:
+            return False  # older than what we run: ignore
+        self.chunk, self.anchor, self.chunk_id = chunk, anchor, chunk_id
+        return True
+
+    def target(self, tick: int) -> tuple[np.ndarray, str]:
+        if self.chunk is None:
+            return self.hold, "hold"
+        i = tick - self.anchor
+        if i < 0:
+            return self.hold, "hold"
+        if i >= len(self.chunk):
+            self.hold = self.chunk[-1]
+            return self.hold, f"{self.chunk_id}:hold"
+        self.hold = self.chunk[i]
+        return self.hold, f"{self.chunk_id}:{i}"
+
+
+class SimNode(Node):
+    def __init__(self):
+        super().__init__("sim_node")
+        p = self.declare_parameter
+        self.control_rate = float(p("control_rate", 10.0).value)
+        self.rtf = float(p("real_time_factor", 1.0).value)
+        cams = list(p("cameras", ["front"]).value)
+        cfg = SimConfig(
+            control_rate=self.control_rate,
+            image_width=int(p("image_width", 96).value),
+            image_height=int(p("image_height", 96).value),
+            cameras=tuple(cams),
+            renderer=str(p("renderer", "auto").value),
+            max_steps=int(p("max_steps", 120).value),
+        )
+        self.family = str(p("family", "").value) or None
+        self.seed = int(p("seed", 0).value)
+        self.episodes = int(p("episodes", 0).value)  # 0: run forever
+        self.auto_reset = bool(p("auto_reset", True).value)
+        self.reset_pause = float(p("reset_pause", 0.5).value)
+        self.start_delay = float(p("start_delay", 1.0).value)
+        controller_topic = str(p("controller_topic", CONTROLLER_TOPIC).value)
+        if self.rtf <= 0 or self.control_rate <= 0:
+            raise ValueError("control_rate and real_time_factor must be > 0")
+
+        self.world = PandaWorld(cfg)
+        if self.family is not None:
+            self.world.reset(seed=self.seed, family=self.family)  # validates the family name early
+        self.cameras = cams
+        self.get_logger().info(
+            f"PyBullet world ready: renderer={self.world.renderer_name}, "
+            f"{cfg.image_width}x{cfg.image_height} cameras={cams}, control {self.control_rate} Hz, "
+            f"real-time factor {self.rtf}"
+        )
+
+        self.pub_js = self.create_publisher(JointState, JOINT_STATES_TOPIC, RELIABLE_QOS)
+        self.pub_img = {
+            c: self.create_publisher(Image, camera_topic(c, i), SENSOR_QOS)
+            for i, c in enumerate(cams)
+        }
+        self.pub_instr = self.create_publisher(String, INSTRUCTION_TOPIC, LATCHED_QOS)
+        self.pub_reward = self.create_publisher(Vector3Stamped, REWARD_TOPIC, RELIABLE_QOS)
+        self.pub_ref = self.create_publisher(JointState, REFERENCE_TOPIC, RELIABLE_QOS)
+        self.pub_event = self.create_publisher(String, EPISODE_TOPIC, LATCHED_QOS)
+        self.pub_poses = self.create_publisher(PoseArray, OBJECT_POSES_TOPIC, RELIABLE_QOS)
+        self.create_subscription(JointTrajectory, controller_topic, self._on_command, RELIABLE_QOS)
+        self.create_service(Trigger, "/sim/reset", self._on_reset)
+
+        self.scheduler = ChunkScheduler(PANDA.home)
+        self.episode = -1
+        self.running = False
+        self.finished = False
+        self.tick = 0
+        self.tick_stamps: dict[int, int] = {}  # obs stamp ns -> tick, current episode
+        self.episode_start_ns = 0
+        self.last_stamp_ns = 0
+        self.next_start = time.monotonic() + self.start_delay
+        self.overruns = 0
+        self.rejected = 0
+        self.episode_return = 0.0
+        self.create_timer(1.0 / (self.control_rate * self.rtf), self._on_timer)
+
+    # ------------------------------------------------------------------ helpers
+    def _stamp_now(self) -> int:
+        ns = self.get_clock().now().nanoseconds
+        ns = max(ns, self.last_stamp_ns + 1)
+        self.last_stamp_ns = ns
+        return ns
+
+    def _publish_observation(self) -> None:
+        ns = self._stamp_now()
+        self.tick_stamps[ns] = self.tick
+        stamp = ns_to_stamp(ns)
+        self.pub_js.publish(
+            joint_state_msg(self.world.joint_positions(), self.world.joint_velocities(), stamp)
+        )
+        for cam in self.cameras:
+            self.pub_img[cam].publish(image_to_msg(self.world.render(cam), stamp, frame_id=cam))
+        poses = PoseArray()
+        poses.header.stamp = stamp
+        items = sorted(self.world.object_poses().items())
+        poses.header.frame_id = ",".join(name for name, _ in items)
+        for _, (pos, quat) in items:
+            pose = Pose()
+            pose.position.x, pose.position.y, pose.position.z = (float(v) for v in pos)
+            (pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w) = (
+                float(v) for v in quat
+            )
+            poses.poses.append(pose)
+        self.pub_poses.publish(poses)
+        self.obs_stamp_ns = ns
+
+    def _start_episode(self) -> None:
+        self.episode += 1
+        seed = self.seed + self.episode
+        self.world.reset(seed=seed, family=self.family)
+        self.scheduler.reset(self.world.joint_positions())
+        self.tick = 0
+        self.tick_stamps = {}
+        self.episode_return = 0.0
+        self.running = True
+        task = self.world.task
+        self.pub_instr.publish(String(data=task.instruction))
+        self.episode_start_ns = self._stamp_now()
+        self.pub_event.publish(
+            json_msg(
+                {
+                    "event": "start",
+                    "episode": self.episode,
+                    "seed": seed,
+                    "family": task.family,
+                    "instruction": task.instruction,
+                    "stamp_ns": self.episode_start_ns,
+                }
+            )
+        )
+        self._publish_observation()
+
+    def _end_episode(self, success: bool, reason: str) -> None:
+        self.running = False
+        self.pub_event.publish(
+            json_msg(
+                {
+                    "event": "end",
+                    "episode": self.episode,
+                    "success": bool(success),
+                    "steps": self.tick,
+                    "return": self.episode_return,
+                    "reason": reason,
+                    "family": self.world.task.family,
+                    "instruction": self.world.task.instruction,
+                }
+            )
+        )
+        self.get_logger().info(
+            f"episode {self.episode} ({self.world.task.instruction!r}) ended: {reason}, "
+            f"success={success}, {self.tick} steps, return {self.episode_return:.2f}"
+        )
+        if self.episodes and self.episode + 1 >= self.episodes:
+            self.finished = True
+            self.pub_event.publish(json_msg({"event": "finished", "episodes": self.episode + 1}))
+        self.next_start = time.monotonic() + self.reset_pause
+
+    # ------------------------------------------------------------------ callbacks
+    def _on_command(self, msg: JointTrajectory) -> None:
+        try:
+            chunk = chunk_from_msg(msg, PANDA)
+        except MessageError as e:
+            self.rejected += 1
+            self.get_logger().error(f"rejected trajectory command: {e}")
+            return
+        bad = [v for row in chunk for v in PANDA.limit_violations(row)]
+        if bad:
+            self.rejected += 1
+            self.get_logger().error(
+                f"rejected trajectory command beyond joint limits: {'; '.join(sorted(set(bad))[:4])}"
+            )
+            return
+        if not self.running:
+            return
+        ns = stamp_to_ns(msg.header.stamp)
+        if ns == 0:
+            anchor = self.tick  # "start now": point 0 is the target for the next tick
+        elif ns in self.tick_stamps:
+            anchor = self.tick_stamps[ns]
+        elif ns < self.episode_start_ns:
+            self.get_logger().warn("ignored a chunk stamped before this episode began (stale)")
+            return
+        else:  # a stamp from another clock/source: anchor at the latest observation before it
+            earlier = [t for s, t in self.tick_stamps.items() if s <= ns]
+            anchor = max(earlier) if earlier else self.tick
+        self.scheduler.offer(chunk, anchor, ns)
+
+    def _on_reset(self, request, response):
+        if self.running:
+            self._end_episode(False, "reset")
+        self.finished = False
+        self.next_start = time.monotonic()
+        response.success = True
+        response.message = f"episode {self.episode + 1} starts at the next tick"
+        return response
+
+    def _on_timer(self) -> None:
+        if not self.running:
+            if self.finished or (not self.auto_reset and self.episode >= 0):
+                return
+            if time.monotonic() >= self.next_start:
+                self._start_episode()
+            return
+        t0 = time.perf_counter()
+        obs_ns = self.obs_stamp_ns
+        target, ref = self.scheduler.target(self.tick)
+        self.world.apply_action(target)
+        self.pub_ref.publish(joint_state_msg(target, None, ns_to_stamp(obs_ns), frame_id=ref))
+        info = self.world.step_control()
+        self.episode_return += float(info.reward)
+        r = Vector3Stamped()
+        r.header.stamp = ns_to_stamp(obs_ns)
+        r.header.frame_id = str(self.episode)
+        r.vector.x, r.vector.y, r.vector.z = float(info.reward), float(info.success), float(info.done)
+        self.pub_reward.publish(r)
+        self.tick += 1
+        self._publish_observation()
+        if info.done:
+            self._end_episode(bool(info.success), "success" if info.success else "timeout")
+        if time.perf_counter() - t0 > 1.0 / (self.control_rate * self.rtf):
+            self.overruns += 1
+
+    def shutdown(self) -> None:
+        self.world.close()
+
+
+def main(args=None) -> int:
+    return spin_node(SimNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,227 @@
+"""trajectory_logger: writes every episode seen on the graph into a LeRobot (v3) dataset.
+
+Pairs state, images, the applied reference, reward and chunks by observation stamp (see
+``core/recording.py``), and hands each finished episode to a background writer (``core/data``)
+so that saving never blocks this node's executor. Publishes its counters on
+``/vla/logger/status`` (JSON) twice a second and after every saved episode.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+from geometry_msgs.msg import Vector3Stamped
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory
+
+from vla_rl_ros.core.data.schema import build_features
+from vla_rl_ros.core.data.writer import EpisodeWriter
+from vla_rl_ros.core.recording import ChunkRecord, EpisodeAssembler
+from vla_rl_ros.core.robot import PANDA
+from vla_rl_ros.nodes.common import (
+    ACTION_CHUNK_TOPIC,
+    CONTROLLER_TOPIC,
+    EPISODE_TOPIC,
+    JOINT_STATES_TOPIC,
+    LATCHED_QOS,
+    LOGGER_STATUS_TOPIC,
+    REFERENCE_TOPIC,
+    RELIABLE_QOS,
+    REWARD_TOPIC,
+    SENSOR_QOS,
+    MessageError,
+    camera_topic,
+    chunk_from_msg,
+    joint_state_to_array,
+    json_msg,
+    msg_to_image,
+    policy_version_of,
+    spin_node,
+    stamp_to_ns,
+)
+
+
+class TrajectoryLogger(Node):
+    def __init__(self):
+        super().__init__("trajectory_logger")
+        p = self.declare_parameter
+        self.root = str(p("root", "").value)
+        if not self.root:
+            raise ValueError("parameter 'root' (output dataset folder) is required")
+        repo_id = str(p("repo_id", "local/vla_rl_ros").value)
+        control_rate = float(p("control_rate", 10.0).value)
+        self.cameras = list(p("cameras", ["front"]).value)
+        h, w = int(p("image_height", 96).value), int(p("image_width", 96).value)
+        self.image_hw = (h, w)
+        self.end_grace = float(p("end_grace", 0.5).value)
+        features = build_features(
+            joint_names=list(PANDA.joint_names), cameras=self.cameras, image_hw=(h, w)
+        )
+        self.writer = EpisodeWriter(
+            root=self.root, repo_id=repo_id, fps=int(round(control_rate)), features=features,
+            robot_type="panda",
+        )
+        self.assembler = EpisodeAssembler(self.cameras, PANDA.dof)
+        self.status_pub = self.create_publisher(String, LOGGER_STATUS_TOPIC, LATCHED_QOS)
+
+        self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_state, RELIABLE_QOS)
+        for i, cam in enumerate(self.cameras):
+            self.create_subscription(
+                Image, camera_topic(cam, i), lambda m, c=cam: self._on_image(c, m), SENSOR_QOS
+            )
+        self.create_subscription(JointState, REFERENCE_TOPIC, self._on_reference, RELIABLE_QOS)
+        self.create_subscription(Vector3Stamped, REWARD_TOPIC, self._on_reward, RELIABLE_QOS)
+        self.create_subscription(String, EPISODE_TOPIC, self._on_event, LATCHED_QOS)
+        self.create_subscription(
+            JointTrajectory, str(p("controller_topic", CONTROLLER_TOPIC).value),
+            self._on_executed, RELIABLE_QOS,
+        )
+        self.create_subscription(JointTrajectory, ACTION_CHUNK_TOPIC, self._on_mean, RELIABLE_QOS)
+
+        self.counters = {"episodes_seen": 0, "submitted": 0, "dropped_frames": 0, "bad_messages": 0}
+        self.to_close: list[tuple[float, dict]] = []
+        self.seen_episodes: set[int] = set()
+        self.create_timer(0.05, self._flush_due)
+        self.create_timer(0.5, self._publish_status)
+        self.get_logger().info(f"logging to {self.root} (cameras {self.cameras}, {w}x{h})")
+
+    # ------------------------------------------------------------------ inputs
+    def _bad(self, what: str, e: Exception) -> None:
+        self.counters["bad_messages"] += 1
+        self.get_logger().error(f"ignored {what}: {e}")
+
+    def _on_state(self, msg: JointState) -> None:
+        try:
+            self.assembler.add_state(stamp_to_ns(msg.header.stamp), joint_state_to_array(msg))
+        except MessageError as e:
+            self._bad("joint state", e)
+
+    def _on_image(self, cam: str, msg: Image) -> None:
+        try:
+            img = msg_to_image(msg, self.image_hw)
+        except MessageError as e:
+            self._bad(f"image on camera {cam}", e)
+            return
+        self.assembler.add_image(cam, stamp_to_ns(msg.header.stamp), img)
+
+    def _on_reference(self, msg: JointState) -> None:
+        try:
+            q = joint_state_to_array(msg)
+        except MessageError as e:
+            self._bad("reference", e)
+            return
+        self.assembler.add_reference(stamp_to_ns(msg.header.stamp), q, msg.header.frame_id)
+
+    def _on_reward(self, msg: Vector3Stamped) -> None:
+        v = msg.vector
+        if not np.isfinite(v.x):
+            self._bad("reward", ValueError("non-finite reward"))
+            return
+        self.assembler.add_reward(stamp_to_ns(msg.header.stamp), v.x, v.y > 0.5, v.z > 0.5)
+
+    def _chunk(self, msg: JointTrajectory) -> ChunkRecord | None:
+        try:
+            return ChunkRecord(chunk_from_msg(msg), policy_version_of(msg))
+        except MessageError as e:
+            self._bad("chunk", e)
+            return None
+
+    def _on_executed(self, msg: JointTrajectory) -> None:
+        rec = self._chunk(msg)
+        if rec is not None:
+            self.assembler.add_executed_chunk(stamp_to_ns(msg.header.stamp), rec)
+
+    def _on_mean(self, msg: JointTrajectory) -> None:
+        rec = self._chunk(msg)
+        if rec is not None:
+            self.assembler.add_mean_chunk(stamp_to_ns(msg.header.stamp), rec)
+
+    def _on_event(self, msg: String) -> None:
+        try:
+            ev = json.loads(msg.data)
+        except json.JSONDecodeError as e:
+            self._bad("episode event", e)
+            return
+        kind, ep = ev.get("event"), ev.get("episode")
+        if kind == "start":
+            if ep in self.seen_episodes:
+                return  # a latched re-delivery
+            self.seen_episodes.add(ep)
+            if self.assembler.active:  # a start without an end: close what we have
+                self._close_episode({"success": False, "reason": "interrupted"})
+            instruction = str(ev.get("instruction", "")).strip()
+            if not instruction:
+                self.get_logger().error(f"episode {ep} has an empty instruction; not recording it")
+                return
+            self.counters["episodes_seen"] += 1
+            self.assembler.start(
+                int(ep), instruction,
+                {k: ev[k] for k in ("seed", "family") if k in ev},
+            )
+        elif kind == "end" and self.assembler.active and ep == self.assembler.episode:
+            # pieces of the last ticks may still be in flight on other topics: close a bit later
+            self.to_close.append((time.monotonic() + self.end_grace, ev))
+
+    # ------------------------------------------------------------------ output
+    def _flush_due(self) -> None:
+        now = time.monotonic()
+        due = [x for x in self.to_close if x[0] <= now]
+        self.to_close = [x for x in self.to_close if x[0] > now]
+        for _, ev in due:
+            self._close_episode(ev)
+        for done in self.writer.poll():
+            self.get_logger().info(
+                f"saved episode {done.get('episode_index')} ({done.get('frames')} frames) "
+                f"in {done.get('seconds', 0.0):.2f}s"
+            )
+            self._publish_status()
+
+    def _close_episode(self, ev: dict) -> None:
+        ep = self.assembler.end(
+            {k: ev[k] for k in ("success", "reason", "steps", "return") if k in ev}
+        )
+        if ep is None:
+            return
+        self.counters["dropped_frames"] += ep.dropped
+        if not ep.frames:
+            self.get_logger().warn(f"episode {ep.episode} had no complete frame; nothing saved")
+            return
+        if ep.dropped:
+            self.get_logger().warn(f"episode {ep.episode}: {ep.dropped} incomplete frame(s) dropped")
+        try:
+            self.writer.submit(ep.frames, ep.task, ep.meta)
+        except ValueError as e:
+            self._bad(f"episode {ep.episode}", e)
+            return
+        self.counters["submitted"] += 1
+
+    def _publish_status(self) -> None:
+        status = dict(self.counters)
+        status.update(
+            saved=self.writer.saved_episodes(), pending=self.writer.pending(), root=self.root,
+            recording=self.assembler.active,
+        )
+        self.status_pub.publish(json_msg(status))
+
+    def shutdown(self) -> None:
+        for _, ev in self.to_close:  # finished episodes still waiting for their grace period
+            self._close_episode(ev)
+        self.to_close = []
+        if self.assembler.active:  # an unfinished episode is left out, never saved half-done
+            self.get_logger().warn(
+                f"shutting down during episode {self.assembler.episode}: it is not saved"
+            )
+            self.assembler.end()
+        self.writer.close(timeout=300.0)
+
+
+def main(args=None) -> int:
+    return spin_node(TrajectoryLogger, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
