@@ -86,7 +86,7 @@ def test_trajectory_command_moves_the_arm_and_bad_ones_are_refused(probe, start_
         assert np.abs(q[:7] - q0[:7]).max() < 0.02
     assert not runner.dead()
     log = runner.tail("sim_node", 40)
-    assert "unknown joints" in log and "positions for 8 joint names" in log and "beyond joint limits" in log
+    assert "missing joints" in log and "ur5_joint1" in log and "positions for 8 joint names" in log and "beyond joint limits" in log
 
     # a valid command (stamp 0 = start now): joint 1 turns by 0.4 rad and stays there
     target = q0.copy()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 from geometry_msgs.msg import Pose, PoseArray, Vector3Stamped
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
@@ -19,6 +18,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from vla_rl_ros.core.control import ChunkScheduler
 from vla_rl_ros.core.robot import PANDA
 from vla_rl_ros.core.sim.world import PandaWorld, SimConfig
 from vla_rl_ros.nodes.common import (
@@ -42,42 +42,6 @@ from vla_rl_ros.nodes.common import (
     spin_node,
     stamp_to_ns,
 )
-
-
-class ChunkScheduler:
-    """Chooses the joint target for each control tick from the chunks received so far.
-
-    A chunk anchored at observation tick ``a`` holds the target for tick ``a + i + 1`` in point
-    ``i``; at tick ``k`` the controller applies point ``k - a`` of the newest chunk (points already
-    in the past are skipped; past the end it holds the last point). Pure logic, no ROS.
-    """
-
-    def __init__(self, hold: np.ndarray):
-        self.reset(hold)
-
-    def reset(self, hold: np.ndarray) -> None:
-        self.hold = np.asarray(hold, dtype=np.float64).copy()
-        self.chunk: np.ndarray | None = None
-        self.anchor = -1
-        self.chunk_id = 0
-
-    def offer(self, chunk: np.ndarray, anchor: int, chunk_id: int) -> bool:
-        if self.chunk is not None and anchor < self.anchor:
-            return False  # older than what we run: ignore
-        self.chunk, self.anchor, self.chunk_id = chunk, anchor, chunk_id
-        return True
-
-    def target(self, tick: int) -> tuple[np.ndarray, str]:
-        if self.chunk is None:
-            return self.hold, "hold"
-        i = tick - self.anchor
-        if i < 0:
-            return self.hold, "hold"
-        if i >= len(self.chunk):
-            self.hold = self.chunk[-1]
-            return self.hold, f"{self.chunk_id}:hold"
-        self.hold = self.chunk[i]
-        return self.hold, f"{self.chunk_id}:{i}"
 
 
 class SimNode(Node):

@@ -51,7 +51,10 @@ def save_checkpoint(
     meta: dict | None = None,
     instructions: dict | None = None,
     overwrite: bool = True,
+    extra_files: dict | None = None,
 ) -> Path:
+    """Write atomically; ``extra_files`` (name -> source path, e.g. ``model.onnx``) are copied
+    in before the manifest so their checksums are covered."""
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=out.parent))
@@ -73,6 +76,8 @@ def save_checkpoint(
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         if instructions:
             (tmp / "instructions.json").write_text(json.dumps(instructions))
+        for name, src in (extra_files or {}).items():
+            shutil.copyfile(src, tmp / name)
         files = sorted(p.name for p in tmp.iterdir())
         manifest = {f: {"sha256": sha256_file(tmp / f), "bytes": (tmp / f).stat().st_size} for f in files}
         (tmp / "manifest.json").write_text(json.dumps({"files": manifest}, indent=2))

@@ -1,0 +1,292 @@
+"""Behaviour cloning of the VLA on logged LeRobot episodes.
+
+For every frame t the target is the chunk of the next H executed actions
+``[a_t, …, a_{t+H-1}]`` (repeated last action past the episode's end, masked out of the loss),
+expressed as deltas from the state q_t and normalised with statistics computed on the training
+split (which then travel in the checkpoint). L1 loss, AdamW, cosine schedule with warm-up,
+random-shift image augmentation, a validation split by episode, seeded end to end. Writes a
+checkpoint (+ ONNX export), a loss-curve PNG and a JSON log; resumes from its own checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from vla_rl_ros.core.policy.checkpoint import load_checkpoint, save_checkpoint
+from vla_rl_ros.core.policy.model import Normalization, PolicyConfig, VLAPolicy
+from vla_rl_ros.core.policy.text import InstructionEncoder
+
+
+@dataclass
+class BCArgs:
+    data: list = field(default_factory=list)
+    out: str = "runs/bc"
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    warmup: int = 200
+    val_fraction: float = 0.1
+    val_every: int = 250
+    seed: int = 0
+    threads: int = 2
+    horizon: int = 8
+    d_model: int = 128
+    augment_shift: int = 4
+    resume: str = ""
+    export_onnx: bool = True
+    version: int = 1
+
+
+@dataclass
+class EpisodeData:
+    images: dict  # cam -> (T, H, W, 3) uint8
+    state: np.ndarray  # (T, S) float32
+    action: np.ndarray  # (T, A) float32
+    task: str
+
+
+class ChunkDataset:
+    """Index of (episode, t) pairs; builds batches of (images, state, lang, target, mask)."""
+
+    def __init__(self, episodes: list[EpisodeData], cameras, horizon: int, lang: dict[str, np.ndarray]):
+        self.episodes, self.cameras, self.h, self.lang = episodes, list(cameras), horizon, lang
+        self.index = np.array([(e, t) for e, ep in enumerate(episodes) for t in range(len(ep.state))], dtype=np.int64)
+
+    def __len__(self):
+        return len(self.index)
+
+    def targets(self, e: int, t: int) -> tuple[np.ndarray, np.ndarray]:
+        ep = self.episodes[e]
+        T = len(ep.action)
+        idx = np.arange(t, t + self.h)
+        mask = (idx < T).astype(np.float32)
+        chunk = ep.action[np.minimum(idx, T - 1)]
+        return chunk - ep.state[t][None, : chunk.shape[1]], mask
+
+    def batch(self, rows: np.ndarray):
+        imgs, states, langs, deltas, masks = [], [], [], [], []
+        for e, t in self.index[rows]:
+            ep = self.episodes[e]
+            imgs.append(np.stack([ep.images[c][t] for c in self.cameras]))
+            states.append(ep.state[t])
+            langs.append(self.lang[ep.task])
+            d, m = self.targets(e, t)
+            deltas.append(d)
+            masks.append(m)
+        return (torch.from_numpy(np.stack(imgs)), torch.from_numpy(np.stack(states)),
+                torch.from_numpy(np.stack(langs)), torch.from_numpy(np.stack(deltas).astype(np.float32)),
+                torch.from_numpy(np.stack(masks)))
+
+    def normalization(self) -> Normalization:
+        states = np.concatenate([ep.state for ep in self.episodes])
+        deltas = np.concatenate([self.targets(e, t)[0] for e, t in self.index[:: max(1, len(self.index) // 20000)]])
+        eps = 1e-3
+        return Normalization(
+            state_mean=states.mean(0).tolist(), state_std=np.maximum(states.std(0), eps).tolist(),
+            delta_mean=deltas.mean(0).tolist(), delta_std=np.maximum(deltas.std(0), eps).tolist(),
+        )
+
+
+def random_shift(images: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
+    """DrQ-style augmentation on uint8 (B, C, H, W, 3): pad by replication, random crop back."""
+    if pad <= 0:
+        return images
+    B, C, H, W, _ = images.shape
+    x = images.permute(0, 1, 4, 2, 3).reshape(B, C * 3, H, W).float()
+    x = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    out = torch.empty(B, C * 3, H, W)
+    offs = torch.randint(0, 2 * pad + 1, (B, 2), generator=gen)
+    for i in range(B):
+        dy, dx = int(offs[i, 0]), int(offs[i, 1])
+        out[i] = x[i, :, dy : dy + H, dx : dx + W]
+    return out.reshape(B, C, 3, H, W).permute(0, 1, 3, 4, 2).round().clamp(0, 255).to(torch.uint8)
+
+
+def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    err = (pred - target).abs().mean(-1)  # (B, H)
+    return (err * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def split_episodes(n: int, frac: float, seed: int) -> tuple[list[int], list[int]]:
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    n_val = max(1, int(round(n * frac))) if n > 1 and frac > 0 else 0
+    return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
+
+
+def _save_train_state(path: Path, opt: torch.optim.Optimizer, step: int, history: list, rng_state) -> None:
+    tensors, meta = {}, {"step": step, "history": history, "groups": []}
+    for gi, group in enumerate(opt.param_groups):
+        meta["groups"].append({k: v for k, v in group.items() if k != "params"})
+        for pi, p in enumerate(group["params"]):
+            for k, v in opt.state.get(p, {}).items():
+                if torch.is_tensor(v):
+                    tensors[f"{gi}.{pi}.{k}"] = v.detach().cpu().contiguous()
+    tensors["rng.torch"] = rng_state
+    save_file(tensors, str(path / "train_state.safetensors"))
+    (path / "train_state.json").write_text(json.dumps(meta))
+
+
+def _load_train_state(path: Path, opt: torch.optim.Optimizer):
+    meta = json.loads((path / "train_state.json").read_text())
+    tensors = load_file(str(path / "train_state.safetensors"))
+    for gi, group in enumerate(opt.param_groups):
+        for pi, p in enumerate(group["params"]):
+            st = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"{gi}.{pi}.")}
+            if st:
+                opt.state[p] = st
+    return meta["step"], meta["history"], tensors.get("rng.torch")
+
+
+def plot_curves(history: list[dict], path: Path, title: str = "behaviour cloning") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    tr = [(h["step"], h["train_loss"]) for h in history if "train_loss" in h]
+    va = [(h["step"], h["val_loss"]) for h in history if "val_loss" in h]
+    if tr:
+        ax.plot(*zip(*tr), label="train L1 (normalised)", alpha=0.8)
+    if va:
+        ax.plot(*zip(*va), "o-", label="validation L1")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def evaluate_loss(model: VLAPolicy, ds: ChunkDataset, batch_size: int = 128, max_rows: int = 4096) -> float:
+    if len(ds) == 0:
+        return float("nan")
+    rows = np.arange(len(ds))[: max_rows]
+    total, weight = 0.0, 0.0
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(rows), batch_size):
+            img, st, lang, delta, mask = ds.batch(rows[i : i + batch_size])
+            pred = model.normalized_delta(img, st, lang)
+            target = (delta - model.delta_mean) / model.delta_std
+            total += float(masked_l1(pred, target, mask)) * float(mask.sum())
+            weight += float(mask.sum())
+    model.train()
+    return total / max(weight, 1.0)
+
+
+def train_bc(args: BCArgs, episodes: list[EpisodeData], cameras, joint_names, progress=True) -> dict:
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not episodes:
+        raise ValueError("no episodes to train on")
+    image_size = episodes[0].images[cameras[0]].shape[1]
+    tasks = sorted({ep.task for ep in episodes})
+    enc = InstructionEncoder()
+    lang = {t: enc.encode(t) for t in tasks}
+    train_ids, val_ids = split_episodes(len(episodes), args.val_fraction, args.seed)
+    train_ds = ChunkDataset([episodes[i] for i in train_ids], cameras, args.horizon, lang)
+    val_ds = ChunkDataset([episodes[i] for i in val_ids], cameras, args.horizon, lang)
+
+    start_step, history = 0, []
+    if args.resume:
+        model, _ = load_checkpoint(args.resume, joint_names=joint_names)
+        model.train()
+    else:
+        cfg = PolicyConfig(
+            cameras=tuple(cameras), image_size=int(image_size), state_dim=episodes[0].state.shape[1],
+            action_dim=episodes[0].action.shape[1], horizon=args.horizon, d_model=args.d_model,
+            joint_names=tuple(joint_names),
+        )
+        model = VLAPolicy(cfg, train_ds.normalization()).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    gen = torch.Generator().manual_seed(args.seed)
+    if args.resume and (Path(args.resume) / "train_state.json").is_file():
+        start_step, history, rng = _load_train_state(Path(args.resume), opt)
+        if rng is not None:
+            gen.set_state(rng)
+
+    def lr_at(step):
+        if step < args.warmup:
+            return args.lr * (step + 1) / args.warmup
+        p = (step - args.warmup) / max(1, args.steps - args.warmup)
+        return args.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
+
+    from tqdm import tqdm
+
+    bar = tqdm(range(start_step, args.steps), initial=start_step, total=args.steps, desc="train-bc",
+               disable=not progress, dynamic_ncols=True)
+    t0 = time.time()
+    running = None
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        rows = torch.randint(0, len(train_ds), (args.batch_size,), generator=gen).numpy()
+        img, st, lg, delta, mask = train_ds.batch(rows)
+        img = random_shift(img, args.augment_shift, gen)
+        pred = model.normalized_delta(img, st, lg)
+        loss = masked_l1(pred, (delta - model.delta_mean) / model.delta_std, mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        running = float(loss) if running is None else 0.98 * running + 0.02 * float(loss)
+        if step % 25 == 0:
+            history.append({"step": step, "train_loss": running, "lr": lr_at(step)})
+        if (step + 1) % args.val_every == 0 or step + 1 == args.steps:
+            v = evaluate_loss(model, val_ds)
+            history.append({"step": step + 1, "val_loss": v})
+            bar.set_postfix(loss=f"{running:.4f}", val=f"{v:.4f}")
+            _save(model, opt, args, out, step + 1, history, gen, lang, t0, train_ids, val_ids, final=False)
+    result = _save(model, opt, args, out, args.steps, history, gen, lang, t0, train_ids, val_ids, final=True)
+    return result
+
+
+def _save(model, opt, args, out, step, history, gen, lang, t0, train_ids, val_ids, final) -> dict:
+    model.eval()
+    val = [h["val_loss"] for h in history if "val_loss" in h]
+    meta = {
+        "trained_by": "vla-rl-ros train-bc",
+        "args": asdict(args),
+        "step": step,
+        "train_seconds": time.time() - t0,
+        "train_episodes": len(train_ids),
+        "val_episodes": len(val_ids),
+        "final_val_loss": val[-1] if val else None,
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+    extra = {}
+    if final and args.export_onnx:
+        from vla_rl_ros.core.policy.backends import (
+            OnnxRuntimeBackend, TorchBackend, example_inputs, export_onnx, parity,
+        )
+
+        onnx_path = export_onnx(model, out / "model.onnx")
+        meta["onnx_parity_max_abs"] = parity(
+            TorchBackend(model), OnnxRuntimeBackend(onnx_path), example_inputs(model, 2, seed=1)
+        )
+        extra["model.onnx"] = onnx_path
+    ckpt = save_checkpoint(model, out / "checkpoint", version=args.version, meta=meta,
+                           instructions={k: v.tolist() for k, v in lang.items()}, extra_files=extra)
+    _save_train_state(ckpt, opt, step, history, gen.get_state())
+    (out / "history.json").write_text(json.dumps(history))
+    plot_curves(history, out / "loss.png")
+    model.train()
+    return {"checkpoint": str(ckpt), **meta}
