@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -100,6 +101,8 @@ class GraphMonitor:
         self.lock = threading.Lock()
         self.node.create_subscription(String, EPISODE_TOPIC, self._on_event, RELIABLE_QOS)
         self.node.create_subscription(String, LOGGER_STATUS_TOPIC, self._on_status, LATCHED_QOS)
+        self.policy_status: dict = {}
+        self.node.create_subscription(String, "/vla/policy/status", self._on_policy, LATCHED_QOS)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self._spin, daemon=True)
@@ -126,6 +129,14 @@ class GraphMonitor:
             return
         with self.lock:
             self.status = st
+
+    def _on_policy(self, msg):
+        try:
+            st = json.loads(msg.data)
+        except json.JSONDecodeError:
+            return
+        with self.lock:
+            self.policy_status = st
 
     def ended(self) -> list[dict]:
         with self.lock:
@@ -301,6 +312,147 @@ def cmd_replay(args) -> int:
     return code
 
 
+def cmd_train_bc(args) -> int:
+    from vla_rl_ros.core.policy.bc import BCArgs, load_episodes, train_bc
+
+    for d in args.data:
+        if not (Path(d) / "meta" / "info.json").exists():
+            _die(f"{d!r} is not a LeRobot dataset (no meta/info.json)")
+    check_writable_dir(args.out)
+    if args.resume and not (Path(args.resume) / "config.json").exists():
+        _die(f"--resume {args.resume!r}: no checkpoint there (config.json missing)")
+    episodes, cams, joints = load_episodes(args.data)
+    n_frames = sum(len(e.state) for e in episodes)
+    print(f"training on {len(episodes)} episodes / {n_frames} frames from {len(args.data)} dataset(s); cameras {cams}")
+    bc = BCArgs(data=list(args.data), out=args.out, steps=args.steps, batch_size=args.batch_size,
+                lr=args.lr, seed=args.seed, threads=args.threads, horizon=args.horizon,
+                d_model=args.d_model, resume=args.resume or "", version=args.version)
+    result = train_bc(bc, episodes, cams, joints)
+    print(f"checkpoint: {result['checkpoint']}")
+    print(f"final validation L1: {result['final_val_loss']:.4f}; {result['train_seconds']:.0f}s; "
+          f"ONNX parity max |diff| {result.get('onnx_parity_max_abs', float('nan')):.2e}")
+    print(f"loss curve: {Path(args.out) / 'loss.png'}")
+    return 0
+
+
+def _print_eval(results, elapsed: float, label: str) -> None:
+    rows = [{"family": r.family, "success": r.success, "length": r.steps, "return": r.ret} for r in results]
+    print(f"\n{label}: {len(results)} episodes in {elapsed:.0f}s")
+    print(success_table(rows))
+
+
+def cmd_evaluate(args) -> int:
+    from vla_rl_ros.core.policy.checkpoint import CheckpointError
+
+    ckpt = args.policy or default_checkpoint()
+    seeds = list(range(args.seed, args.seed + args.episodes))
+    if args.direct:
+        from tqdm import tqdm
+
+        from vla_rl_ros.core.policy.evaluate import evaluate
+        from vla_rl_ros.core.policy.runtime import Observation, PolicyRuntime
+        from vla_rl_ros.core.robot import PANDA
+        from vla_rl_ros.core.sim.world import PandaWorld, SimConfig
+
+        try:
+            rt = PolicyRuntime(ckpt, backend=args.backend, joint_names=PANDA.joint_names, threads=args.threads)
+        except (CheckpointError, FileNotFoundError) as e:
+            _die(str(e))
+        print(f"evaluating {rt.describe()} directly (no ROS) on seeds {seeds[0]}..{seeds[-1]}")
+        world = PandaWorld(SimConfig(image_width=rt.cfg.image_size, image_height=rt.cfg.image_size,
+                                     cameras=rt.cameras, max_steps=args.max_steps))
+        bar = tqdm(total=len(seeds), unit="ep", desc="evaluate", dynamic_ncols=True)
+
+        def prog(res, dt):
+            bar.update(1)
+            bar.set_postfix(success=f"{sum(r.success for r in res)}/{len(res)}")
+
+        t0 = time.time()
+        act = lambda o: rt.infer(Observation(o["images"], o["state"], o["instruction"]))  # noqa: E731
+        results = evaluate(world, act, seeds, family=args.family or None, replan_every=args.replan_every, progress=prog)
+        bar.close()
+        world.close()
+        _print_eval(results, time.time() - t0, "direct evaluation")
+        if args.json:
+            Path(args.json).write_text(json.dumps([r.__dict__ for r in results], indent=1))
+        return 0
+    return _evaluate_ros(args, ckpt, seeds)
+
+
+def default_checkpoint() -> str:
+    from vla_rl_ros.nodes.policy_node import DEFAULT_CHECKPOINT
+
+    return DEFAULT_CHECKPOINT
+
+
+def _evaluate_ros(args, ckpt: str, seeds: list[int]) -> int:
+    from tqdm import tqdm
+
+    from vla_rl_ros.core.policy.checkpoint import CheckpointError, read_config
+    from vla_rl_ros.graph import GraphRunner, load_graph
+
+    try:
+        cfg = read_config(ckpt)
+    except CheckpointError as e:
+        _die(str(e))
+    size = int(cfg["policy"]["image_size"])
+    graph = load_graph("policy_sim", {
+        "checkpoint": str(Path(ckpt).resolve()), "backend": args.backend, "episodes": len(seeds),
+        "seed": seeds[0], "family": args.family or "", "real_time_factor": args.speed,
+        "image_width": size, "image_height": size, "max_steps": args.max_steps,
+        "replan_every": args.replan_every, "threads": args.threads,
+    })
+    log_dir = args.log_dir or tempfile.mkdtemp(prefix="vla_eval_logs_")
+    monitor = GraphMonitor(args.domain_id)
+    runner = GraphRunner(graph, log_dir=log_dir, domain_id=args.domain_id).start()
+    print(f"evaluating {ckpt} through the ROS graph (sim_node + policy_node, x{args.speed}); logs in {log_dir}")
+    bar = tqdm(total=len(seeds), unit="ep", desc="evaluate", dynamic_ncols=True)
+    t0 = time.monotonic()
+    ok = False
+    try:
+        last, last_t = 0, time.monotonic()
+        while True:
+            time.sleep(0.25)
+            ended = monitor.ended()
+            if len(ended) != last:
+                last, last_t = len(ended), time.monotonic()
+            bar.n = len(ended)
+            bar.set_postfix(success=f"{sum(e.get('success', False) for e in ended)}/{len(ended)}")
+            bar.refresh()
+            if len(ended) >= len(seeds):
+                ok = True
+                break
+            dead = {n: c for n, c in runner.dead().items()}
+            if dead:
+                for n, c in dead.items():
+                    print(f"\nnode {n} exited with code {c}:\n{runner.tail(n)}", file=sys.stderr)
+                break
+            if time.monotonic() - last_t > args.stall_timeout:
+                print(f"\nno episode finished for {args.stall_timeout:.0f}s; logs in {log_dir}", file=sys.stderr)
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        bar.close()
+        pstat = dict(monitor.policy_status)
+        runner.stop()
+        monitor.close()
+    ended = monitor.ended()
+    rows = [{"family": e.get("family"), "success": e.get("success"), "length": e.get("steps", 0),
+             "return": e.get("return", 0.0)} for e in ended]
+    print(f"\nROS-graph evaluation: {len(rows)} episodes in {time.monotonic() - t0:.0f}s")
+    if rows:
+        print(success_table(rows))
+    if pstat:
+        print(f"policy: {pstat.get('backend')} v{pstat.get('version')}, {pstat.get('chunks')} chunks; "
+              f"stamp->chunk latency p50 {pstat.get('latency_p50_ms', float('nan')):.1f} ms, "
+              f"p99 {pstat.get('latency_p99_ms', float('nan')):.1f} ms; inference p50 "
+              f"{pstat.get('infer_p50_ms', float('nan')):.1f} ms; rejected inputs {pstat.get('rejected_input')}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"episodes": ended, "policy_status": pstat}, indent=1))
+    return 0 if ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="vla-rl-ros", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="verb", required=True)
@@ -340,6 +492,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--publish-actions", action="store_true", help="also command the controller")
     ros_opts(p)
     p.set_defaults(fn=cmd_replay)
+
+    p = sub.add_parser("train-bc", help="behaviour cloning on LeRobot datasets")
+    p.add_argument("--data", nargs="+", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--horizon", type=int, default=8)
+    p.add_argument("--d-model", type=int, default=128)
+    p.add_argument("--version", type=int, default=1)
+    p.add_argument("--resume", default="", help="checkpoint directory to continue from")
+    p.set_defaults(fn=cmd_train_bc)
+
+    p = sub.add_parser("evaluate", help="success rate of a checkpoint in the simulator")
+    p.add_argument("--policy", default="", help="checkpoint directory (default: the shipped one)")
+    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--seed", type=int, default=1000, help="first evaluation seed")
+    p.add_argument("--family", default="")
+    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "torch", "tensorrt"])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--replan-every", type=int, default=1)
+    p.add_argument("--max-steps", type=int, default=120)
+    p.add_argument("--speed", type=float, default=2.0, help="real-time factor (ROS-graph mode)")
+    p.add_argument("--direct", action="store_true", help="evaluate without ROS (same loop, one process)")
+    p.add_argument("--json", default="", help="write per-episode results here")
+    p.add_argument("--stall-timeout", type=float, default=120.0)
+    ros_opts(p)
+    p.set_defaults(fn=cmd_evaluate)
 
     p = sub.add_parser("summary", help="success per task family of a dataset")
     p.add_argument("data")

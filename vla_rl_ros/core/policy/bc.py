@@ -290,3 +290,46 @@ def _save(model, opt, args, out, step, history, gen, lang, t0, train_ids, val_id
     plot_curves(history, out / "loss.png")
     model.train()
     return {"checkpoint": str(ckpt), **meta}
+
+
+def load_episodes(roots, cameras=None, progress=True) -> tuple[list[EpisodeData], list[str], list[str]]:
+    """Read every episode of the given LeRobot dataset roots into memory.
+
+    Returns (episodes, camera names, joint names). Datasets must agree on cameras and joints.
+    """
+    from tqdm import tqdm
+
+    from vla_rl_ros.core.data import schema
+    from vla_rl_ros.core.data.reader import episode_frames
+    from vla_rl_ros.core.data.store import read_info
+
+    episodes, cams_all, joints_all = [], None, None
+    for root in roots:
+        info = read_info(Path(root))
+        if info is None:
+            raise FileNotFoundError(f"no LeRobot dataset at {str(root)!r} (meta/info.json missing)")
+        feats = info["features"]
+        cams = [k[len(schema.IMAGE_PREFIX):] for k in feats if k.startswith(schema.IMAGE_PREFIX)]
+        if cameras is not None:
+            missing = [c for c in cameras if c not in cams]
+            if missing:
+                raise ValueError(f"dataset {root} lacks camera(s) {missing}")
+            cams = list(cameras)
+        names = feats[schema.STATE].get("names") or []
+        joints = list(names) if isinstance(names, list) else list(names.get("joints", []))
+        if cams_all is None:
+            cams_all, joints_all = cams, joints
+        elif cams != cams_all or joints != joints_all:
+            raise ValueError(f"dataset {root} has cameras {cams} / joints {joints}, others {cams_all} / {joints_all}")
+        keys = [schema.image_key(c) for c in cams] + [schema.STATE, schema.ACTION]
+        n = int(info["total_episodes"])
+        for ep in tqdm(range(n), desc=f"loading {Path(root).name}", disable=not progress, leave=False):
+            d = episode_frames(root, ep, keys=keys)
+            if len(d[schema.STATE]) == 0:
+                continue
+            episodes.append(EpisodeData(
+                images={c: d[schema.image_key(c)] for c in cams},
+                state=d[schema.STATE].astype(np.float32), action=d[schema.ACTION].astype(np.float32),
+                task=str(d["task"]),
+            ))
+    return episodes, cams_all or [], joints_all or []

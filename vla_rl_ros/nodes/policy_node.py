@@ -1,0 +1,231 @@
+"""policy_node: runs the VLA on camera images + joint states + instruction, publishes chunks.
+
+Observations are paired by stamp (``sync: exact``, as the sim publishes them) or take the
+newest joint state for each image (``sync: latest``, for a real camera + robot). Every
+``replan_every``-th observation is handed to an inference thread (a one-slot mailbox: a newer
+observation replaces one still waiting), so the executor never blocks and the next chunk is
+computed while the current one is still being executed (asynchronous chunking). The chunk μ is
+published on ``/vla/action_chunk`` stamped with its observation's stamp, and — in deploy mode —
+on the controller topic. Latency (observation stamp -> chunk published) is reported on
+``/vla/policy/status`` every second.
+
+Nothing built from bad input is published: wrong image size/encoding, missing camera, NaN in the
+state, empty instruction, non-finite outputs and a first action too far from the current state
+are logged and dropped; the node keeps running.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory
+
+from vla_rl_ros.core.policy.runtime import Observation, ObservationError, PolicyRuntime
+from vla_rl_ros.core.robot import PANDA
+from vla_rl_ros.nodes.common import (
+    ACTION_CHUNK_TOPIC,
+    CONTROLLER_TOPIC,
+    INSTRUCTION_TOPIC,
+    JOINT_STATES_TOPIC,
+    LATCHED_QOS,
+    RELIABLE_QOS,
+    SENSOR_QOS,
+    MessageError,
+    camera_topic,
+    chunk_msg,
+    joint_state_to_array,
+    json_msg,
+    msg_to_image,
+    ns_to_stamp,
+    spin_node,
+    stamp_to_ns,
+)
+
+DEFAULT_CHECKPOINT = str(Path(__file__).resolve().parents[2] / "models" / "vla_bc_v1")
+
+
+class PolicyNode(Node):
+    def __init__(self):
+        super().__init__("policy_node")
+        p = self.declare_parameter
+        ckpt = str(p("checkpoint", "").value) or DEFAULT_CHECKPOINT
+        backend = str(p("backend", "auto").value)
+        threads = int(p("threads", 1).value)
+        self.control_rate = float(p("control_rate", 10.0).value)
+        self.replan_every = max(1, int(p("replan_every", 1).value))
+        self.sync = str(p("sync", "exact").value)
+        if self.sync not in ("exact", "latest"):
+            raise ValueError(f"sync must be 'exact' or 'latest', got {self.sync!r}")
+        self.max_state_age = float(p("max_state_age", 0.25).value)
+        self.max_first_jump = float(p("max_first_jump", 0.5).value)
+        self.to_controller = bool(p("publish_to_controller", True).value)
+
+        self.runtime = PolicyRuntime(ckpt, backend=backend, joint_names=PANDA.joint_names, threads=threads)
+        self.cameras = list(self.runtime.cameras)
+        size = self.runtime.cfg.image_size
+        self.image_hw = (size, size)
+        self.get_logger().info(f"loaded {self.runtime.describe()}; cameras {self.cameras} {size}x{size}")
+
+        self.pub_mean = self.create_publisher(JointTrajectory, ACTION_CHUNK_TOPIC, RELIABLE_QOS)
+        self.pub_cmd = (
+            self.create_publisher(JointTrajectory, str(p("controller_topic", CONTROLLER_TOPIC).value), RELIABLE_QOS)
+            if self.to_controller else None
+        )
+        self.pub_status = self.create_publisher(String, "/vla/policy/status", LATCHED_QOS)
+        for i, cam in enumerate(self.cameras):
+            self.create_subscription(Image, camera_topic(cam, i), lambda m, c=cam: self._on_image(c, m), SENSOR_QOS)
+        self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_state, RELIABLE_QOS)
+        self.create_subscription(String, INSTRUCTION_TOPIC, self._on_instruction, LATCHED_QOS)
+
+        self.instruction = ""
+        self.pending: dict[int, dict] = {}
+        self.latest_state: tuple[int, np.ndarray] | None = None
+        self.obs_count = 0
+        self.counters = {"chunks": 0, "rejected_input": 0, "rejected_output": 0, "dropped_obs": 0}
+        self.latencies = deque(maxlen=2000)
+        self.infer_ms = deque(maxlen=2000)
+        self._slot: tuple | None = None
+        self._cv = threading.Condition()
+        self._stop = False
+        self._last_err = 0.0
+        self.worker = threading.Thread(target=self._work, name="inference", daemon=True)
+        self.worker.start()
+        self.create_timer(1.0, self._publish_status)
+
+    # ------------------------------------------------------------------ inputs
+    def _complain(self, text: str) -> None:
+        now = time.monotonic()
+        if now - self._last_err > 1.0:  # at most one line a second per node
+            self.get_logger().error(text)
+            self._last_err = now
+
+    def _on_instruction(self, msg: String) -> None:
+        text = msg.data.strip()
+        if not text:
+            self.counters["rejected_input"] += 1
+            self._complain("empty instruction received: not acting until a valid one arrives")
+            self.instruction = ""
+            return
+        if text != self.instruction:
+            self.instruction = text
+            self.pending.clear()
+            self.obs_count = 0
+            self.get_logger().info(f"instruction: {text!r}")
+
+    def _on_state(self, msg: JointState) -> None:
+        try:
+            q = joint_state_to_array(msg)
+        except MessageError as e:
+            self.counters["rejected_input"] += 1
+            self._complain(f"rejected joint state: {e}")
+            return
+        ns = stamp_to_ns(msg.header.stamp)
+        self.latest_state = (ns, q)
+        if self.sync == "exact":
+            self.pending.setdefault(ns, {})["state"] = q
+            self._try(ns)
+
+    def _on_image(self, cam: str, msg: Image) -> None:
+        try:
+            img = msg_to_image(msg, self.image_hw)
+        except MessageError as e:
+            self.counters["rejected_input"] += 1
+            self._complain(f"rejected image on camera {cam}: {e}")
+            return
+        ns = stamp_to_ns(msg.header.stamp)
+        slot = self.pending.setdefault(ns, {})
+        slot.setdefault("images", {})[cam] = img
+        if self.sync == "latest" and self.latest_state is not None:
+            age = abs(ns - self.latest_state[0]) * 1e-9
+            if age > self.max_state_age:
+                self._complain(f"joint state is {age:.2f}s away from the image: not acting")
+                return
+            slot["state"] = self.latest_state[1]
+        self._try(ns)
+
+    def _try(self, ns: int) -> None:
+        slot = self.pending.get(ns)
+        if not slot or "state" not in slot or len(slot.get("images", {})) < len(self.cameras):
+            return
+        for k in [k for k in self.pending if k <= ns]:
+            del self.pending[k]
+        while len(self.pending) > 50:  # stale partial observations
+            del self.pending[min(self.pending)]
+        if not self.instruction:
+            return
+        count, self.obs_count = self.obs_count, self.obs_count + 1
+        if count % self.replan_every:
+            return
+        obs = Observation(slot["images"], slot["state"], self.instruction)
+        with self._cv:
+            if self._slot is not None:
+                self.counters["dropped_obs"] += 1
+            self._slot = (ns, obs)
+            self._cv.notify()
+
+    # ------------------------------------------------------------------ inference thread
+    def _work(self) -> None:
+        while True:
+            with self._cv:
+                while self._slot is None and not self._stop:
+                    self._cv.wait(timeout=0.5)
+                if self._stop:
+                    return
+                ns, obs = self._slot
+                self._slot = None
+            t0 = time.perf_counter()
+            try:
+                chunk = self.runtime.infer(obs)
+            except ObservationError as e:
+                self.counters["rejected_input"] += 1
+                self._complain(f"not acting on this observation: {e}")
+                continue
+            except Exception as e:  # a backend failure must not kill the node
+                self.counters["rejected_output"] += 1
+                self._complain(f"inference failed: {type(e).__name__}: {e}")
+                continue
+            self.infer_ms.append((time.perf_counter() - t0) * 1e3)
+            chunk = np.clip(chunk, PANDA.lower, PANDA.upper)
+            jump = float(np.max(np.abs(chunk[0, :7] - obs.state[:7])))
+            if jump > self.max_first_jump:
+                self.counters["rejected_output"] += 1
+                self._complain(f"first action is {jump:.2f} rad from the current state (> {self.max_first_jump}): not sent")
+                continue
+            msg = chunk_msg(chunk, ns_to_stamp(ns), self.control_rate, policy_version=self.runtime.version)
+            self.pub_mean.publish(msg)
+            if self.pub_cmd is not None:
+                self.pub_cmd.publish(msg)
+            self.counters["chunks"] += 1
+            self.latencies.append((self.get_clock().now().nanoseconds - ns) * 1e-6)
+
+    def _publish_status(self) -> None:
+        lat = np.array(self.latencies) if self.latencies else np.array([np.nan])
+        inf = np.array(self.infer_ms) if self.infer_ms else np.array([np.nan])
+        status = dict(self.counters)
+        status.update(
+            version=self.runtime.version, backend=self.runtime.backend.describe(),
+            latency_p50_ms=float(np.percentile(lat, 50)), latency_p99_ms=float(np.percentile(lat, 99)),
+            infer_p50_ms=float(np.percentile(inf, 50)), infer_p99_ms=float(np.percentile(inf, 99)),
+        )
+        self.pub_status.publish(json_msg(status))
+
+    def shutdown(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
+        self.worker.join(timeout=2.0)
+
+
+def main(args=None) -> int:
+    return spin_node(PolicyNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
