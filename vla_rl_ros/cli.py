@@ -222,6 +222,7 @@ def cmd_collect(args) -> int:
     try:
         last_progress = time.monotonic()
         saved = 0
+        shown = None
         while True:
             time.sleep(0.25)
             ended = monitor.ended()
@@ -230,10 +231,12 @@ def cmd_collect(args) -> int:
             if new_saved != saved or len(ended) != bar.n:
                 last_progress = time.monotonic()
             saved = new_saved
-            bar.n = min(saved, args.episodes)
             succ = sum(1 for e in ended if e.get("success"))
-            bar.set_postfix(ended=len(ended), success=f"{succ}/{len(ended)}", pending=st.get("pending", 0))
-            bar.refresh()
+            post = dict(ended=len(ended), success=f"{succ}/{len(ended)}", pending=st.get("pending", 0))
+            if min(saved, args.episodes) != bar.n or post != shown:
+                bar.n = min(saved, args.episodes)
+                bar.set_postfix(post)
+                shown = post
             dead = runner.failed_required() or {
                 n: c for n, c in runner.dead().items() if c not in (0, None)
             }
@@ -258,6 +261,9 @@ def cmd_collect(args) -> int:
         runner.stop(order=["sim_node", "expert_node", "trajectory_logger"], timeout=300)
         monitor.close()
     elapsed = time.monotonic() - t0
+    with open(log_dir / "episode_events.jsonl", "w") as f:  # what the simulator reported
+        for e in monitor.ended():
+            f.write(json.dumps(e) + "\n")
     rows = dataset_summaries(str(out))
     new_rows = rows[before:]
     print(f"\ndataset: {out}  ({len(rows)} episodes, {sum(int(r['length']) for r in rows)} frames)")
@@ -416,9 +422,9 @@ def _evaluate_ros(args, ckpt: str, seeds: list[int]) -> int:
             ended = monitor.ended()
             if len(ended) != last:
                 last, last_t = len(ended), time.monotonic()
-            bar.n = len(ended)
-            bar.set_postfix(success=f"{sum(e.get('success', False) for e in ended)}/{len(ended)}")
-            bar.refresh()
+            if bar.n != len(ended):
+                bar.n = len(ended)
+                bar.set_postfix(success=f"{sum(e.get('success', False) for e in ended)}/{len(ended)}")
             if len(ended) >= len(seeds):
                 ok = True
                 break

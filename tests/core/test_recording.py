@@ -29,7 +29,7 @@ def test_parse_reference():
 
 def test_frames_in_stamp_order_regardless_of_arrival_order():
     asm = EpisodeAssembler(["front"], 8)
-    asm.start(3, "pick up the red cube", {"seed": 7})
+    asm.start(3, "pick up the red cube", {"seed": 7}, start_ns=50)
     for k, stamp in reversed(list(enumerate([100, 200, 300]))):
         _feed_tick(asm, stamp, k, done=(k == 2), order=k % 2)
     asm.add_state(400, np.zeros(8))  # the observation after the last step: not a frame
@@ -82,9 +82,20 @@ def test_deterministic_chunk_has_zero_sigma_and_mean_from_chunk():
     assert f["rl.log_prob"] == 0.0 and not f["rl.sigma"].any()
 
 
-def test_pieces_outside_an_episode_are_ignored():
+def test_episodes_are_delimited_by_stamps_not_by_event_arrival():
     asm = EpisodeAssembler(["front"], 8)
-    _feed_tick(asm, 1, 0)
+    _feed_tick(asm, 1, 0)  # before any episode: only kept until an episode claims/skips it
     assert asm.end() is None
-    asm.start(1, "t")
-    assert asm.end().frames == []
+    asm.start(0, "first", start_ns=10)
+    _feed_tick(asm, 10, 0)
+    _feed_tick(asm, 20, 1, done=True)
+    # the next episode's first observation overtakes its start event (and our end handling)
+    _feed_tick(asm, 30, 7)
+    asm.start(1, "second", start_ns=25)
+    _feed_tick(asm, 40, 8, done=True)
+    first = asm.end(episode=0)
+    assert [int(f["observation.state"][0]) for f in first.frames] == [0, 1]
+    second = asm.end(episode=1)
+    assert second.task == "second"
+    assert [int(f["observation.state"][0]) for f in second.frames] == [7, 8]
+    assert not asm.active and not asm.pending

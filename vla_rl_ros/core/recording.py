@@ -64,15 +64,20 @@ def parse_reference(ref: str) -> tuple[int, int]:
 
 
 class EpisodeAssembler:
-    """Collects pieces of one episode at a time and turns them into LeRobot frames."""
+    """Collects pieces by stamp and turns the ones of an episode into LeRobot frames.
 
-    def __init__(self, cameras: list[str], dof: int, max_chunks: int = 512):
+    Episodes are delimited by stamps, not by when their events arrive: an episode owns the
+    pieces stamped at or after its start stamp and before the next episode's start stamp. So a
+    first observation that overtakes its episode's start event, or an end event handled after
+    the next episode began, loses nothing.
+    """
+
+    def __init__(self, cameras: list[str], dof: int, max_chunks: int = 512, max_pending: int = 20000):
         self.cameras = list(cameras)
         self.dof = dof
         self.max_chunks = max_chunks
-        self.episode: int | None = None
-        self.task = ""
-        self.meta: dict = {}
+        self.max_pending = max_pending
+        self.episodes: dict[int, tuple[str, dict, int]] = {}  # open episodes: task, meta, start
         self.pending: dict[int, _Pending] = {}
         self.executed: dict[int, ChunkRecord] = {}
         self.means: dict[int, ChunkRecord] = {}
@@ -80,35 +85,38 @@ class EpisodeAssembler:
     # ------------------------------------------------------------------ lifecycle
     @property
     def active(self) -> bool:
-        return self.episode is not None
+        return bool(self.episodes)
 
-    def start(self, episode: int, task: str, meta: dict | None = None) -> None:
-        self.episode, self.task, self.meta = episode, task, dict(meta or {})
-        self.pending.clear()
-        self.executed.clear()
-        self.means.clear()
+    @property
+    def episode(self) -> int | None:
+        return max(self.episodes) if self.episodes else None
+
+    def start(self, episode: int, task: str, meta: dict | None = None, start_ns: int = 0) -> None:
+        self.episodes[episode] = (task, dict(meta or {}), int(start_ns))
 
     def _slot(self, stamp: int) -> _Pending:
-        return self.pending.setdefault(stamp, _Pending())
+        slot = self.pending.get(stamp)
+        if slot is None:
+            slot = self.pending[stamp] = _Pending()
+            if len(self.pending) > self.max_pending:
+                del self.pending[min(self.pending)]
+        return slot
 
     # ------------------------------------------------------------------ pieces
     def add_state(self, stamp: int, q: np.ndarray) -> None:
-        if self.active:
-            self._slot(stamp).state = np.asarray(q, dtype=np.float32)
+        self._slot(stamp).state = np.asarray(q, dtype=np.float32)
 
     def add_image(self, camera: str, stamp: int, img: np.ndarray) -> None:
-        if self.active and camera in self.cameras:
+        if camera in self.cameras:
             self._slot(stamp).images[camera] = img
 
     def add_reference(self, stamp: int, target: np.ndarray, ref: str) -> None:
-        if self.active:
-            slot = self._slot(stamp)
-            slot.action = np.asarray(target, dtype=np.float32)
-            slot.ref = ref
+        slot = self._slot(stamp)
+        slot.action = np.asarray(target, dtype=np.float32)
+        slot.ref = ref
 
     def add_reward(self, stamp: int, reward: float, success: bool, done: bool) -> None:
-        if self.active:
-            self._slot(stamp).reward = (float(reward), bool(success), bool(done))
+        self._slot(stamp).reward = (float(reward), bool(success), bool(done))
 
     def _remember(self, store: dict, stamp: int, rec: ChunkRecord) -> None:
         store[stamp] = rec
@@ -116,12 +124,10 @@ class EpisodeAssembler:
             del store[min(store)]
 
     def add_executed_chunk(self, stamp: int, rec: ChunkRecord) -> None:
-        if self.active:
-            self._remember(self.executed, stamp, rec)
+        self._remember(self.executed, stamp, rec)
 
     def add_mean_chunk(self, stamp: int, rec: ChunkRecord) -> None:
-        if self.active:
-            self._remember(self.means, stamp, rec)
+        self._remember(self.means, stamp, rec)
 
     # ------------------------------------------------------------------ output
     def _complete(self, p: _Pending) -> bool:
@@ -172,25 +178,33 @@ class EpisodeAssembler:
         )
         return frame
 
-    def end(self, info: dict | None = None) -> AssembledEpisode | None:
-        """Close the episode: frames in stamp order up to the first ``done``; count the rest."""
-        if not self.active:
+    def end(self, info: dict | None = None, episode: int | None = None) -> AssembledEpisode | None:
+        """Close ``episode`` (default: the newest open one): its frames in stamp order up to the
+        first ``done``; incomplete ticks are counted as dropped."""
+        if not self.episodes:
             return None
-        frames, dropped = [], 0
-        for stamp in sorted(self.pending):
+        ep = self.episode if episode is None else episode
+        if ep not in self.episodes:
+            return None
+        task, meta, lo = self.episodes.pop(ep)
+        later = [s for _, _, s in self.episodes.values() if s > lo]
+        hi = min(later) if later else None
+        frames, dropped, used = [], 0, []
+        for stamp in sorted(k for k in self.pending if k >= lo and (hi is None or k < hi)):
             p = self.pending[stamp]
+            used.append(stamp)
             if self._complete(p):
                 frames.append(self._frame(p))
                 if p.reward[2]:
                     break
             elif p.reward is not None or p.action is not None:
                 dropped += 1  # a tick that really happened but lost a piece
+        for stamp in used:
+            del self.pending[stamp]
+        for stamp in [k for k in self.pending if k < lo]:  # older leftovers can never be used
+            del self.pending[stamp]
         if frames:  # the last recorded frame closes the episode
             frames[-1]["next.done"] = True
-        meta = dict(self.meta)
         meta.update(info or {})
         meta["dropped_frames"] = dropped
-        out = AssembledEpisode(self.episode, self.task, frames, dropped, meta)
-        self.episode = None
-        self.pending.clear()
-        return out
+        return AssembledEpisode(ep, task, frames, dropped, meta)

@@ -63,6 +63,12 @@ OBJECT_POSES_TOPIC = "/sim/object_poses"
 LOGGER_STATUS_TOPIC = "/vla/logger/status"
 
 SENSOR_QOS = qos_profile_sensor_data
+# Subscribers that must not lose frames when their process is briefly starved (the logger)
+# keep a deep best-effort queue: compatible with sensor-data publishers, 100 samples deep.
+DEEP_SENSOR_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.BEST_EFFORT,
+    durability=DurabilityPolicy.VOLATILE,
+)
 RELIABLE_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE
 )

@@ -101,7 +101,8 @@ class ReplayNode(Node):
         task = str(self.data["task"])
         self.pub_instr.publish(String(data=task))
         self.pub_event.publish(
-            json_msg({"event": "start", "episode": int(ep), "instruction": task, "replay": True})
+            json_msg({"event": "start", "episode": int(ep), "instruction": task, "replay": True,
+                      "stamp_ns": self.get_clock().now().nanoseconds})
         )
 
     def _on_timer(self) -> None:

@@ -210,7 +210,7 @@ class SimNode(Node):
         elif ns in self.tick_stamps:
             anchor = self.tick_stamps[ns]
         elif ns < self.episode_start_ns:
-            self.get_logger().warn("ignored a chunk stamped before this episode began (stale)")
+            self.get_logger().warning("ignored a chunk stamped before this episode began (stale)")
             return
         else:  # a stamp from another clock/source: anchor at the latest observation before it
             earlier = [t for s, t in self.tick_stamps.items() if s <= ns]

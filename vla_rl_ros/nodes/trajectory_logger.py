@@ -18,7 +18,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
-from vla_rl_ros.core.data.schema import build_features
+from vla_rl_ros.core.data.schema import make_features
 from vla_rl_ros.core.data.writer import EpisodeWriter
 from vla_rl_ros.core.recording import ChunkRecord, EpisodeAssembler
 from vla_rl_ros.core.robot import PANDA
@@ -32,7 +32,7 @@ from vla_rl_ros.nodes.common import (
     REFERENCE_TOPIC,
     RELIABLE_QOS,
     REWARD_TOPIC,
-    SENSOR_QOS,
+    DEEP_SENSOR_QOS,
     MessageError,
     camera_topic,
     chunk_from_msg,
@@ -58,9 +58,7 @@ class TrajectoryLogger(Node):
         h, w = int(p("image_height", 96).value), int(p("image_width", 96).value)
         self.image_hw = (h, w)
         self.end_grace = float(p("end_grace", 0.5).value)
-        features = build_features(
-            joint_names=list(PANDA.joint_names), cameras=self.cameras, image_hw=(h, w)
-        )
+        features = make_features(list(PANDA.joint_names), self.cameras, image_shape=(h, w))
         self.writer = EpisodeWriter(
             root=self.root, repo_id=repo_id, fps=int(round(control_rate)), features=features,
             robot_type="panda",
@@ -71,7 +69,7 @@ class TrajectoryLogger(Node):
         self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_state, RELIABLE_QOS)
         for i, cam in enumerate(self.cameras):
             self.create_subscription(
-                Image, camera_topic(cam, i), lambda m, c=cam: self._on_image(c, m), SENSOR_QOS
+                Image, camera_topic(cam, i), lambda m, c=cam: self._on_image(c, m), DEEP_SENSOR_QOS
             )
         self.create_subscription(JointState, REFERENCE_TOPIC, self._on_reference, RELIABLE_QOS)
         self.create_subscription(Vector3Stamped, REWARD_TOPIC, self._on_reward, RELIABLE_QOS)
@@ -84,6 +82,7 @@ class TrajectoryLogger(Node):
 
         self.counters = {"episodes_seen": 0, "submitted": 0, "dropped_frames": 0, "bad_messages": 0}
         self.to_close: list[tuple[float, dict]] = []
+        self.failures_reported = 0
         self.seen_episodes: set[int] = set()
         self.create_timer(0.05, self._flush_due)
         self.create_timer(0.5, self._publish_status)
@@ -151,18 +150,16 @@ class TrajectoryLogger(Node):
             if ep in self.seen_episodes:
                 return  # a latched re-delivery
             self.seen_episodes.add(ep)
-            if self.assembler.active:  # a start without an end: close what we have
-                self._close_episode({"success": False, "reason": "interrupted"})
             instruction = str(ev.get("instruction", "")).strip()
             if not instruction:
                 self.get_logger().error(f"episode {ep} has an empty instruction; not recording it")
                 return
             self.counters["episodes_seen"] += 1
+            start_ns = int(ev.get("stamp_ns", self.get_clock().now().nanoseconds - 50_000_000))
             self.assembler.start(
-                int(ep), instruction,
-                {k: ev[k] for k in ("seed", "family") if k in ev},
+                int(ep), instruction, {k: ev[k] for k in ("seed", "family") if k in ev}, start_ns
             )
-        elif kind == "end" and self.assembler.active and ep == self.assembler.episode:
+        elif kind == "end" and ep in self.assembler.episodes:
             # pieces of the last ticks may still be in flight on other topics: close a bit later
             self.to_close.append((time.monotonic() + self.end_grace, ev))
 
@@ -174,24 +171,28 @@ class TrajectoryLogger(Node):
         for _, ev in due:
             self._close_episode(ev)
         for done in self.writer.poll():
+            how = "recovered from the spool" if done.recovered else "saved"
             self.get_logger().info(
-                f"saved episode {done.get('episode_index')} ({done.get('frames')} frames) "
-                f"in {done.get('seconds', 0.0):.2f}s"
+                f"{how} episode {done.episode_index} ({done.frames} frames) in {done.seconds:.2f}s"
             )
             self._publish_status()
+        for failed in self.writer.failed_episodes()[self.failures_reported:]:
+            self.failures_reported += 1
+            self.get_logger().error(f"an episode could not be written: {failed.error}")
 
     def _close_episode(self, ev: dict) -> None:
         ep = self.assembler.end(
-            {k: ev[k] for k in ("success", "reason", "steps", "return") if k in ev}
+            {k: ev[k] for k in ("success", "reason", "steps", "return") if k in ev},
+            episode=ev.get("episode"),
         )
         if ep is None:
             return
         self.counters["dropped_frames"] += ep.dropped
         if not ep.frames:
-            self.get_logger().warn(f"episode {ep.episode} had no complete frame; nothing saved")
+            self.get_logger().warning(f"episode {ep.episode} had no complete frame; nothing saved")
             return
         if ep.dropped:
-            self.get_logger().warn(f"episode {ep.episode}: {ep.dropped} incomplete frame(s) dropped")
+            self.get_logger().warning(f"episode {ep.episode}: {ep.dropped} incomplete frame(s) dropped")
         try:
             self.writer.submit(ep.frames, ep.task, ep.meta)
         except ValueError as e:
@@ -202,7 +203,8 @@ class TrajectoryLogger(Node):
     def _publish_status(self) -> None:
         status = dict(self.counters)
         status.update(
-            saved=self.writer.saved_episodes(), pending=self.writer.pending(), root=self.root,
+            saved=len(self.writer.saved_episodes()), pending=self.writer.pending(), root=self.root,
+            failed=len(self.writer.failed_episodes()),
             recording=self.assembler.active,
         )
         self.status_pub.publish(json_msg(status))
@@ -211,11 +213,9 @@ class TrajectoryLogger(Node):
         for _, ev in self.to_close:  # finished episodes still waiting for their grace period
             self._close_episode(ev)
         self.to_close = []
-        if self.assembler.active:  # an unfinished episode is left out, never saved half-done
-            self.get_logger().warn(
-                f"shutting down during episode {self.assembler.episode}: it is not saved"
-            )
-            self.assembler.end()
+        for ep in list(self.assembler.episodes):  # unfinished: left out, never saved half-done
+            self.get_logger().warning(f"shutting down during episode {ep}: it is not saved")
+            self.assembler.episodes.pop(ep)
         self.writer.close(timeout=300.0)
 
 
