@@ -102,6 +102,7 @@ class SimNode(Node):
         self.last_stamp_ns = 0
         self.next_start = time.monotonic() + self.start_delay
         self.overruns = 0
+        self.first_obs_pending = False
         self.rejected = 0
         self.episode_return = 0.0
         self.create_timer(1.0 / (self.control_rate * self.rtf), self._on_timer)
@@ -160,7 +161,9 @@ class SimNode(Node):
                 }
             )
         )
-        self._publish_observation()
+        # the first observation goes out one tick later, so every consumer has the new
+        # instruction before it (as a robot's reset phase gives them)
+        self.first_obs_pending = True
 
     def _end_episode(self, success: bool, reason: str) -> None:
         self.running = False
@@ -232,6 +235,10 @@ class SimNode(Node):
                 return
             if time.monotonic() >= self.next_start:
                 self._start_episode()
+            return
+        if self.first_obs_pending:
+            self.first_obs_pending = False
+            self._publish_observation()
             return
         t0 = time.perf_counter()
         obs_ns = self.obs_stamp_ns
