@@ -9,7 +9,7 @@ Importing this package (or :mod:`.writer`) does not import lerobot or torch; the
 worker and the reader functions do.
 """
 
-from .schema import make_features  # noqa: F401
+from .schema import make_features
 
 _LAZY = {
     "EpisodeWriter": ".writer",
@@ -22,7 +22,17 @@ _LAZY = {
     "episode_summaries": ".reader",
 }
 
-__all__ = ["make_features", *_LAZY]
+__all__ = [  # noqa: RUF022
+    "make_features",
+    "EpisodeWriter",
+    "SavedEpisode",
+    "FailedEpisode",
+    "validate_episode",
+    "recover",
+    "open_dataset",
+    "episode_frames",
+    "episode_summaries",
+]
 
 
 def __getattr__(name):

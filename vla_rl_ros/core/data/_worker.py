@@ -123,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
             break
     if core is not None:
         core.close()
+        from .spool import remove_spool_if_empty
+
+        remove_spool_if_empty(core.store.root)  # still holding the root's lock
     _send(evt_fd, {"ev": "closed", "clean": closed_cleanly})
     os.close(lock_fd)
     return 0

@@ -74,6 +74,10 @@ FINITE_KEYS = (STATE, ACTION, ACTION_MEAN, SIGMA, REWARD)
 
 DEFAULT_ROBOT_TYPE = "panda"
 
+#: smallest image side for ``dtype="video"``: SVT-AV1 (lerobot's default codec) crashes the
+#: process with SIGFPE on frames below ~28 px
+MIN_VIDEO_SIDE = 32
+
 
 def image_key(camera: str) -> str:
     """The feature key of camera ``camera``: ``observation.images.<camera>``."""
@@ -113,6 +117,11 @@ def make_features(
     h, w = (int(v) for v in image_shape)
     if h <= 0 or w <= 0:
         raise ValueError(f"image_shape must be positive (H, W), got {image_shape}")
+    if use_videos and min(h, w) < MIN_VIDEO_SIDE:
+        raise ValueError(
+            f"use_videos needs images of at least {MIN_VIDEO_SIDE}x{MIN_VIDEO_SIDE}, got {h}x{w} "
+            "(lerobot's AV1 encoder dies with SIGFPE on smaller frames); use use_videos=False"
+        )
     dof = len(names)
 
     features: dict[str, dict] = {}

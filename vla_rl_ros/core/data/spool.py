@@ -155,12 +155,11 @@ class RootLock:
         self.fd = fd
 
     def release(self) -> None:
+        """Close our descriptor. No explicit LOCK_UN: that would also unlock a worker process
+        sharing the open file description; the lock goes when the last descriptor closes."""
         if self.fd is not None:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_UN)
-            finally:
-                os.close(self.fd)
-                self.fd = None
+            os.close(self.fd)
+            self.fd = None
 
 
 # ---------------------------------------------------------------- spool entries
@@ -188,6 +187,16 @@ def clean_spool_tmp(root: str | os.PathLike) -> int:
     return n
 
 
+def remove_spool_if_empty(root: str | os.PathLike) -> None:
+    """Remove ``.vla_spool`` (and an empty ``failed/``) when nothing is left in it."""
+    d = spool_dir(root)
+    for p in (d / FAILED_DIR, d):
+        try:
+            p.rmdir()
+        except OSError:
+            pass
+
+
 def _write_npy_frames(path: Path, frames: list[np.ndarray], shape: tuple, durable: bool) -> None:
     """Write a list of equal-shape uint8 frames as one ``.npy`` of shape ``(N, *shape)``.
 
@@ -198,8 +207,7 @@ def _write_npy_frames(path: Path, frames: list[np.ndarray], shape: tuple, durabl
               "fortran_order": False, "shape": (len(frames), *shape)}
     with open(path, "wb", buffering=0) as f:
         np.lib.format.write_array_header_2_0(f, header)
-        for fr in frames:
-            f.write(memoryview(np.ascontiguousarray(fr)).cast("B"))
+        f.writelines(memoryview(np.ascontiguousarray(fr)).cast("B") for fr in frames)
         if durable:
             os.fsync(f.fileno())
 

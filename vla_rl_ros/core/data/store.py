@@ -51,6 +51,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -70,6 +71,7 @@ from .spool import (
     list_spool,
     quarantine_spool_entry,
     read_spool_entry,
+    remove_spool_if_empty,
 )
 
 log = logging.getLogger(__name__)
@@ -124,12 +126,9 @@ def _datasets_cache(path: Path):
 
 
 def _no_progress_bars() -> None:
-    try:
-        import datasets
+    import datasets
 
-        datasets.disable_progress_bars()
-    except Exception:  # pragma: no cover
-        pass
+    datasets.disable_progress_bars()
 
 
 class _DropTorchcodecWarning(logging.Filter):
@@ -138,8 +137,11 @@ class _DropTorchcodecWarning(logging.Filter):
 
 
 def _quiet_lerobot() -> None:
-    """Silence lerobot's per-call chatter (progress bars, the torchcodec fallback warning)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never let a missing file turn into a download
+    """Silence lerobot's per-call chatter (progress bars, the torchcodec fallback warning).
+
+    (The worker process also runs with HF_HUB_OFFLINE=1; in-process we never hand lerobot a
+    root that lacks a file it would otherwise try to download.)
+    """
     _no_progress_bars()
     rootlog = logging.getLogger()
     if not any(isinstance(f, _DropTorchcodecWarning) for f in rootlog.filters):
@@ -170,15 +172,22 @@ def roll_forward(root: str | os.PathLike, *, durable: bool = True) -> dict | Non
     return manifest
 
 
+def _crash_point(name: str) -> None:
+    """Test hook: ``VLA_RL_ROS_CRASH_AT=<name>`` SIGKILLs this process at that point."""
+    if os.environ.get("VLA_RL_ROS_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _apply_manifest(root: Path, staging: Path, manifest: dict, *, durable: bool) -> None:
     touched: set[Path] = set()
-    for src_rel, dst_rel in manifest["moves"]:
+    for i, (src_rel, dst_rel) in enumerate(manifest["moves"]):
         src = staging / src_rel
         dst = root / dst_rel
         if src.exists():
             dst.parent.mkdir(parents=True, exist_ok=True)
             os.replace(src, dst)
             touched.add(dst.parent)
+        _crash_point(f"after_move_{i}")
     spool_entry = manifest.get("spool_entry")
     if spool_entry:
         p = root / spool_entry
@@ -265,11 +274,10 @@ class DatasetStore:
 
     # -- recovery at start
     def recover(self) -> dict:
+        """Roll an interrupted commit forward (the spool is the owner's business)."""
         manifest = roll_forward(self.root, durable=self.durable)
-        cleaned = clean_spool_tmp(self.root)
         return {
             "rolled_forward": None if manifest is None else manifest.get("episode_index"),
-            "spool_tmp_removed": cleaned,
             "problems": check_consistency(self.root),
         }
 
@@ -285,14 +293,20 @@ class DatasetStore:
         info, cols = read_spool_entry(entry)
         try:
             result = self._save(entry, info, cols)
-        except BaseException:
-            shutil.rmtree(self.staging, ignore_errors=True)
+        except Exception:
+            # before the redo log exists the root is untouched: drop the staging copy. After
+            # it, _save has already retried the commit; what is left is for recovery.
+            if not (self.staging / COMMIT_FILE).exists():
+                shutil.rmtree(self.staging, ignore_errors=True)
             raise
         result["seconds"] = time.perf_counter() - t0
         return result
 
     def _open_staging(self):
-        from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
+        from lerobot.datasets.lerobot_dataset import (
+            LeRobotDataset,
+            LeRobotDatasetMetadata,
+        )
 
         shutil.rmtree(self.staging, ignore_errors=True)
         self.staging.mkdir(parents=True)
@@ -311,18 +325,24 @@ class DatasetStore:
             for rel in (INFO_REL, STATS_REL, TASKS_REL):
                 if (self.root / rel).is_file():
                     shutil.copy2(self.root / rel, stage / rel)
-            last = sorted((self.root / EPISODES_REL).glob("*/*.parquet"))[-1]
+            # lerobot's resume path only needs the last episode row (file indices and
+            # dataset_to_index); a one-row copy without the stats columns loads ~10x faster
+            import pyarrow.parquet as pq
+
+            last = max((self.root / EPISODES_REL).glob("*/*.parquet"))
             rel = str(last.relative_to(self.root))
             (stage / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(last, stage / rel)
+            cols = [c for c in pq.read_schema(last).names if not c.startswith("stats/")]
+            table = pq.read_table(last, columns=cols)
+            pq.write_table(table.slice(table.num_rows - 1, 1), stage / rel)
             copied.add(rel)
             with _datasets_cache(self.staging / "hf_cache"):
                 ds.meta = LeRobotDatasetMetadata(self.repo_id, root=stage)
         return ds, stage, copied
 
     def _write_pngs(self, stage: Path, key: str, ep: int, frames: np.ndarray) -> list[str]:
-        from lerobot.datasets.utils import DEFAULT_IMAGE_PATH
         import PIL.Image
+        from lerobot.datasets.utils import DEFAULT_IMAGE_PATH
 
         paths = [str(stage / DEFAULT_IMAGE_PATH.format(image_key=key, episode_index=ep, frame_index=i))
                  for i in range(len(frames))]
@@ -408,8 +428,15 @@ class DatasetStore:
             "moves": [[f"ds/{rel}", rel] for rel in moves],
             "spool_entry": spool_rel,
         }
+        _crash_point("before_manifest")
         atomic_write_json(self.staging / COMMIT_FILE, manifest, durable=self.durable)
-        _apply_manifest(self.root, self.staging, manifest, durable=self.durable)
+        _crash_point("after_manifest")
+        # from here on the episode is committed: finish the moves (retry once via roll_forward)
+        try:
+            _apply_manifest(self.root, self.staging, manifest, durable=self.durable)
+        except OSError as e:
+            log.warning("commit of episode %d interrupted (%s); retrying", ep, e)
+            roll_forward(self.root, durable=self.durable)
         shutil.rmtree(self.staging, ignore_errors=True)
         return {"episode_index": ep, "frames": n, "task": task, "meta": side["meta"], "ticket": info.get("ticket")}
 
@@ -457,6 +484,7 @@ def recover(root: str | os.PathLike, *, replay: bool = True, lock_timeout: float
                         quarantine_spool_entry(entry, repr(e))
             if store is not None:
                 store.close()
+        remove_spool_if_empty(root)
         return {
             "rolled_forward": None if manifest is None else manifest.get("episode_index"),
             "replayed": replayed,
@@ -467,5 +495,12 @@ def recover(root: str | os.PathLike, *, replay: bool = True, lock_timeout: float
         lock.release()
 
 
-__all__ = ["DatasetStore", "recover", "roll_forward", "check_consistency", "default_repo_id",
-           "read_repo_id", "read_info"]
+__all__ = [
+    "DatasetStore",
+    "check_consistency",
+    "default_repo_id",
+    "read_info",
+    "read_repo_id",
+    "recover",
+    "roll_forward",
+]

@@ -39,6 +39,7 @@ Crash safety
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import json
 import logging
@@ -48,6 +49,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,12 +57,39 @@ from pathlib import Path
 import numpy as np
 
 from . import schema
-from .spool import RootLock, check_root_writable, list_spool, to_jsonable, write_spool_entry
+from .spool import (
+    RootLock,
+    check_root_writable,
+    clean_spool_tmp,
+    list_spool,
+    quarantine_spool_entry,
+    remove_spool_if_empty,
+    to_jsonable,
+    write_spool_entry,
+)
 from .store import read_info, read_repo_id
 
 log = logging.getLogger(__name__)
 
 _PKG_PARENT = str(Path(__file__).resolve().parents[3])
+
+
+def _close_at_exit(ref) -> None:
+    """Interpreter exit without close(): make queued episodes durable (spooled) and let the
+    worker finish them on its own; do not wait for the saves."""
+    w = ref()
+    if w is None or w._closed:
+        return
+    w._closing = True
+    w._spool_q.put(None)
+    w._spooler.join(60)
+    with w._send_lock:
+        if w._cmd_w is not None:
+            try:
+                os.close(w._cmd_w)  # EOF: the worker drains what it was sent, then exits
+            except OSError:
+                pass
+            w._cmd_w = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +129,11 @@ class _Spec:
             if ft["dtype"] in ("image", "video"):
                 if len(self.shape[k]) != 3 or self.shape[k][2] != 3:
                     raise ValueError(f"feature {k!r}: images must have shape (H, W, 3), got {self.shape[k]}")
+                if ft["dtype"] == "video" and min(self.shape[k][:2]) < schema.MIN_VIDEO_SIDE:
+                    raise ValueError(
+                        f"feature {k!r}: video frames must be at least {schema.MIN_VIDEO_SIDE} px a side, "
+                        f"got {self.shape[k][:2]} (the AV1 encoder crashes); store it as dtype 'image'"
+                    )
                 self.images.append(k)
             elif ft["dtype"] == "string":
                 raise ValueError(f"feature {k!r}: string features are not supported (use task/meta)")
@@ -142,7 +176,7 @@ def validate_episode(frames: Sequence[Mapping], task: str, features: dict | _Spe
     keyset = spec.keyset
     for i, fr in enumerate(frames):
         if not isinstance(fr, Mapping):
-            raise ValueError(f"frame {i} is a {type(fr).__name__}, expected a dict of field -> value")
+            raise ValueError(f"frame {i} is a {type(fr).__name__}, expected a dict of field -> value")  # noqa: TRY004 (one error type for bad episodes)
         if fr.keys() != keyset:
             missing = sorted(keyset - set(fr))
             extra = sorted(set(fr) - keyset)
@@ -180,9 +214,8 @@ def validate_episode(frames: Sequence[Mapping], task: str, features: dict | _Spe
                     what = f"shape {one} {target}" if one else f"a scalar {target}"
                     raise ValueError(f"field {k!r} (frame {i}): expected {what}, got {_describe(v)}")
             raise ValueError(f"field {k!r}: inconsistent values across frames")
-        if target == "bool" and arr.dtype.kind != "b":
-            if not np.isin(arr, (0, 1)).all():
-                raise ValueError(f"field {k!r}: expected bool values, got {arr.dtype} outside 0/1")
+        if target == "bool" and arr.dtype.kind != "b" and not np.isin(arr, (0, 1)).all():
+            raise ValueError(f"field {k!r}: expected bool values, got {arr.dtype} outside 0/1")
         cols[k] = arr.astype(np.dtype(target), copy=True)
 
     for k in spec.finite:
@@ -304,8 +337,10 @@ class EpisodeWriter:
         self._worker_dead = False
         self.recovery: dict | None = None  #: the worker's start-up recovery report
         self._restarts = 0
+        self._crashes: dict[int, int] = {}
 
-        # leftovers from a previous session, queued before anything new
+        # leftovers from a previous session (we hold the lock: nobody else spools here now)
+        clean_spool_tmp(self.root)
         self._replay = []
         for entry in list_spool(self.root):
             t = next(self._tickets)
@@ -313,6 +348,7 @@ class EpisodeWriter:
             self._replay.append({"op": "save", "entry": str(entry), "ticket": t, "recovered": True})
 
         self._spool_q: queue.Queue = queue.Queue()
+        self._send_lock = threading.RLock()
         self._proc: subprocess.Popen | None = None
         self._cmd_w: int | None = None
         self._work_q: queue.Queue | None = None
@@ -321,6 +357,7 @@ class EpisodeWriter:
             self._send(cmd)
         self._spooler = threading.Thread(target=self._spool_loop, name="episode-spool", daemon=True)
         self._spooler.start()
+        atexit.register(_close_at_exit, weakref.ref(self))
 
     # ------------------------------------------------------------------ public API
     def submit(self, frames: Sequence[Mapping], task: str, meta: dict | None = None) -> int:
@@ -343,7 +380,7 @@ class EpisodeWriter:
         except TypeError as e:
             raise ValueError(f"meta must be JSON-serialisable: {e}") from e
         if not isinstance(meta_j, dict):
-            raise ValueError(f"meta must be a dict, got {type(meta).__name__}")
+            raise ValueError(f"meta must be a dict, got {type(meta).__name__}")  # noqa: TRY004
         with self._cv:
             t = next(self._tickets)
             self._pending[t] = time.monotonic()
@@ -375,7 +412,7 @@ class EpisodeWriter:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cv:
             while self._pending:
-                if self._worker_dead and not self._outstanding and self._spool_q.empty():
+                if self._worker_dead:
                     return False
                 rem = None if deadline is None else deadline - time.monotonic()
                 if rem is not None and rem <= 0:
@@ -408,13 +445,14 @@ class EpisodeWriter:
         self._spooler.join(rem())
         drained = self.wait(rem())
         if self.mode == "process":
-            if self._cmd_w is not None:
-                self._send({"op": "close"})
-                try:
-                    os.close(self._cmd_w)
-                except OSError:
-                    pass
-                self._cmd_w = None
+            with self._send_lock:
+                if self._cmd_w is not None:
+                    self._send({"op": "close"})  # after the saves already sent (FIFO)
+                    try:
+                        os.close(self._cmd_w)
+                    except OSError:
+                        pass
+                    self._cmd_w = None
             if self._proc is not None and drained:
                 try:
                     self._proc.wait(rem())
@@ -425,6 +463,8 @@ class EpisodeWriter:
                 self._work_q.put(None)
             if drained:
                 self._thread.join(rem())
+        if drained and (self._proc is None or self._proc.poll() is not None):
+            remove_spool_if_empty(self.root)
         self._lock.release()
         self._closed = True
         return drained and not self._pending
@@ -458,21 +498,22 @@ class EpisodeWriter:
             self._send({"op": "save", "entry": str(entry), "ticket": t, "recovered": False})
 
     def _send(self, cmd: dict) -> None:
-        if cmd.get("op") == "save":
-            with self._cv:
-                self._outstanding[cmd["ticket"]] = cmd
-        if self.mode == "thread":
-            self._work_q.put(cmd)
-            return
-        if self._cmd_w is None:
-            return
-        data = (json.dumps(cmd) + "\n").encode()
-        try:
-            while data:
-                n = os.write(self._cmd_w, data)
-                data = data[n:]
-        except OSError as e:
-            log.error("episode worker pipe closed (%s); will restart", e)
+        with self._send_lock:
+            if cmd.get("op") == "save":
+                with self._cv:
+                    self._outstanding[cmd["ticket"]] = cmd
+            if self.mode == "thread":
+                self._work_q.put(cmd)
+                return
+            if self._cmd_w is None:
+                return
+            data = (json.dumps(cmd) + "\n").encode()
+            try:
+                while data:
+                    n = os.write(self._cmd_w, data)
+                    data = data[n:]
+            except OSError as e:
+                log.error("episode worker pipe closed (%s)", e)
 
     def _start_worker(self) -> None:
         init = {"op": "init", "cfg": self._cfg, "nice": self._nice}
@@ -535,32 +576,52 @@ class EpisodeWriter:
         finally:
             os.close(fd)
         proc.wait()
-        if self._closing and not self._outstanding:
-            return
-        # the worker died with work outstanding (killed, OOM...): restart it; entries are spooled
         with self._cv:
             outstanding = list(self._outstanding.values())
-        if self._closed or (self._closing and not outstanding):
+        crashed = proc.returncode != 0
+        if self._closed or not crashed or (self._closing and self._cmd_w is None):
+            if outstanding:  # the worker is gone for good: what is left stays in the spool
+                with self._cv:
+                    self._worker_dead = True
+                    self._cv.notify_all()
             return
-        if self._restarts >= 3 or self._worker_fatal:
-            log.error("episode worker died (rc=%s); giving up after %d restarts", proc.returncode, self._restarts)
+        # the worker died while running (killed, OOM...): restart it; its episodes are spooled
+        if self._restarts >= 5 or self._worker_fatal:
+            log.error("episode worker died (rc=%s); giving up after %d restarts; %d episodes stay "
+                      "in %s for the next writer", proc.returncode, self._restarts, len(outstanding),
+                      self.root / ".vla_spool")
             with self._cv:
                 self._worker_dead = True
                 self._cv.notify_all()
             return
+        # the episode being saved when it died is the oldest outstanding one (FIFO); one that
+        # kills the worker twice is a poison pill: set it aside instead of crashing forever
+        if outstanding:
+            current = min(outstanding, key=lambda c: c["ticket"])
+            n = self._crashes[current["ticket"]] = self._crashes.get(current["ticket"], 0) + 1
+            if n >= 2:
+                err = f"the save worker died (rc={proc.returncode}) twice on this episode"
+                try:
+                    quarantine_spool_entry(current["entry"], err)
+                except OSError:
+                    pass
+                log.error("episode %s set aside in .vla_spool/failed: %s", current["ticket"], err)
+                self._finish_failed(FailedEpisode(current["ticket"], err, Path(current["entry"]).name))
         self._restarts += 1
         log.error("episode worker died (rc=%s) with %d episodes outstanding; restarting",
                   proc.returncode, len(outstanding))
-        if self._cmd_w is not None:
-            try:
-                os.close(self._cmd_w)
-            except OSError:
-                pass
-        self._start_worker()
-        for cmd in outstanding:
-            self._send(cmd)
-        if self._closing:
-            self._send({"op": "close"})
+        with self._send_lock:
+            if self._cmd_w is not None:
+                try:
+                    os.close(self._cmd_w)
+                except OSError:
+                    pass
+                self._cmd_w = None
+            self._start_worker()
+            with self._cv:
+                outstanding = list(self._outstanding.values())
+            for cmd in outstanding:  # a duplicate is harmless: the worker skips a saved entry
+                self._send(cmd)
 
     _worker_fatal = False
 
@@ -592,7 +653,7 @@ class EpisodeWriter:
             if self._on_saved is not None:
                 try:
                     self._on_saved(rec)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.exception("on_saved callback failed")
         elif kind == "skipped":
             t = ev.get("ticket")
@@ -619,5 +680,5 @@ class EpisodeWriter:
         if self._on_error is not None:
             try:
                 self._on_error(rec)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("on_error callback failed")

@@ -25,7 +25,7 @@ CAMERAS = ("front", "wrist")
 
 
 @contextlib.contextmanager
-def _quiet_stdout():
+def quiet_stdout():
     """Silence C-level stdout (the EGL plugin prints its GL strings) inside the block."""
     try:
         fd = os.dup(1)
@@ -41,10 +41,22 @@ def _quiet_stdout():
             except Exception:
                 pass
             os.dup2(devnull.fileno(), 1)
-            yield
+            try:
+                yield
+            finally:
+                _c_fflush()  # C stdio buffers: drop them while stdout still points at devnull
     finally:
         os.dup2(fd, 1)
         os.close(fd)
+
+
+def _c_fflush() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except Exception:
+        pass
 
 
 def egl_plugin_path() -> str | None:
@@ -70,14 +82,32 @@ def load_renderer(client: int, renderer: str) -> tuple[str, int | None]:
     path = egl_plugin_path()
     err = "the eglRenderer plugin is not installed with pybullet"
     if path is not None:
-        with _quiet_stdout():
+        with quiet_stdout():
             plugin = p.loadPlugin(path, "_eglRendererPlugin", physicsClientId=client)
-        if plugin >= 0:
+            works = plugin >= 0 and _probe_egl(client)
+        if works:
             return "egl", plugin
-        err = f"loading {path} failed (no EGL display/driver?)"
+        if plugin >= 0:
+            p.unloadPlugin(plugin, physicsClientId=client)
+            err = f"{path} loaded but a test render failed"
+        else:
+            err = f"loading {path} failed (no EGL display/driver?)"
     if renderer == "egl":
         raise RuntimeError(f"EGL renderer unavailable: {err}")
     return "tiny", None
+
+
+def _probe_egl(client: int) -> bool:
+    """Render one small frame through the EGL plugin (also absorbs its first-frame chatter)."""
+    try:
+        view = p.computeViewMatrix((1, 0, 1), (0, 0, 0), (0, 0, 1))
+        proj = p.computeProjectionMatrixFOV(60, 1, 0.01, 10)
+        w, h, rgba, _, _ = p.getCameraImage(
+            16, 16, view, proj, renderer=p.ER_BULLET_HARDWARE_OPENGL, physicsClientId=client
+        )
+        return w == 16 and h == 16 and np.asarray(rgba).size == 16 * 16 * 4
+    except Exception:
+        return False
 
 
 @dataclass(frozen=True)
@@ -89,8 +119,8 @@ class CameraSpec:
     far: float = 4.0
 
 
-FRONT_EYE = (0.98, 0.0, 0.58)
-FRONT_TARGET = (0.30, 0.0, 0.12)
+FRONT_EYE = (0.95, 0.0, 0.55)
+FRONT_TARGET = (0.40, 0.0, 0.10)
 FRONT = CameraSpec(fov=58.0, near=0.05, far=4.0)
 WRIST = CameraSpec(fov=75.0, near=0.01, far=2.0)
 

@@ -9,10 +9,14 @@ process (the expert ROS node) without access to the simulation.
 
 How it acts: a phase state machine per family chooses a Cartesian waypoint for the grasp point
 (``panda_grasptarget``) from the *current* object poses every step (closed loop: a cube that
-moved is followed). A "carrot" moves toward the waypoint at a bounded speed; IK (re-solved from
-the measured joints, three refinements, joint limits and a home-like rest posture) turns it into
-arm joints, and each joint's step from the measured position is bounded (``max_joint_speed``), so
-commands are smooth and close to the state.
+moved is followed). The commanded grasp point is the *measured* one moved toward the waypoint by
+at most a speed limit times ``dt`` (separate horizontal/vertical limits per phase); IK (seeded
+with the measured joints, three refinements, joint limits and a home-like rest posture) turns it
+into arm joints, and each joint's step from the measured position is bounded
+(``max_joint_speed``), so commands are smooth and always close to the state. Phase transitions
+test the measured state with "at or past" conditions (e.g. "aligned and at or below the hover
+height", "fingers closed on something"), so the machine also catches up when several rows of a
+planned chunk were executed between two calls.
 
 - pick:  above the cube -> descend -> close -> lift (and hold).
 - push:  above a point behind the cube (the side opposite the instructed direction) -> down to
@@ -55,13 +59,17 @@ APPROACH_DZ = 0.08  # hover above the cube centre before descending
 GRASP_DZ = -0.003  # grasp point relative to the cube centre when closing
 PICK_LIFT_Z = TABLE_Z + 0.14
 CARRY_Z = TABLE_Z + 0.12
-PUSH_Z = TABLE_Z + 0.018
+PUSH_Z = TABLE_Z + 0.02
 PUSH_START_GAP = 0.07  # grasp point behind the cube centre before a push (m)
 PUSH_CONTACT = 0.045  # grasp point to cube centre while in contact (m)
 PUSH_TRAVEL = 0.15  # how far the expert aims to push (success needs 0.10)
 PUSH_DONE = 0.13
 
-FAST, FINE, LIFT = 0.40, 0.15, 0.25  # carrot speeds (m/s)
+# Speed limits of the commanded grasp point, (horizontal, vertical) in m/s.
+FAST = (0.40, 0.40)  # free motion
+DESCEND = (0.40, 0.15)  # going down onto something: re-centre quickly, descend gently
+FINE = (0.15, 0.15)  # in contact (closing, sweeping a cube)
+LIFT = (0.15, 0.25)
 
 
 @dataclass
@@ -70,7 +78,7 @@ class _Memory:
 
     phase: str = "start"
     steps: int = 0  # control steps spent in the current phase
-    carrot: np.ndarray | None = None
+    carrot: np.ndarray | None = None  # last commanded grasp-point position
     start: np.ndarray | None = None  # target cube position at the first observation
     yaw: float = 0.0  # grasp yaw (rad, about world z)
     grasp_offset: np.ndarray | None = None  # cube centre - grasp point while held
@@ -82,8 +90,15 @@ class _Memory:
 def _as_poses(object_poses) -> dict:
     out = {}
     for name, v in object_poses.items():
-        pos, quat = v
-        out[name] = (np.asarray(pos, dtype=np.float64).reshape(3), np.asarray(quat, dtype=np.float64).reshape(4))
+        try:
+            pos, quat = v
+            pos = np.asarray(pos, dtype=np.float64).reshape(3)
+            quat = np.asarray(quat, dtype=np.float64).reshape(4)
+        except (TypeError, ValueError):
+            raise ValueError(f"object_poses[{name!r}] must be (position(3), quaternion xyzw(4)), got {v!r}")
+        if not (np.all(np.isfinite(pos)) and np.all(np.isfinite(quat))):
+            raise ValueError(f"object_poses[{name!r}] has non-finite values")
+        out[name] = (pos, quat)
     return out
 
 
@@ -243,25 +258,21 @@ class ScriptedExpert:
     def _step(self, q, poses, dt, imagine: bool) -> np.ndarray:
         m = self._m
         ee = self.fk(q)
-        if m.carrot is None:
-            m.carrot = ee.copy()
         if m.start is None:
             m.start = poses[self.spec.target][0].copy()
-        lag = m.carrot - ee
-        n = float(np.linalg.norm(lag))
-        if n > 0.05:  # the arm fell behind (blocked, slow): do not wind up
-            m.carrot = ee + lag * (0.05 / n)
         fam = self.spec.family
         if fam == "push":
             wp, grip, speed = self._push(q, ee, poses, imagine)
         else:
             wp, grip, speed = self._pick_place(q, ee, poses, imagine)
         m.steps += 1
-        delta = wp - m.carrot
-        n = float(np.linalg.norm(delta))
-        if n > speed * dt:
-            delta *= speed * dt / n
-        m.carrot = m.carrot + delta
+        delta = wp - ee  # step from where the hand *is*: executing several rows never overshoots
+        v_xy, v_z = speed
+        n = float(np.linalg.norm(delta[:2]))
+        if n > v_xy * dt:
+            delta[:2] *= v_xy * dt / n
+        delta[2] = np.clip(delta[2], -v_z * dt, v_z * dt)
+        m.carrot = ee + delta
         arm = self.ik(q[:7], m.carrot, m.yaw)
         step = self.max_joint_speed * dt
         arm = np.clip(arm, q[:7] - step, q[:7] + step)
@@ -278,22 +289,27 @@ class ScriptedExpert:
             m.yaw = self._grasp_yaw(quat)
             wp = cube + [0.0, 0.0, APPROACH_DZ]
             wp[2] = max(wp[2], rest_z + APPROACH_DZ)
-            if np.linalg.norm(ee[:2] - cube[:2]) < 0.012 and abs(ee[2] - wp[2]) < 0.025:
+            if np.linalg.norm(ee[:2] - cube[:2]) < 0.015 and ee[2] < wp[2] + 0.02:  # at or below
                 self._goto("descend")
             else:
                 return wp, OPEN, FAST
         if m.phase == "descend":
             wp = cube + [0.0, 0.0, GRASP_DZ]
-            if np.linalg.norm(ee[:2] - cube[:2]) > 0.03 and not imagine:
+            xy_err = np.linalg.norm(ee[:2] - cube[:2])
+            if xy_err > 0.06 and not imagine:  # the cube moved away
                 self._goto("pregrasp")
                 return cube + [0.0, 0.0, APPROACH_DZ], OPEN, FAST
-            if np.linalg.norm(ee - wp) < 0.008 or (m.steps > 12 and np.linalg.norm(ee - wp) < 0.015):
+            if xy_err > 0.02:  # re-centre over the cube before going lower
+                wp[2] = max(wp[2], min(ee[2], cube[2] + 0.04))
+                return wp, OPEN, DESCEND
+            if (ee[2] - wp[2] < 0.01) or (m.steps > 20 and xy_err < 0.025):
                 self._goto("close")
                 m.hold_xy = ee.copy()
             else:
-                return wp, OPEN, FINE
+                return wp, OPEN, DESCEND
         if m.phase == "close":
-            if m.steps >= 3:
+            closed = q[7] < 0.025 if not imagine else m.steps >= 1
+            if m.steps >= 3 or (m.steps >= 1 and closed):
                 if not imagine and q[7] < 0.006:  # closed on nothing
                     m.retries += 1
                     self._goto("pregrasp")
@@ -328,13 +344,16 @@ class ScriptedExpert:
             pad = poses[spec.pad][0]
             off = ee - cube
             wp = np.array([pad[0], pad[1], rest_z + 0.004]) + off
-            if cube[2] < rest_z + 0.006 or m.steps > 15:
+            xy_err = float(np.linalg.norm(cube[:2] - pad[:2]))
+            if xy_err > 0.02:  # drifted: re-centre over the pad before going lower
+                wp[2] = max(wp[2], ee[2])
+            if (cube[2] < rest_z + 0.01 and xy_err < 0.03) or m.steps > 25:
                 self._goto("release")
                 m.hold_xy = ee.copy()
             else:
-                return wp, CLOSED, FINE
+                return wp, CLOSED, DESCEND
         if m.phase == "release":
-            if m.steps >= 2:
+            if m.steps >= 2 or (m.steps >= 1 and q[7] > 0.035):
                 self._goto("retreat")
             else:
                 return m.hold_xy, OPEN, FINE
@@ -351,15 +370,17 @@ class ScriptedExpert:
             self._goto("above")
         if m.phase == "above":
             wp = behind + [0.0, 0.0, 0.09]
-            if np.linalg.norm(ee[:2] - wp[:2]) < 0.015 and abs(ee[2] - wp[2]) < 0.03:
+            if np.linalg.norm(ee[:2] - wp[:2]) < 0.015 and ee[2] < wp[2] + 0.025:  # at or below
                 self._goto("down")
             else:
                 return wp, CLOSED, FAST
         if m.phase == "down":
-            if np.linalg.norm(ee - behind) < 0.01 or (m.steps > 12 and np.linalg.norm(ee - behind) < 0.02):
+            # at (or already past, toward the cube) the point behind it, at table height
+            lined_up = abs(ee[0] - behind[0]) < 0.02 and s * (ee[1] - behind[1]) > -0.02
+            if (lined_up and ee[2] < PUSH_Z + 0.01) or (m.steps > 15 and np.linalg.norm(ee - behind) < 0.025):
                 self._goto("sweep")
             else:
-                return behind, CLOSED, FINE * 1.5
+                return behind, CLOSED, DESCEND
         if m.phase == "sweep":
             moved = s * (cube[1] - m.start[1])
             if moved >= PUSH_DONE:

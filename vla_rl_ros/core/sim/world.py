@@ -50,8 +50,9 @@ HAND_LINK = 8  # panda_hand
 ARM_FORCES = np.array([87.0, 87.0, 87.0, 87.0, 12.0, 12.0, 12.0])  # URDF efforts (N·m)
 GRIPPER_FORCE = 40.0  # per finger (N)
 CUBE_MASS = 0.08  # kg
-CUBE_FRICTION = 1.0
+CUBE_FRICTION = 0.5
 TABLE_HEIGHT = 0.625  # table.urdf top surface height above its base
+LIMIT_TOL = 1e-4  # numerical slack on joint-limit checks of targets (then clipped)
 
 #: Where objects may be placed (x range, y range), m, in the robot base frame.
 CUBE_REGION = ((0.36, 0.62), (-0.22, 0.22))
@@ -197,12 +198,15 @@ class PandaWorld:
         if self.client < 0:  # pragma: no cover
             raise RuntimeError("could not start a PyBullet DIRECT client")
         self._closed = False
-        try:
-            self.renderer_name, self._plugin = cam.load_renderer(self.client, self.config.renderer)
-        except Exception:
-            p.disconnect(self.client)
-            self._closed = True
-            raise
+        self._renderer: str | None = None
+        self._plugin = None
+        if self.config.cameras:  # without cameras the renderer is loaded on the first render()
+            try:
+                self._load_renderer()
+            except Exception:
+                p.disconnect(self.client)
+                self._closed = True
+                raise
         self._task: Task | None = None
         self._seed: int | None = None
         self.robot = -1
@@ -213,12 +217,10 @@ class PandaWorld:
         self._done = False
         self._success = False
         self._sim_steps = 0
+        self._fresh_scene = True
         self.reset(seed=0)
 
     # ----------------------------------------------------------------- building
-    def _pb(self, fn, *args, **kw):
-        return fn(*args, physicsClientId=self.client, **kw)
-
     def _build(self, layout: dict) -> None:
         c = self.client
         p.resetSimulation(physicsClientId=c)
@@ -301,6 +303,7 @@ class PandaWorld:
         spec = sample_spec(rng, family or pick)
         layout = sample_layout(rng, spec)
         self._build(layout)
+        self._fresh_scene = True
         for _ in range(12):  # let the cubes settle onto the table
             p.stepSimulation(physicsClientId=self.client)
         init = {n: np.array(pos) for n, (pos, _) in self.object_poses().items()}
@@ -334,14 +337,15 @@ class PandaWorld:
     def apply_action(self, q_target) -> None:
         """Set the 8-dim joint-position target (arm rad, finger opening m) held until the next
         call. Raises ``ValueError`` on a wrong shape, non-finite values or targets outside
-        ``robot.LOWER/UPPER``."""
+        ``robot.LOWER/UPPER`` by more than ``LIMIT_TOL`` (smaller excursions, e.g. a measured
+        state echoed back, are clipped onto the limit)."""
         self._check_open()
         q = np.asarray(q_target, dtype=np.float64)
         if q.shape != (PANDA.dof,):
             raise ValueError(f"action must have shape ({PANDA.dof},), got {q.shape}")
         if not np.all(np.isfinite(q)):
             raise ValueError(f"action has non-finite values: {q.tolist()}")
-        bad = PANDA.limit_violations(q)
+        bad = PANDA.limit_violations(q, tol=LIMIT_TOL)
         if bad:
             raise ValueError("action beyond joint limits: " + "; ".join(bad))
         q = np.clip(q, LOWER, UPPER)
@@ -447,6 +451,16 @@ class PandaWorld:
         )
 
     # ----------------------------------------------------------------- rendering
+    def _load_renderer(self) -> str:
+        if self._renderer is None:
+            self._renderer, self._plugin = cam.load_renderer(self.client, self.config.renderer)
+        return self._renderer
+
+    @property
+    def renderer_name(self) -> str:
+        """The renderer in use: ``"egl"`` or ``"tiny"`` (``auto`` resolved)."""
+        return self._load_renderer()
+
     def render(self, camera: str = "front") -> np.ndarray:
         """RGB image ``(image_height, image_width, 3)`` uint8 from ``camera`` (front|wrist)."""
         self._check_open()
@@ -457,9 +471,12 @@ class PandaWorld:
             view, spec = cam.wrist_view(ls[4], ls[5]), cam.WRIST
         else:
             raise ValueError(f"unknown camera {camera!r}; valid: {', '.join(cam.CAMERAS)}")
-        return cam.render_rgb(
-            self.client, self.config.image_width, self.config.image_height, view, spec, self.renderer_name
-        )
+        args = (self.client, self.config.image_width, self.config.image_height, view, spec, self.renderer_name)
+        if self._fresh_scene and self._renderer == "egl":  # EGL prints GL strings for a new scene
+            self._fresh_scene = False
+            with cam.quiet_stdout():
+                return cam.render_rgb(*args)
+        return cam.render_rgb(*args)
 
     # ----------------------------------------------------------------- lifetime
     def _check_open(self) -> None:
@@ -470,15 +487,16 @@ class PandaWorld:
         """Disconnect the physics client (idempotent)."""
         if not self._closed:
             self._closed = True
-            try:
-                if self._plugin is not None:
-                    p.unloadPlugin(self._plugin, physicsClientId=self.client)
-            except Exception:
-                pass
-            try:
-                p.disconnect(self.client)
-            except Exception:
-                pass
+            with cam.quiet_stdout():  # the EGL plugin says goodbye on stdout
+                try:
+                    if self._plugin is not None:
+                        p.unloadPlugin(self._plugin, physicsClientId=self.client)
+                except Exception:
+                    pass
+                try:
+                    p.disconnect(self.client)
+                except Exception:
+                    pass
 
     def __enter__(self):
         return self
