@@ -366,7 +366,7 @@ def cmd_evaluate(args) -> int:
             _die(str(e))
         print(f"evaluating {rt.describe()} directly (no ROS) on seeds {seeds[0]}..{seeds[-1]}")
         world = PandaWorld(SimConfig(image_width=rt.cfg.image_size, image_height=rt.cfg.image_size,
-                                     cameras=rt.cameras, max_steps=args.max_steps))
+                                     cameras=rt.cameras, max_steps=args.max_steps, renderer=args.renderer))
         bar = tqdm(total=len(seeds), unit="ep", desc="evaluate", dynamic_ncols=True)
 
         def prog(res, dt):
@@ -406,7 +406,7 @@ def _evaluate_ros(args, ckpt: str, seeds: list[int]) -> int:
         "checkpoint": str(Path(ckpt).resolve()), "backend": args.backend, "episodes": len(seeds),
         "seed": seeds[0], "family": args.family or "", "real_time_factor": args.speed,
         "image_width": size, "image_height": size, "max_steps": args.max_steps,
-        "replan_every": args.replan_every, "threads": args.threads,
+        "replan_every": args.replan_every, "threads": args.threads, "renderer": args.renderer,
     })
     log_dir = args.log_dir or tempfile.mkdtemp(prefix="vla_eval_logs_")
     monitor = GraphMonitor(args.domain_id)
@@ -525,6 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=120)
     p.add_argument("--speed", type=float, default=2.0, help="real-time factor (ROS-graph mode)")
     p.add_argument("--direct", action="store_true", help="evaluate without ROS (same loop, one process)")
+    p.add_argument("--renderer", default="tiny", choices=["auto", "egl", "tiny"])
     p.add_argument("--json", default="", help="write per-episode results here")
     p.add_argument("--stall-timeout", type=float, default=120.0)
     ros_opts(p)

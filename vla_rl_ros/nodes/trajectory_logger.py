@@ -85,6 +85,11 @@ class TrajectoryLogger(Node):
         self.failures_reported = 0
         self.seen_episodes: set[int] = set()
         self.create_timer(0.05, self._flush_due)
+        # executor responsiveness: how late a 100 Hz timer fires (max since start, ms)
+        self._tick_period = 0.01
+        self._last_tick = None
+        self.max_stall_ms = 0.0
+        self.create_timer(self._tick_period, self._watch_stall)
         self.create_timer(0.5, self._publish_status)
         self.get_logger().info(f"logging to {self.root} (cameras {self.cameras}, {w}x{h})")
 
@@ -163,6 +168,13 @@ class TrajectoryLogger(Node):
             # pieces of the last ticks may still be in flight on other topics: close a bit later
             self.to_close.append((time.monotonic() + self.end_grace, ev))
 
+    def _watch_stall(self) -> None:
+        now = time.perf_counter()
+        if self._last_tick is not None:
+            late = (now - self._last_tick - self._tick_period) * 1e3
+            self.max_stall_ms = max(self.max_stall_ms, late)
+        self._last_tick = now
+
     # ------------------------------------------------------------------ output
     def _flush_due(self) -> None:
         now = time.monotonic()
@@ -204,7 +216,7 @@ class TrajectoryLogger(Node):
         status = dict(self.counters)
         status.update(
             saved=len(self.writer.saved_episodes()), pending=self.writer.pending(), root=self.root,
-            failed=len(self.writer.failed_episodes()),
+            failed=len(self.writer.failed_episodes()), max_stall_ms=round(self.max_stall_ms, 2),
             recording=self.assembler.active,
         )
         self.status_pub.publish(json_msg(status))
