@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -80,77 +78,42 @@ def dataset_summaries(root: str) -> list[dict]:
 
 # ----------------------------------------------------------------------------- monitor
 class GraphMonitor:
-    """An rclpy node in this process watching episode events and the logger's status."""
+    """Watches episode events, the logger's and the policy's status from this process."""
 
     def __init__(self, domain_id: int | None):
-        if domain_id is not None:
-            os.environ["ROS_DOMAIN_ID"] = str(domain_id)
-        os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
         from std_msgs.msg import String
 
+        from vla_rl_ros.nodes.background import BackgroundNode
         from vla_rl_ros.nodes.common import EPISODE_TOPIC, LATCHED_QOS, LOGGER_STATUS_TOPIC, RELIABLE_QOS
 
-        self._rclpy = rclpy
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("vla_rl_ros_cli", context=self.context)
-        self.events: list[dict] = []
-        self.status: dict = {}
-        self.lock = threading.Lock()
-        self.node.create_subscription(String, EPISODE_TOPIC, self._on_event, RELIABLE_QOS)
-        self.node.create_subscription(String, LOGGER_STATUS_TOPIC, self._on_status, LATCHED_QOS)
-        self.policy_status: dict = {}
-        self.node.create_subscription(String, "/vla/policy/status", self._on_policy, LATCHED_QOS)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
+        self.bg = BackgroundNode("vla_rl_ros_cli", domain_id)
+        self.bg.collect(String, EPISODE_TOPIC, RELIABLE_QOS)
+        self.bg.collect(String, LOGGER_STATUS_TOPIC, LATCHED_QOS)
+        self.bg.collect(String, "/vla/policy/status", LATCHED_QOS)
+        self._topics = (EPISODE_TOPIC, LOGGER_STATUS_TOPIC)
 
-    def _spin(self):
-        try:
-            self.executor.spin()
-        except Exception:
-            pass
+    @property
+    def events(self) -> list[dict]:
+        return self.bg.json_msgs(self._topics[0])
 
-    def _on_event(self, msg):
-        try:
-            ev = json.loads(msg.data)
-        except json.JSONDecodeError:
-            return
-        with self.lock:
-            self.events.append(ev)
+    @property
+    def status(self) -> dict:
+        return self.bg.latest_json(self._topics[1])
 
-    def _on_status(self, msg):
-        try:
-            st = json.loads(msg.data)
-        except json.JSONDecodeError:
-            return
-        with self.lock:
-            self.status = st
-
-    def _on_policy(self, msg):
-        try:
-            st = json.loads(msg.data)
-        except json.JSONDecodeError:
-            return
-        with self.lock:
-            self.policy_status = st
+    @property
+    def policy_status(self) -> dict:
+        return self.bg.latest_json("/vla/policy/status")
 
     def ended(self) -> list[dict]:
-        with self.lock:
-            seen, out = set(), []
-            for e in self.events:
-                if e.get("event") == "end" and e.get("episode") not in seen:
-                    seen.add(e.get("episode"))
-                    out.append(e)
-            return out
+        seen, out = set(), []
+        for e in self.events:
+            if e.get("event") == "end" and e.get("episode") not in seen:
+                seen.add(e.get("episode"))
+                out.append(e)
+        return out
 
     def close(self):
-        self.executor.shutdown(timeout_sec=1.0)
-        self.node.destroy_node()
-        self._rclpy.shutdown(context=self.context)
+        self.bg.close()
 
 
 # ----------------------------------------------------------------------------- verbs

@@ -7,12 +7,11 @@ stopped when it ends (SIGINT, then SIGKILL of the process group).
 from __future__ import annotations
 
 import os
-import threading
-import time
 
 import pytest
 
 from vla_rl_ros.graph import Graph, GraphRunner, NodeSpec
+from vla_rl_ros.nodes.background import BackgroundNode
 
 _BASE = 40 + (os.getpid() % 50) * 3
 
@@ -28,60 +27,12 @@ def domain_id(request):
     return did
 
 
-class Probe:
-    """A test-side rclpy node spinning in a background thread."""
-
-    def __init__(self, domain_id: int):
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-
-        self.rclpy = rclpy
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = rclpy.create_node(f"probe_{os.getpid()}", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.lock = threading.Lock()
-        self.received: dict[str, list] = {}
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self):
-        try:
-            self.executor.spin()
-        except Exception:
-            pass
-
-    def collect(self, msg_type, topic, qos, keep=True):
-        self.received[topic] = []
-
-        def cb(msg, topic=topic):
-            with self.lock:
-                self.received[topic].append((time.monotonic(), msg))
-
-        self.node.create_subscription(msg_type, topic, cb, qos)
-
-    def msgs(self, topic):
-        with self.lock:
-            return list(self.received.get(topic, []))
-
-    def wait_for(self, pred, timeout=30.0, poll=0.05):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if pred():
-                return True
-            time.sleep(poll)
-        return False
-
-    def close(self):
-        self.executor.shutdown(timeout_sec=2.0)
-        self.node.destroy_node()
-        self.rclpy.shutdown(context=self.context)
+Probe = BackgroundNode  # a test-side rclpy node spinning in a background thread
 
 
 @pytest.fixture
 def probe(domain_id):
-    p = Probe(domain_id)
+    p = Probe(f"probe_{os.getpid()}", domain_id)
     yield p
     p.close()
 

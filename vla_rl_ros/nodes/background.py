@@ -1,0 +1,79 @@
+"""An rclpy node spinning in a background thread of a non-ROS program (the CLI, tests, benches).
+
+It has its own rclpy context, so it never interferes with another node in the same process.
+``collect(type, topic, qos)`` records every message with its arrival time; ``latest_json`` keeps
+the newest JSON payload of a ``std_msgs/String`` topic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+
+class BackgroundNode:
+    def __init__(self, name: str, domain_id: int | None = None):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        self._rclpy = rclpy
+        self.context = rclpy.Context()
+        if domain_id is None:
+            rclpy.init(context=self.context)
+        else:
+            rclpy.init(context=self.context, domain_id=int(domain_id))
+        self.node = rclpy.create_node(name, context=self.context)
+        self.lock = threading.Lock()
+        self.received: dict[str, list] = {}
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self):
+        try:
+            self.executor.spin()
+        except Exception:  # shutdown while spinning
+            pass
+
+    def collect(self, msg_type, topic: str, qos) -> None:
+        self.received[topic] = []
+
+        def cb(msg, topic=topic):
+            with self.lock:
+                self.received[topic].append((time.monotonic(), msg))
+
+        self.node.create_subscription(msg_type, topic, cb, qos)
+
+    def msgs(self, topic: str) -> list:
+        with self.lock:
+            return list(self.received.get(topic, []))
+
+    def json_msgs(self, topic: str) -> list[dict]:
+        out = []
+        for _, m in self.msgs(topic):
+            try:
+                out.append(json.loads(m.data))
+            except (json.JSONDecodeError, AttributeError):
+                pass
+        return out
+
+    def latest_json(self, topic: str) -> dict:
+        items = self.json_msgs(topic)
+        return items[-1] if items else {}
+
+    def wait_for(self, pred, timeout: float = 30.0, poll: float = 0.05) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if pred():
+                return True
+            time.sleep(poll)
+        return False
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+        self._rclpy.shutdown(context=self.context)
