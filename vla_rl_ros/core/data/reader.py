@@ -60,8 +60,33 @@ def open_dataset(root: str | os.PathLike, repo_id: str | None = None, **kwargs):
     return LeRobotDataset(repo_id or read_repo_id(root), root=root, **kwargs)
 
 
+_TABLE_CACHE: dict = {}
+
+
+def _commit_key(root: Path, *extra) -> tuple:
+    """Changes whenever the writer commits (``meta/info.json`` is replaced last)."""
+    try:
+        mtime = (root / "meta" / "info.json").stat().st_mtime_ns
+    except OSError:
+        mtime = None
+    return (str(root.resolve()), mtime) + extra
+
+
 def _episodes_table(root: Path, total: int, extra_cols: tuple = ()) -> dict[int, dict]:
-    """``episode_index -> row`` from ``meta/episodes`` (without the stats columns)."""
+    """``episode_index -> row`` from ``meta/episodes`` (without the stats columns).
+
+    Cached per commit: reading one episode after another does not re-read every metadata file.
+    """
+    key = _commit_key(root, "episodes", total, tuple(extra_cols))
+    hit = _TABLE_CACHE.get(key)
+    if hit is None:
+        hit = _TABLE_CACHE[key] = _read_episodes_table(root, total, extra_cols)
+        while len(_TABLE_CACHE) > 16:
+            del _TABLE_CACHE[next(iter(_TABLE_CACHE))]
+    return hit
+
+
+def _read_episodes_table(root: Path, total: int, extra_cols: tuple = ()) -> dict[int, dict]:
     import pyarrow.parquet as pq
 
     rows: dict[int, dict] = {}
@@ -77,8 +102,11 @@ def _episodes_table(root: Path, total: int, extra_cols: tuple = ()) -> dict[int,
 def _tasks(root: Path) -> list[str]:
     import pyarrow.parquet as pq
 
-    t = pq.read_table(root / "meta/tasks.parquet").to_pandas()
-    return [str(name) for name in t.sort_values("task_index").index]
+    key = _commit_key(root, "tasks")
+    if key not in _TABLE_CACHE:
+        t = pq.read_table(root / "meta/tasks.parquet").to_pandas()
+        _TABLE_CACHE[key] = [str(name) for name in t.sort_values("task_index").index]
+    return _TABLE_CACHE[key]
 
 
 def _column_to_numpy(col, ft: dict | None, n: int):
