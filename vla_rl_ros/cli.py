@@ -290,8 +290,10 @@ def cmd_train_bc(args) -> int:
     check_writable_dir(args.out)
     if args.resume and not (Path(args.resume) / "config.json").exists():
         _die(f"--resume {args.resume!r}: no checkpoint there (config.json missing)")
-    episodes, cams, joints = load_episodes(args.data)
+    episodes, cams, joints = load_episodes(args.data, success_only=not args.all_episodes)
     n_frames = sum(len(e.state) for e in episodes)
+    if not episodes:
+        _die("no (successful) episodes in the given datasets")
     print(f"training on {len(episodes)} episodes / {n_frames} frames from {len(args.data)} dataset(s); cameras {cams}")
     bc = BCArgs(data=list(args.data), out=args.out, steps=args.steps, batch_size=args.batch_size,
                 lr=args.lr, seed=args.seed, threads=args.threads, horizon=args.horizon,
@@ -475,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--d-model", type=int, default=128)
     p.add_argument("--version", type=int, default=1)
     p.add_argument("--resume", default="", help="checkpoint directory to continue from")
+    p.add_argument("--all-episodes", action="store_true", help="also imitate failed episodes (default: successes only)")
     p.set_defaults(fn=cmd_train_bc)
 
     p = sub.add_parser("evaluate", help="success rate of a checkpoint in the simulator")

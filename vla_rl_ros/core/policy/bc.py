@@ -247,7 +247,8 @@ def train_bc(args: BCArgs, episodes: list[EpisodeData], cameras, joint_names, pr
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        running = float(loss) if running is None else 0.98 * running + 0.02 * float(loss)
+        lv = loss.item()
+        running = lv if running is None else 0.98 * running + 0.02 * lv
         if step % 25 == 0:
             history.append({"step": step, "train_loss": running, "lr": lr_at(step)})
         if (step + 1) % args.val_every == 0 or step + 1 == args.steps:
@@ -292,8 +293,8 @@ def _save(model, opt, args, out, step, history, gen, lang, t0, train_ids, val_id
     return {"checkpoint": str(ckpt), **meta}
 
 
-def load_episodes(roots, cameras=None, progress=True) -> tuple[list[EpisodeData], list[str], list[str]]:
-    """Read every episode of the given LeRobot dataset roots into memory.
+def load_episodes(roots, cameras=None, progress=True, success_only=False) -> tuple[list[EpisodeData], list[str], list[str]]:
+    """Read every episode (or only the successful ones) of the given LeRobot datasets into memory.
 
     Returns (episodes, camera names, joint names). Datasets must agree on cameras and joints.
     """
@@ -322,10 +323,14 @@ def load_episodes(roots, cameras=None, progress=True) -> tuple[list[EpisodeData]
         elif cams != cams_all or joints != joints_all:
             raise ValueError(f"dataset {root} has cameras {cams} / joints {joints}, others {cams_all} / {joints_all}")
         keys = [schema.image_key(c) for c in cams] + [schema.STATE, schema.ACTION]
+        if success_only and schema.SUCCESS in feats:
+            keys.append(schema.SUCCESS)
         n = int(info["total_episodes"])
         for ep in tqdm(range(n), desc=f"loading {Path(root).name}", disable=not progress, leave=False):
             d = episode_frames(root, ep, keys=keys)
             if len(d[schema.STATE]) == 0:
+                continue
+            if success_only and schema.SUCCESS in d and not np.any(d[schema.SUCCESS]):
                 continue
             episodes.append(EpisodeData(
                 images={c: d[schema.image_key(c)] for c in cams},

@@ -20,7 +20,7 @@ the same sequence of actions gives bit-identical joint trajectories, in any proc
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pybullet as p
