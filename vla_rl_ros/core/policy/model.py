@@ -99,7 +99,12 @@ class VisionEncoder(nn.Module):
     def __init__(self, cfg: PolicyConfig):
         super().__init__()
         ch = list(cfg.cnn_channels)
-        self.stem = nn.Sequential(nn.Conv2d(3, ch[0], 5, stride=2, padding=2), nn.GELU())
+        # CoordConv: two constant channels holding pixel x/y in [-1, 1] make cube positions
+        # directly readable by the first layer (localisation is what the head needs most)
+        self.stem = nn.Sequential(nn.Conv2d(5, ch[0], 5, stride=2, padding=2), nn.GELU())
+        lin = torch.linspace(-1.0, 1.0, cfg.image_size)
+        yy, xx = torch.meshgrid(lin, lin, indexing="ij")
+        self.register_buffer("coords", torch.stack([xx, yy])[None], persistent=False)
         blocks, cin = [], ch[0]
         for c in ch[1:] + [cfg.d_model]:
             blocks.append(FiLMConvBlock(cin, c, cfg.d_model))
@@ -113,7 +118,7 @@ class VisionEncoder(nn.Module):
         self.pos = nn.Parameter(torch.randn(1, self.n_tokens, cfg.d_model) * 0.02)
 
     def forward(self, img: torch.Tensor, lang_tok: torch.Tensor) -> torch.Tensor:
-        x = self.stem(img)
+        x = self.stem(torch.cat([img, self.coords.expand(img.shape[0], -1, -1, -1)], dim=1))
         for b in self.blocks:
             x = b(x, lang_tok)
         return x.flatten(2).transpose(1, 2) + self.pos
