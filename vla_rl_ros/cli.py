@@ -162,6 +162,8 @@ def cmd_collect(args) -> int:
 
         if args.family not in FAMILIES:
             _die(f"unknown task family {args.family!r}; valid: {', '.join(FAMILIES)}")
+    if args.direct:
+        return _collect_direct(args, out)
     log_dir = Path(args.log_dir) if args.log_dir else out.parent / f"{out.name}_logs"
     overrides = {
         "out": str(out), "episodes": args.episodes, "seed": args.seed, "family": args.family or "",
@@ -236,6 +238,42 @@ def cmd_collect(args) -> int:
     return 0 if ok and len(new_rows) >= args.episodes else 1
 
 
+def _collect_direct(args, out: Path) -> int:
+    from tqdm import tqdm
+
+    from vla_rl_ros.core.collect import DirectCollectConfig, collect_direct
+
+    before = len(dataset_summaries(str(out))) if (out / "meta" / "info.json").exists() else 0
+    if before:
+        print(f"appending to existing dataset at {out} ({before} episodes)")
+    cfg = DirectCollectConfig(
+        seed=args.seed, family=args.family or None, noise=args.noise, image_size=args.image_size,
+        control_rate=args.control_rate, max_steps=args.max_steps, renderer=args.renderer,
+    )
+    bar = tqdm(total=args.episodes, unit="ep", desc="collecting (direct)", dynamic_ncols=True)
+
+    def progress(n, ok):
+        bar.n = n
+        bar.set_postfix(success=f"{ok}/{n}")
+        bar.refresh()
+
+    try:
+        res = collect_direct(str(out), args.episodes, cfg, workers=args.workers, progress=progress)
+    except KeyboardInterrupt:
+        print("\ninterrupted (queued episodes are kept)", file=sys.stderr)
+        return 130
+    finally:
+        bar.close()
+    rows = dataset_summaries(str(out))
+    new_rows = rows[before:]
+    print(f"\ndataset: {out}  ({len(rows)} episodes, {sum(int(r['length']) for r in rows)} frames)")
+    print(f"this run: {len(new_rows)} episodes in {res['seconds']:.1f}s "
+          f"({60.0 * len(new_rows) / max(res['seconds'], 1e-9):.1f} episodes/min, {args.workers} workers)\n")
+    if new_rows:
+        print(success_table(new_rows))
+    return 0 if len(new_rows) >= args.episodes and not res["failed"] else 1
+
+
 def cmd_summary(args) -> int:
     if not (Path(args.data) / "meta" / "info.json").exists():
         _die(f"{args.data!r} is not a LeRobot dataset (no meta/info.json)")
@@ -290,14 +328,14 @@ def cmd_train_bc(args) -> int:
     check_writable_dir(args.out)
     if args.resume and not (Path(args.resume) / "config.json").exists():
         _die(f"--resume {args.resume!r}: no checkpoint there (config.json missing)")
-    episodes, cams, joints = load_episodes(args.data, success_only=not args.all_episodes)
+    episodes, cams, joints = load_episodes(args.data, success_only=not args.all_episodes, label=args.label)
     n_frames = sum(len(e.state) for e in episodes)
     if not episodes:
         _die("no (successful) episodes in the given datasets")
     print(f"training on {len(episodes)} episodes / {n_frames} frames from {len(args.data)} dataset(s); cameras {cams}")
     bc = BCArgs(data=list(args.data), out=args.out, steps=args.steps, batch_size=args.batch_size,
                 lr=args.lr, seed=args.seed, threads=args.threads, horizon=args.horizon,
-                d_model=args.d_model, resume=args.resume or "", version=args.version)
+                d_model=args.d_model, keypoints=args.keypoints, resume=args.resume or "", version=args.version)
     result = train_bc(bc, episodes, cams, joints)
     print(f"checkpoint: {result['checkpoint']}")
     print(f"final validation L1: {result['final_val_loss']:.4f}; {result['train_seconds']:.0f}s; "
@@ -454,6 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--renderer", default="tiny", choices=["auto", "egl", "tiny"],
                    help="tiny (default) renders identically everywhere; egl is faster at 224 px")
     p.add_argument("--stall-timeout", type=float, default=120.0)
+    p.add_argument("--direct", action="store_true",
+                   help="bulk mode: the same episode loop and frame layout without ROS, in --workers processes")
+    p.add_argument("--workers", type=int, default=2, help="worker processes for --direct")
     ros_opts(p)
     p.set_defaults(fn=cmd_collect)
 
@@ -478,6 +519,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", type=int, default=1)
     p.add_argument("--resume", default="", help="checkpoint directory to continue from")
     p.add_argument("--all-episodes", action="store_true", help="also imitate failed episodes (default: successes only)")
+    p.add_argument("--keypoints", type=int, default=16, help="spatial-softmax keypoint tokens (0: none)")
+    p.add_argument("--label", default="auto", choices=["auto", "action", "mean"],
+                   help="imitate the executed action, rl.action_mean, or auto: the mean where no "
+                        "exploration noise was logged (clean expert intention), else the action")
     p.set_defaults(fn=cmd_train_bc)
 
     p = sub.add_parser("evaluate", help="success rate of a checkpoint in the simulator")

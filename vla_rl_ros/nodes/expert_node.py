@@ -1,8 +1,9 @@
 """expert_node: the scripted IK expert as a ROS node, acting through the same topics as a policy.
 
 It sees what a privileged demonstrator sees — ``/joint_states``, ``/sim/object_poses`` and the
-instruction — and answers every observation with a chunk on the controller topic (and the same
-chunk as the "mean" on ``/vla/action_chunk``), stamped with the observation's stamp.
+instruction — and answers every observation with a chunk on the controller topic (with its
+exploration noise, if any) and the noise-free chunk as the "mean" on ``/vla/action_chunk``, both
+stamped with the observation's stamp.
 """
 
 from __future__ import annotations
@@ -123,14 +124,18 @@ class ExpertNode(Node):
             for k in [k for k in d if k <= ns]:
                 del d[k]
         chunk = self.expert.plan_chunk(q, poses, self.horizon, 1.0 / self.control_rate)
-        chunk = np.clip(chunk, PANDA.lower, PANDA.upper)  # a deterministic expert: no likelihood
+        chunk = np.clip(chunk, PANDA.lower, PANDA.upper)  # a scripted expert: no likelihood
+        clean = np.clip(self.expert.last_clean_chunk, PANDA.lower, PANDA.upper)
         try:
             msg = chunk_msg(chunk, ns_to_stamp(ns), self.control_rate, policy_version=0)
+            mean_msg = chunk_msg(clean, ns_to_stamp(ns), self.control_rate, policy_version=0)
         except MessageError as e:
             self.get_logger().error(f"expert produced an unusable chunk: {e}")
             return
         self.pub_cmd.publish(msg)
-        self.pub_mean.publish(msg)
+        # the "mean" is the expert's noise-free intention: the logger stores it as rl.action_mean,
+        # which behaviour cloning imitates (DART: execute noisy, imitate clean)
+        self.pub_mean.publish(mean_msg)
         self.answered += 1
 
 

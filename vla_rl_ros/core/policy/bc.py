@@ -41,6 +41,7 @@ class BCArgs:
     threads: int = 2
     horizon: int = 8
     d_model: int = 128
+    keypoints: int = 16
     augment_shift: int = 4
     resume: str = ""
     export_onnx: bool = True
@@ -53,6 +54,7 @@ class EpisodeData:
     state: np.ndarray  # (T, S) float32
     action: np.ndarray  # (T, A) float32
     task: str
+    label: np.ndarray | None = None  # (T, A) what to imitate, when it differs from ``action``
 
 
 class ChunkDataset:
@@ -67,10 +69,11 @@ class ChunkDataset:
 
     def targets(self, e: int, t: int) -> tuple[np.ndarray, np.ndarray]:
         ep = self.episodes[e]
-        T = len(ep.action)
+        acts = ep.action if ep.label is None else ep.label
+        T = len(acts)
         idx = np.arange(t, t + self.h)
         mask = (idx < T).astype(np.float32)
-        chunk = ep.action[np.minimum(idx, T - 1)]
+        chunk = acts[np.minimum(idx, T - 1)]
         return chunk - ep.state[t][None, : chunk.shape[1]], mask
 
     def batch(self, rows: np.ndarray):
@@ -213,6 +216,7 @@ def train_bc(args: BCArgs, episodes: list[EpisodeData], cameras, joint_names, pr
         cfg = PolicyConfig(
             cameras=tuple(cameras), image_size=int(image_size), state_dim=episodes[0].state.shape[1],
             action_dim=episodes[0].action.shape[1], horizon=args.horizon, d_model=args.d_model,
+            keypoints=args.keypoints,
             joint_names=tuple(joint_names),
         )
         model = VLAPolicy(cfg, train_ds.normalization()).train()
@@ -293,11 +297,18 @@ def _save(model, opt, args, out, step, history, gen, lang, t0, train_ids, val_id
     return {"checkpoint": str(ckpt), **meta}
 
 
-def load_episodes(roots, cameras=None, progress=True, success_only=False) -> tuple[list[EpisodeData], list[str], list[str]]:
+def load_episodes(roots, cameras=None, progress=True, success_only=False,
+                  label: str = "auto") -> tuple[list[EpisodeData], list[str], list[str]]:
     """Read every episode (or only the successful ones) of the given LeRobot datasets into memory.
 
-    Returns (episodes, camera names, joint names). Datasets must agree on cameras and joints.
+    ``label`` picks what behaviour cloning imitates: ``action`` (what was executed), ``mean``
+    (``rl.action_mean``: the demonstrator's intention), or ``auto`` — the mean for steps logged
+    without exploration noise (``rl.sigma`` all zero: scripted experts publish their noise-free
+    chunk there, so noisy demonstrations are imitated clean, DART-style), else the executed
+    action. Returns (episodes, camera names, joint names); datasets must agree on cameras and joints.
     """
+    if label not in ("auto", "action", "mean"):
+        raise ValueError(f"label must be auto, action or mean, got {label!r}")
     from tqdm import tqdm
 
     from vla_rl_ros.core.data import schema
@@ -325,6 +336,11 @@ def load_episodes(roots, cameras=None, progress=True, success_only=False) -> tup
         keys = [schema.image_key(c) for c in cams] + [schema.STATE, schema.ACTION]
         if success_only and schema.SUCCESS in feats:
             keys.append(schema.SUCCESS)
+        use_mean = label != "action" and schema.ACTION_MEAN in feats
+        if use_mean:
+            keys.append(schema.ACTION_MEAN)
+            if label == "auto" and schema.SIGMA in feats:
+                keys.append(schema.SIGMA)
         n = int(info["total_episodes"])
         for ep in tqdm(range(n), desc=f"loading {Path(root).name}", disable=not progress, leave=False):
             d = episode_frames(root, ep, keys=keys)
@@ -332,9 +348,16 @@ def load_episodes(roots, cameras=None, progress=True, success_only=False) -> tup
                 continue
             if success_only and schema.SUCCESS in d and not np.any(d[schema.SUCCESS]):
                 continue
+            action = d[schema.ACTION].astype(np.float32)
+            lab = None
+            if use_mean:
+                mean = d[schema.ACTION_MEAN].astype(np.float32)
+                if label == "auto" and schema.SIGMA in d:
+                    noisy = np.any(np.asarray(d[schema.SIGMA]) > 0, axis=-1)
+                    mean = np.where(noisy[:, None], action, mean)
+                lab = mean if np.all(np.isfinite(mean)) and not np.array_equal(mean, action) else None
             episodes.append(EpisodeData(
                 images={c: d[schema.image_key(c)] for c in cams},
-                state=d[schema.STATE].astype(np.float32), action=d[schema.ACTION].astype(np.float32),
-                task=str(d["task"]),
+                state=d[schema.STATE].astype(np.float32), action=action, task=str(d["task"]), label=lab,
             ))
     return episodes, cams_all or [], joints_all or []

@@ -42,6 +42,7 @@ class PolicyConfig:
     ff_mult: int = 4
     dropout: float = 0.0
     cnn_channels: tuple = (32, 64, 96)
+    keypoints: int = 0  # spatial-softmax keypoint tokens per camera (0: none, as in v1 checkpoints)
     joint_names: tuple = ()
 
     def to_dict(self) -> dict:
@@ -116,12 +117,36 @@ class VisionEncoder(nn.Module):
         side = (side + 1) // 2
         self.n_tokens = side * side
         self.pos = nn.Parameter(torch.randn(1, self.n_tokens, cfg.d_model) * 0.02)
+        # Spatial softmax (Levine et al. 2016) on the instruction-modulated 1/4-resolution map:
+        # K expected image coordinates, each one token. They carry *where* things are at
+        # sub-cell precision, which the coarse token grid does not.
+        self.k = int(cfg.keypoints)
+        if self.k > 0:
+            kp_side = (cfg.image_size + 1) // 2
+            kp_side = (kp_side + 1) // 2
+            self.kp_conv = nn.Conv2d(ch[1] if len(ch) > 1 else cfg.d_model, self.k, 1)
+            self.kp_temp = nn.Parameter(torch.zeros(1))
+            lin = torch.linspace(-1.0, 1.0, kp_side)
+            yy, xx = torch.meshgrid(lin, lin, indexing="ij")
+            self.register_buffer("kp_grid", torch.stack([xx.flatten(), yy.flatten()], -1), persistent=False)
+            self.kp_proj = nn.Linear(2, cfg.d_model)
+            self.kp_emb = nn.Parameter(torch.randn(1, self.k, cfg.d_model) * 0.02)
+            self.n_tokens += self.k
+
+    def keypoints(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) feature map -> (B, K, 2) expected (x, y) in [-1, 1]."""
+        logits = self.kp_conv(x).flatten(2) * torch.exp(self.kp_temp)  # (B, K, h*w)
+        return torch.softmax(logits, dim=-1) @ self.kp_grid
 
     def forward(self, img: torch.Tensor, lang_tok: torch.Tensor) -> torch.Tensor:
         x = self.stem(torch.cat([img, self.coords.expand(img.shape[0], -1, -1, -1)], dim=1))
-        for b in self.blocks:
+        kp = None
+        for i, b in enumerate(self.blocks):
             x = b(x, lang_tok)
-        return x.flatten(2).transpose(1, 2) + self.pos
+            if i == 0 and self.k > 0:
+                kp = self.kp_proj(self.keypoints(x)) + self.kp_emb
+        grid = x.flatten(2).transpose(1, 2) + self.pos[:, : x.shape[2] * x.shape[3]]
+        return grid if kp is None else torch.cat([grid, kp], dim=1)
 
 
 def _encoder_layer(cfg: PolicyConfig) -> nn.TransformerEncoderLayer:

@@ -129,6 +129,7 @@ class ScriptedExpert:
         self._jr = [u - l for l, u in zip(self._ll, self._ul)]
         self.spec: TaskSpec | None = None
         self._m = _Memory()
+        self.last_clean_chunk: np.ndarray | None = None
 
     # ------------------------------------------------------------------ public API
     def reset(self, spec, seed: int | None = None) -> None:
@@ -163,7 +164,9 @@ class ScriptedExpert:
         phase machine by one step). Rows 1.. roll a *copy* of the machine forward assuming the arm
         reaches each target and a held/pushed cube moves with the hand; the internal state is left
         as after row 0, so calling this every control step behaves like calling :meth:`act`.
-        Noise (if any) is drawn independently per row.
+        Noise (if any) is drawn independently per row. The noise-free rows stay available as
+        :attr:`last_clean_chunk` (the expert's *intended* chunk: the label for DART-style
+        behaviour cloning, where noisy actions are executed but clean ones are imitated).
         """
         if int(horizon) < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
@@ -176,6 +179,7 @@ class ScriptedExpert:
             rows.append(self._step(q_sim, poses_sim, dt, imagine=True))
             q_sim = rows[-1]
         self._m = saved
+        self.last_clean_chunk = np.clip(np.stack(rows), LOWER + _LIMIT_MARGIN, UPPER - _LIMIT_MARGIN)
         return np.stack([self._noisy(r) for r in rows])
 
     def close(self) -> None:

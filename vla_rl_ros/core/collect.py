@@ -1,0 +1,140 @@
+"""Direct (ROS-free) bulk collection of scripted-expert demonstrations.
+
+The ROS graph (``vla-rl-ros collect``) is the reference path: it is what runs on a robot and what
+the tests check. For thousands of training demonstrations the graph's per-message overhead is
+pure cost, so this module runs the *same* episode loop in worker processes — same seeds
+(episode ``i`` uses seed ``seed + i``, the family drawn from the seed exactly as ``sim_node``
+does), same tick semantics (``core/control.py``: observation ``k``, chunk anchored at ``k``,
+point ``k - anchor`` applied over ``k -> k+1``), same frame layout as the trajectory logger
+(``core/recording.py``) — and hands the episodes, in order, to the same durable
+:class:`~vla_rl_ros.core.data.writer.EpisodeWriter`.
+
+Frames record the executed (noisy) action as ``action`` and the expert's noise-free intention as
+``rl.action_mean`` — the DART recipe: execute perturbed actions to visit recovery states, imitate
+the clean ones.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from vla_rl_ros.core.control import ChunkScheduler
+from vla_rl_ros.core.recording import parse_reference
+from vla_rl_ros.core.robot import PANDA
+
+
+@dataclass(frozen=True)
+class DirectCollectConfig:
+    seed: int = 0
+    family: str | None = None
+    noise: float = 0.02
+    image_size: int = 96
+    control_rate: float = 10.0
+    max_steps: int = 120
+    renderer: str = "tiny"
+    horizon: int = 8
+
+
+_WORLD = None
+_EXPERT = None
+
+
+def _worker_init(cfg: DirectCollectConfig) -> None:
+    global _WORLD, _EXPERT
+    import torch
+
+    torch.set_num_threads(1)
+    from vla_rl_ros.core.sim.expert import ScriptedExpert
+    from vla_rl_ros.core.sim.world import PandaWorld, SimConfig
+
+    _WORLD = PandaWorld(SimConfig(
+        control_rate=cfg.control_rate, image_width=cfg.image_size, image_height=cfg.image_size,
+        renderer=cfg.renderer, max_steps=cfg.max_steps,
+    ))
+    _EXPERT = ScriptedExpert(noise_std=cfg.noise, seed=cfg.seed)
+
+
+def expert_episode(world, expert, seed: int, family: str | None, horizon: int = 8) -> tuple[list, str, dict]:
+    """One expert episode with ``world`` → (frames in the logger's layout, instruction, meta)."""
+    world.reset(seed=seed, family=family)
+    task = world.task
+    expert.reset(task.instruction, seed=seed)
+    sched = ChunkScheduler(world.joint_positions())
+    dt = 1.0 / world.config.control_rate
+    frames, ret, k = [], 0.0, 0
+    cams = list(world.config.cameras)
+    while True:
+        obs = world.observe(render=True)
+        q = obs["state"]
+        noisy = np.clip(expert.plan_chunk(q, world.object_poses(), horizon, dt), PANDA.lower, PANDA.upper)
+        clean = np.clip(expert.last_clean_chunk, PANDA.lower, PANDA.upper)
+        stamp_ns = int(round(k * dt * 1e9))
+        sched.offer(noisy, k, stamp_ns)
+        target, ref = sched.target(k)
+        _, index = parse_reference(ref)
+        world.apply_action(target)
+        info = world.step_control()
+        ret += info.reward
+        frame = {f"observation.images.{c}": obs["images"][c] for c in cams}
+        frame.update({
+            "observation.state": q.astype(np.float32),
+            "action": np.asarray(target, dtype=np.float32),
+            "rl.action_mean": clean[min(max(index, 0), len(clean) - 1)].astype(np.float32),
+            "rl.sigma": np.zeros(PANDA.dof, dtype=np.float32),
+            "rl.log_prob": 0.0,
+            "rl.chunk_id": stamp_ns,
+            "rl.chunk_index": int(index),
+            "rl.policy_version": 0,
+            "next.reward": float(info.reward),
+            "next.done": bool(info.done),
+            "next.success": bool(info.success),
+        })
+        frames.append(frame)
+        k += 1
+        if info.done:
+            meta = {"seed": seed, "family": task.family, "instruction": task.instruction,
+                    "success": bool(info.success), "steps": k, "return": ret, "source": "direct"}
+            return frames, task.instruction, meta
+
+
+def _run_one(args) -> tuple[list, str, dict]:
+    seed, family, horizon = args
+    return expert_episode(_WORLD, _EXPERT, seed, family, horizon)
+
+
+def collect_direct(out: str, episodes: int, cfg: DirectCollectConfig, workers: int = 2,
+                   repo_id: str = "local/vla_rl_ros", progress=None) -> dict:
+    """Collect ``episodes`` expert episodes into the LeRobot dataset at ``out`` (appending).
+
+    ``progress(n_done, n_success)`` is called after each episode is queued. Returns a summary.
+    """
+    from vla_rl_ros.core.data.schema import make_features
+    from vla_rl_ros.core.data.writer import EpisodeWriter
+
+    features = make_features(list(PANDA.joint_names), ("front",), image_shape=(cfg.image_size, cfg.image_size))
+    writer = EpisodeWriter(root=out, repo_id=repo_id, fps=int(round(cfg.control_rate)), features=features,
+                           robot_type="panda")
+    jobs = [(cfg.seed + i, cfg.family, cfg.horizon) for i in range(episodes)]
+    t0 = time.monotonic()
+    n_ok = 0
+    try:
+        with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=mp.get_context("spawn"),
+                                 initializer=_worker_init, initargs=(cfg,)) as pool:
+            for i, (frames, task, meta) in enumerate(pool.map(_run_one, jobs, chunksize=1)):
+                writer.submit(frames, task, meta)
+                n_ok += bool(meta["success"])
+                writer.poll()
+                if progress:
+                    progress(i + 1, n_ok)
+        writer.close(timeout=600.0)
+    except BaseException:
+        writer.close(timeout=600.0)
+        raise
+    failed = writer.failed_episodes()
+    return {"episodes": episodes, "success": n_ok, "saved": len(writer.saved_episodes()),
+            "failed": len(failed), "seconds": time.monotonic() - t0}

@@ -1,0 +1,79 @@
+"""The likelihood-ratio policy objective over executed action tokens.
+
+One RL sample is one *decision*: the observation a chunk was computed from (its anchor), the
+tokens of that chunk that were actually executed (``mask``), the executed actions, σ, the
+behaviour log-likelihood logged at collection (summed over the executed tokens only) and an
+advantage. With the current head's mean μ_θ
+
+    log π_θ(a|o) = Σ_{i executed} log N_[lo,hi](a_i; μ_θ(o)_i, σ_i²)
+    r = exp(log π_θ − log π_b)
+
+and the surrogate ``r · A`` has gradient ``r ∇log π_θ · A``, the unbiased importance-weighted
+policy gradient; the PPO clip ``min(r A, clip(r, 1±ε) A)`` trades bias for variance. Tokens that
+were planned but never executed never touched the world: they are excluded by ``mask``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from vla_rl_ros.core.rl.exploration import gaussian_logpdf_torch, truncnorm_logpdf_torch
+
+
+def chunk_log_prob(mu: torch.Tensor, actions: torch.Tensor, sigma: torch.Tensor, mask: torch.Tensor,
+                   lower: torch.Tensor | None = None, upper: torch.Tensor | None = None) -> torch.Tensor:
+    """Σ over executed tokens of the per-dimension log-density: (B, H, D) x3, mask (B, H) -> (B,).
+
+    With ``lower``/``upper`` (D,) the density is the truncated normal the explorer samples from.
+    """
+    if lower is not None and upper is not None:
+        lp = truncnorm_logpdf_torch(actions, mu, sigma, lower.expand_as(mu), upper.expand_as(mu))
+    else:
+        lp = gaussian_logpdf_torch(actions, mu, sigma)
+    # masked tokens may hold anything (padding): zero them before summing so no NaN leaks in
+    lp = torch.where(mask[..., None] > 0, lp, torch.zeros_like(lp))
+    return lp.sum(dim=(-1, -2))
+
+
+@dataclass
+class PolicyLossStats:
+    loss: float
+    clip_fraction: float
+    ess: float  # effective sample size / n, (Σr)² / (n Σr²)
+    ratio_mean: float
+    ratio_max: float
+
+
+def policy_loss(logp_new: torch.Tensor, logp_behaviour: torch.Tensor, advantages: torch.Tensor,
+                clip: float | None = 0.2, weights: torch.Tensor | None = None):
+    """Surrogate loss (to minimise) and its statistics.
+
+    ``clip=None`` gives the plain importance-weighted estimator (unbiased); otherwise PPO's
+    pessimistic clipped surrogate.
+    """
+    log_ratio = logp_new - logp_behaviour.detach()
+    ratio = torch.exp(torch.clamp(log_ratio, max=20.0))
+    adv = advantages.detach()
+    surr = ratio * adv
+    clipped = torch.zeros_like(ratio, dtype=torch.bool)
+    if clip is not None:
+        rc = torch.clamp(ratio, 1.0 - clip, 1.0 + clip)
+        surr = torch.minimum(surr, rc * adv)
+        clipped = (ratio - rc).abs() > 1e-8
+    w = torch.ones_like(surr) if weights is None else weights
+    loss = -(surr * w).sum() / w.sum().clamp(min=1e-8)
+    with torch.no_grad():
+        r = ratio.detach()
+        ess = float((r.sum() ** 2) / (r.numel() * (r**2).sum()).clamp(min=1e-12))
+        stats = PolicyLossStats(float(loss), float(clipped.float().mean()), ess, float(r.mean()), float(r.max()))
+    return loss, stats
+
+
+def gaussian_kl(mu_a: torch.Tensor, mu_b: torch.Tensor, sigma: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(N(μ_a, σ²) ‖ N(μ_b, σ²)) summed over tokens (masked) and dims: (B, H, D) -> (B,)."""
+    k = 0.5 * ((mu_a - mu_b) / sigma) ** 2
+    if mask is not None:
+        k = k * mask[..., None]
+    return k.sum(dim=(-1, -2))
