@@ -660,3 +660,22 @@ def test_crash_at_every_commit_step_recovers(base_two_episodes, tmp_path, monkey
         monkeypatch.setattr(store, "_crash_point", lambda name: None)
         _check_crashed_root(root, committed_expected=point != "before_manifest")
     assert len(hit) >= 6, hit  # data, episodes, side json, tasks, stats, info
+
+
+def test_iter_episode_frames_equals_per_episode_reads(written):
+    from vla_rl_ros.core.data.reader import iter_episode_frames
+
+    root, _ = written
+    total = len(episode_summaries(root))
+    got = list(iter_episode_frames(root))
+    assert [e for e, _ in got] == list(range(total))
+    for e, d in got:
+        ref = episode_frames(root, e)
+        assert d["task"] == ref["task"] and set(d) == set(ref)
+        for k in ref:
+            if k != "task":
+                np.testing.assert_array_equal(d[k], ref[k])
+    sub = list(iter_episode_frames(root, keys=[S.STATE], episodes=[total - 1]))
+    assert len(sub) == 1 and set(sub[0][1]) == {S.STATE, "task"}
+    with pytest.raises(IndexError):
+        list(iter_episode_frames(root, episodes=[total]))

@@ -21,6 +21,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+def step_log_prob(action, mean, sigma, lower=None, upper=None) -> float:
+    """log π(executed step) summed over joints: truncated-normal density within [lower, upper]
+    (what :class:`vla_rl_ros.core.rl.exploration.Explorer` samples), plain Gaussian without limits."""
+    from vla_rl_ros.core.rl.exploration import LOG_SQRT_2PI, truncnorm_logpdf
+
+    a, m, s = (np.asarray(v, dtype=np.float64) for v in (action, mean, sigma))
+    if lower is not None and upper is not None:
+        return float(np.sum(truncnorm_logpdf(a, np.clip(m, lower, upper), s, lower, upper)))
+    return float(np.sum(-0.5 * ((a - m) / s) ** 2 - np.log(s) - LOG_SQRT_2PI))
+
+
 @dataclass
 class _Pending:
     state: np.ndarray | None = None
@@ -72,15 +83,21 @@ class EpisodeAssembler:
     the next episode began, loses nothing.
     """
 
-    def __init__(self, cameras: list[str], dof: int, max_chunks: int = 512, max_pending: int = 20000):
+    def __init__(self, cameras: list[str], dof: int, max_chunks: int = 512, max_pending: int = 20000,
+                 lower=None, upper=None):
         self.cameras = list(cameras)
         self.dof = dof
+        # joint limits: the explorer samples a Gaussian *truncated* to them, and the logged
+        # log-likelihood is that truncated density (plain Gaussian when no limits are given)
+        self.lower = None if lower is None else np.asarray(lower, dtype=np.float64)
+        self.upper = None if upper is None else np.asarray(upper, dtype=np.float64)
         self.max_chunks = max_chunks
         self.max_pending = max_pending
         self.episodes: dict[int, tuple[str, dict, int]] = {}  # open episodes: task, meta, start
         self.pending: dict[int, _Pending] = {}
         self.executed: dict[int, ChunkRecord] = {}
         self.means: dict[int, ChunkRecord] = {}
+        self.sigmas: dict[int, np.ndarray] = {}  # chunk stamp -> σ (H, dof) from the explorer
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -129,6 +146,12 @@ class EpisodeAssembler:
     def add_mean_chunk(self, stamp: int, rec: ChunkRecord) -> None:
         self._remember(self.means, stamp, rec)
 
+    def add_sigma(self, stamp: int, sigma: np.ndarray) -> None:
+        """σ of the exploration noise of the chunk stamped ``stamp`` (same stamp as its μ)."""
+        self.sigmas[stamp] = np.asarray(sigma, dtype=np.float64)
+        while len(self.sigmas) > self.max_chunks:
+            del self.sigmas[next(iter(self.sigmas))]
+
     # ------------------------------------------------------------------ output
     def _complete(self, p: _Pending) -> bool:
         return (
@@ -148,17 +171,15 @@ class EpisodeAssembler:
             row = index if index >= 0 else len(mean_rec.chunk) - 1
             if row < len(mean_rec.chunk):
                 mean = mean_rec.chunk[row].astype(np.float32)
-            if mean_rec.sigma is not None and index >= 0:
-                sigma = np.asarray(mean_rec.sigma[row], dtype=np.float32)
+            sig = self.sigmas.get(chunk_ns, mean_rec.sigma)
+            if sig is not None and index >= 0 and row < len(sig):
+                sigma = np.asarray(sig[row], dtype=np.float32)
         version = executed.policy_version if executed is not None else (
             mean_rec.policy_version if mean_rec is not None else 0
         )
         log_prob = 0.0
         if index >= 0 and np.all(sigma > 0):
-            diff = (p.action - mean) / sigma
-            log_prob = float(
-                -0.5 * np.sum(diff**2) - np.sum(np.log(sigma)) - 0.5 * self.dof * np.log(2 * np.pi)
-            )
+            log_prob = step_log_prob(p.action, mean, sigma, self.lower, self.upper)
         reward, success, done = p.reward
         frame = {f"observation.images.{c}": p.images[c] for c in self.cameras}
         frame.update(

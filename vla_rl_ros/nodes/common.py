@@ -60,6 +60,7 @@ INSTRUCTION_TOPIC = "/vla/instruction"
 REWARD_TOPIC = "/vla/reward"
 EPISODE_TOPIC = "/vla/episode"
 OBJECT_POSES_TOPIC = "/sim/object_poses"
+SIGMA_TOPIC = "/vla/exploration/sigma"  # σ rows (positions) of an explored chunk, same stamp as μ
 LOGGER_STATUS_TOPIC = "/vla/logger/status"
 
 SENSOR_QOS = qos_profile_sensor_data

@@ -24,6 +24,7 @@ from vla_rl_ros.core.recording import ChunkRecord, EpisodeAssembler
 from vla_rl_ros.core.robot import PANDA
 from vla_rl_ros.nodes.common import (
     ACTION_CHUNK_TOPIC,
+    SIGMA_TOPIC,
     CONTROLLER_TOPIC,
     EPISODE_TOPIC,
     JOINT_STATES_TOPIC,
@@ -63,7 +64,7 @@ class TrajectoryLogger(Node):
             root=self.root, repo_id=repo_id, fps=int(round(control_rate)), features=features,
             robot_type="panda",
         )
-        self.assembler = EpisodeAssembler(self.cameras, PANDA.dof)
+        self.assembler = EpisodeAssembler(self.cameras, PANDA.dof, lower=PANDA.lower, upper=PANDA.upper)
         self.status_pub = self.create_publisher(String, LOGGER_STATUS_TOPIC, LATCHED_QOS)
 
         self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_state, RELIABLE_QOS)
@@ -79,6 +80,7 @@ class TrajectoryLogger(Node):
             self._on_executed, RELIABLE_QOS,
         )
         self.create_subscription(JointTrajectory, ACTION_CHUNK_TOPIC, self._on_mean, RELIABLE_QOS)
+        self.create_subscription(JointTrajectory, SIGMA_TOPIC, self._on_sigma, RELIABLE_QOS)
 
         self.counters = {"episodes_seen": 0, "submitted": 0, "dropped_frames": 0, "bad_messages": 0}
         self.to_close: list[tuple[float, dict]] = []
@@ -143,6 +145,17 @@ class TrajectoryLogger(Node):
         rec = self._chunk(msg)
         if rec is not None:
             self.assembler.add_mean_chunk(stamp_to_ns(msg.header.stamp), rec)
+
+    def _on_sigma(self, msg: JointTrajectory) -> None:
+        try:
+            sigma = chunk_from_msg(msg)
+        except MessageError as e:
+            self._bad("sigma", e)
+            return
+        if not np.all(sigma > 0):
+            self._bad("sigma", MessageError("sigma must be > 0"))
+            return
+        self.assembler.add_sigma(stamp_to_ns(msg.header.stamp), sigma)
 
     def _on_event(self, msg: String) -> None:
         try:

@@ -181,6 +181,15 @@ def episode_frames(ds_or_root, episode_index: int, keys: list[str] | None = None
     if not 0 <= ep < total:
         raise IndexError(f"episode {ep} out of range: the dataset at {str(root)!r} has {total} episodes")
     row = _episodes_table(root, total)[ep]
+    parquet_keys, video_keys = _plan_keys(info, keys)
+
+    path = root / info["data_path"].format(chunk_index=row["data/chunk_index"], file_index=row["data/file_index"])
+    cols = list(dict.fromkeys(parquet_keys + ["episode_index"]))
+    table = pq.read_table(path, columns=cols, filters=[("episode_index", "=", ep)])
+    return _frames_from_table(root, info, row, table, parquet_keys, video_keys, keys)
+
+
+def _plan_keys(info: dict, keys) -> tuple[list[str], list[str]]:
     feats = info["features"]
     want = list(feats) if keys is None else list(keys)
     unknown = [k for k in want if k not in feats]
@@ -190,10 +199,11 @@ def episode_frames(ds_or_root, episode_index: int, keys: list[str] | None = None
     parquet_keys = [k for k in want if feats[k]["dtype"] != "video"]
     if "task_index" not in parquet_keys:
         parquet_keys.append("task_index")
+    return parquet_keys, video_keys
 
-    path = root / info["data_path"].format(chunk_index=row["data/chunk_index"], file_index=row["data/file_index"])
-    cols = list(dict.fromkeys(parquet_keys + ["episode_index"]))
-    table = pq.read_table(path, columns=cols, filters=[("episode_index", "=", ep)])
+
+def _frames_from_table(root: Path, info: dict, row: dict, table, parquet_keys, video_keys, keys) -> dict:
+    feats = info["features"]
     n = table.num_rows
     out: dict = {}
     for k in parquet_keys:
@@ -213,6 +223,36 @@ def episode_frames(ds_or_root, episode_index: int, keys: list[str] | None = None
     if keys is not None and "task_index" not in keys:
         del out["task_index"]
     return out
+
+
+def iter_episode_frames(ds_or_root, keys: list[str] | None = None, episodes=None):
+    """Yield ``(episode_index, frames)`` for many episodes (default: all), in index order,
+    reading each data file once — what bulk loaders (training) should use: reading episodes one
+    by one with :func:`episode_frames` re-reads the shared parquet file every time.
+    """
+    import pyarrow.parquet as pq
+
+    root = _root_of(ds_or_root)
+    info = _require_dataset(root)
+    total = int(info["total_episodes"])
+    eps = list(range(total)) if episodes is None else sorted(int(e) for e in episodes)
+    bad = [e for e in eps if not 0 <= e < total]
+    if bad:
+        raise IndexError(f"episodes {bad[:5]} out of range: the dataset at {str(root)!r} has {total} episodes")
+    parquet_keys, video_keys = _plan_keys(info, keys)
+    table_rows = _episodes_table(root, total)
+    by_file: dict[tuple, list[int]] = {}
+    for e in eps:
+        r = table_rows[e]
+        by_file.setdefault((int(r["data/chunk_index"]), int(r["data/file_index"])), []).append(e)
+    cols = list(dict.fromkeys(parquet_keys + ["episode_index"]))
+    for (ci, fi), file_eps in sorted(by_file.items(), key=lambda kv: kv[1][0]):
+        path = root / info["data_path"].format(chunk_index=ci, file_index=fi)
+        table = pq.read_table(path, columns=cols)
+        ep_col = table.column("episode_index").to_numpy()
+        for e in file_eps:
+            idx = np.nonzero(ep_col == e)[0]
+            yield e, _frames_from_table(root, info, table_rows[e], table.take(idx), parquet_keys, video_keys, keys)
 
 
 def episode_summaries(root: str | os.PathLike) -> list[dict]:

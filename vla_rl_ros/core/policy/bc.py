@@ -312,7 +312,7 @@ def load_episodes(roots, cameras=None, progress=True, success_only=False,
     from tqdm import tqdm
 
     from vla_rl_ros.core.data import schema
-    from vla_rl_ros.core.data.reader import episode_frames
+    from vla_rl_ros.core.data.reader import iter_episode_frames
     from vla_rl_ros.core.data.store import read_info
 
     episodes, cams_all, joints_all = [], None, None
@@ -342,8 +342,8 @@ def load_episodes(roots, cameras=None, progress=True, success_only=False,
             if label == "auto" and schema.SIGMA in feats:
                 keys.append(schema.SIGMA)
         n = int(info["total_episodes"])
-        for ep in tqdm(range(n), desc=f"loading {Path(root).name}", disable=not progress, leave=False):
-            d = episode_frames(root, ep, keys=keys)
+        for _, d in tqdm(iter_episode_frames(root, keys=keys), total=n, desc=f"loading {Path(root).name}",
+                         disable=not progress, leave=False):
             if len(d[schema.STATE]) == 0:
                 continue
             if success_only and schema.SUCCESS in d and not np.any(d[schema.SUCCESS]):

@@ -25,7 +25,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from scipy.special import log_ndtr, ndtr, ndtri
 
 LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -66,24 +65,23 @@ def truncnorm_sample(mu, sigma, lo, hi, rng: np.random.Generator) -> np.ndarray:
     return np.clip(mu + sigma * z, lo, hi)  # the clip only absorbs float rounding at the bounds
 
 
-def _log_ndtr_t(x: torch.Tensor) -> torch.Tensor:
-    return torch.special.log_ndtr(x)
-
-
-def truncnorm_logpdf_torch(a: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor,
-                           lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+def truncnorm_logpdf_torch(a, mu, sigma, lo, hi):
     """Torch version of :func:`truncnorm_logpdf`, differentiable in ``mu`` (for the RL update)."""
+    import torch  # lazily: the nodes on the control path use only the numpy functions
+
     z = (a - mu) / sigma
     alpha, beta = (lo - mu) / sigma, (hi - mu) / sigma
     flip = alpha > 0
     lo_s = torch.where(flip, -beta, alpha)
     hi_s = torch.where(flip, -alpha, beta)
-    lb, la = _log_ndtr_t(hi_s), _log_ndtr_t(lo_s)
+    lb, la = torch.special.log_ndtr(hi_s), torch.special.log_ndtr(lo_s)
     log_mass = lb + torch.log1p(-torch.exp(torch.clamp(la - lb, max=-1e-12)))
     return -0.5 * z**2 - torch.log(sigma) - LOG_SQRT_2PI - log_mass
 
 
-def gaussian_logpdf_torch(a, mu, sigma) -> torch.Tensor:
+def gaussian_logpdf_torch(a, mu, sigma):
+    import torch
+
     z = (a - mu) / sigma
     return -0.5 * z**2 - torch.log(sigma) - LOG_SQRT_2PI
 

@@ -1,0 +1,368 @@
+"""Offline, likelihood-based RL of the action head on logged exploration episodes.
+
+Pipeline (``vla-rl-ros train-rl``):
+
+1. **Decisions from frames.** Frames of one chunk share ``rl.chunk_id``; the frame with
+   ``rl.chunk_index == 0`` is the chunk's anchor (its observation is the one μ was computed
+   from) and the frames with index 0, 1, … n−1 are the tokens actually executed. Unexecuted
+   tokens never appear in the log and never in the likelihood. Frames logged without noise
+   (σ = 0: deploy mode, the expert) carry no likelihood and are skipped.
+2. **Returns.** The sim's shaped reward is in [0, 1] per step and an episode ends 3 steps after
+   success, so a success would *lose* the reward a hovering failure keeps collecting; success is
+   therefore treated as absorbing with reward 1 forever: a terminal bonus γ/(1−γ).
+   Monte-Carlo discounted returns G_t.
+3. **Value function** on the frozen backbone features (+ normalised state): an MLP fitted to
+   G by cross-fitting (two halves by episode, each half's values predicted by the model trained
+   on the other half), so the advantage A = G − V is not fitted to its own noise.
+4. **Head update.** Backbone frozen: prefix tokens are computed once. Per minibatch,
+   μ_θ = head(prefix); log π_θ = Σ_executed log N_[lo,hi](a; μ_θ, σ²) (the explorer's exact
+   truncated density); PPO-clipped ratio against the logged behaviour log-likelihood
+   (advantages normalised), plus ``kl_coef`` × KL(π_θ ‖ π_base) over the whole chunk toward the
+   initial head. Per epoch: effective sample size, clip fraction, KL to the behaviour policy,
+   value loss; early stop when the KL to behaviour exceeds ``target_kl``.
+5. Writes a new checkpoint version (+ ONNX, parity-checked), ``history.json`` and ``rl.png``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vla_rl_ros.core.data import schema as S
+from vla_rl_ros.core.policy.checkpoint import load_checkpoint, save_checkpoint
+from vla_rl_ros.core.policy.text import InstructionEncoder
+from vla_rl_ros.core.rl.objective import chunk_log_prob, gaussian_kl, policy_loss
+from vla_rl_ros.core.robot import PANDA
+
+
+@dataclass
+class RLArgs:
+    data: list = field(default_factory=list)
+    init: str = ""
+    out: str = "runs/rl"
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 5e-5
+    clip: float = 0.2
+    kl_coef: float = 0.05
+    target_kl: float = 0.5  # per decision, nats (summed over executed tokens and joints)
+    gamma: float = 0.95
+    value_steps: int = 400
+    seed: int = 0
+    threads: int = 2
+    version: int = 0  # 0: init's version + 1
+    export_onnx: bool = True
+
+
+@dataclass
+class Decisions:
+    """One row per executed chunk (anchor observation + executed tokens)."""
+
+    images: np.ndarray  # (N, C, H, W, 3) uint8 at the anchor
+    state: np.ndarray  # (N, S)
+    lang: np.ndarray  # (N, L)
+    actions: np.ndarray  # (N, H, D) executed (padded)
+    mu_b: np.ndarray  # (N, H, D) logged behaviour mean (padded)
+    sigma: np.ndarray  # (N, H, D) (padding = 1)
+    mask: np.ndarray  # (N, H) 1 = executed
+    logp_b: np.ndarray  # (N,) Σ logged log-likelihood over executed tokens
+    ret: np.ndarray  # (N,) Monte-Carlo return from the anchor
+    episode: np.ndarray  # (N,) episode id (for cross-fitting)
+    version: np.ndarray  # (N,) policy version that produced the chunk
+
+
+def returns(rewards: np.ndarray, success: bool, gamma: float) -> np.ndarray:
+    """Discounted returns with success treated as absorbing (reward 1 forever)."""
+    g = gamma / (1.0 - gamma) if success else 0.0
+    out = np.zeros(len(rewards), dtype=np.float64)
+    for t in range(len(rewards) - 1, -1, -1):
+        g = float(rewards[t]) + gamma * g
+        out[t] = g
+    return out
+
+
+def decisions_from_episode(d: dict, horizon: int, cameras, gamma: float) -> list[dict]:
+    """Split one logged episode into decisions (see module doc). ``d`` as from the reader."""
+    sigma = np.asarray(d[S.SIGMA], dtype=np.float64)
+    idx = np.asarray(d[S.CHUNK_INDEX]).astype(np.int64)
+    cid = np.asarray(d[S.CHUNK_ID]).astype(np.int64)
+    rew = np.asarray(d[S.REWARD], dtype=np.float64)
+    success = bool(np.any(np.asarray(d[S.SUCCESS])))
+    G = returns(rew, success, gamma)
+    out, t, T = [], 0, len(idx)
+    while t < T:
+        if idx[t] != 0 or not np.all(sigma[t] > 0):
+            t += 1
+            continue
+        n = 1
+        while (t + n < T and n < horizon and cid[t + n] == cid[t] and idx[t + n] == n
+               and np.all(sigma[t + n] > 0)):
+            n += 1
+        out.append({"t": t, "n": n, "ret": G[t]})
+        t += n
+    rows = []
+    for dec in out:
+        t, n = dec["t"], dec["n"]
+        dof = sigma.shape[1]
+        acts = np.zeros((horizon, dof))
+        mu = np.zeros((horizon, dof))
+        sig = np.ones((horizon, dof))
+        mask = np.zeros(horizon)
+        acts[:n] = d[S.ACTION][t : t + n]
+        mu[:n] = d[S.ACTION_MEAN][t : t + n]
+        sig[:n] = sigma[t : t + n]
+        mask[:n] = 1.0
+        rows.append({
+            "images": np.stack([d[S.image_key(c)][t] for c in cameras]),
+            "state": np.asarray(d[S.STATE][t], dtype=np.float32),
+            "actions": acts, "mu_b": mu, "sigma": sig, "mask": mask,
+            "logp_b": float(np.sum(np.asarray(d[S.LOG_PROB])[t : t + n])),
+            "ret": dec["ret"], "version": int(np.asarray(d[S.POLICY_VERSION])[t]),
+        })
+    return rows
+
+
+def load_decisions(roots, horizon: int, cameras, gamma: float, progress=True) -> tuple[Decisions, dict]:
+    from tqdm import tqdm
+
+    from vla_rl_ros.core.data.reader import iter_episode_frames
+    from vla_rl_ros.core.data.store import read_info
+
+    rows, tasks, eps_meta = [], [], {"episodes": 0, "skipped_no_noise": 0, "successes": 0}
+    keys = [S.image_key(c) for c in cameras] + [S.STATE, S.ACTION, S.ACTION_MEAN, S.SIGMA, S.LOG_PROB,
+                                                S.CHUNK_ID, S.CHUNK_INDEX, S.POLICY_VERSION, S.REWARD, S.SUCCESS]
+    ep_id = 0
+    for root in roots:
+        info = read_info(Path(root))
+        if info is None:
+            raise FileNotFoundError(f"no LeRobot dataset at {str(root)!r} (meta/info.json missing)")
+        missing = [k for k in keys if k not in info["features"]]
+        if missing:
+            raise ValueError(f"dataset {root} lacks {missing}: not logged by this stack's trajectory logger?")
+        n = int(info["total_episodes"])
+        for _, d in tqdm(iter_episode_frames(root, keys=keys), total=n, desc=f"loading {Path(root).name}",
+                         disable=not progress, leave=False):
+            eps_meta["episodes"] += 1
+            eps_meta["successes"] += int(np.any(d[S.SUCCESS]))
+            dec = decisions_from_episode(d, horizon, cameras, gamma)
+            if not dec:
+                eps_meta["skipped_no_noise"] += 1
+                continue
+            for r in dec:
+                r["episode"] = ep_id
+                tasks.append(str(d["task"]))
+            rows.extend(dec)
+            ep_id += 1
+    if not rows:
+        raise ValueError("no explored decisions in the data (were the episodes collected with exploration?)")
+    enc = InstructionEncoder()
+    lang_of = {t: enc.encode(t) for t in sorted(set(tasks))}
+    st = lambda k, dt=np.float32: np.stack([r[k] for r in rows]).astype(dt)  # noqa: E731
+    dec = Decisions(
+        images=np.stack([r["images"] for r in rows]), state=st("state"),
+        lang=np.stack([lang_of[t] for t in tasks]).astype(np.float32),
+        actions=st("actions"), mu_b=st("mu_b"), sigma=st("sigma"), mask=st("mask"),
+        logp_b=st("logp_b", np.float64), ret=st("ret", np.float64),
+        episode=np.array([r["episode"] for r in rows]), version=np.array([r["version"] for r in rows]),
+    )
+    eps_meta["decisions"] = len(rows)
+    eps_meta["instructions"] = {k: v.tolist() for k, v in lang_of.items()}
+    return dec, eps_meta
+
+
+class ValueNet(torch.nn.Module):
+    def __init__(self, d_in: int, hidden: int = 256):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(d_in, hidden), torch.nn.GELU(),
+                                       torch.nn.Linear(hidden, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 1))
+
+    def forward(self, x):
+        return self.net(x).squeeze(-1)
+
+
+def fit_values(feats: torch.Tensor, ret: torch.Tensor, episodes: np.ndarray, steps: int, seed: int):
+    """Cross-fitted values: each half (by episode) predicted by a net trained on the other half.
+    Returns (values, held-out MSE in normalised return units)."""
+    g = torch.Generator().manual_seed(seed)
+    mu, sd = ret.mean(), ret.std().clamp(min=1e-6)
+    y = (ret - mu) / sd
+    ueps = np.unique(episodes)
+    perm = np.random.default_rng(seed).permutation(ueps)
+    half = set(perm[: len(perm) // 2].tolist())
+    fold = torch.tensor([e in half for e in episodes])
+    if fold.all() or (~fold).all():  # a single episode: no cross-fitting possible
+        fold = torch.arange(len(episodes)) % 2 == 0
+    values = torch.zeros_like(ret)
+    mse = []
+    for f in (True, False):
+        tr, te = fold != f, fold == f
+        net = ValueNet(feats.shape[1])
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
+        xt, yt = feats[tr], y[tr]
+        for _ in range(steps):
+            i = torch.randint(0, len(xt), (min(256, len(xt)),), generator=g)
+            loss = torch.nn.functional.mse_loss(net(xt[i]), yt[i])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            pv = net(feats[te])
+            values[te] = pv * sd + mu
+            mse.append(float(torch.nn.functional.mse_loss(pv, y[te])))
+    return values, float(np.mean(mse))
+
+
+def train_rl(args: RLArgs, progress=True) -> dict:
+    from tqdm import tqdm
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    model, config = load_checkpoint(args.init, joint_names=PANDA.joint_names)
+    base_version = int(config.get("version", 0))
+    cfg = model.cfg
+    dec, meta = load_decisions(args.data, cfg.horizon, cfg.cameras, args.gamma, progress)
+    N = len(dec.ret)
+    lo = torch.tensor(PANDA.lower, dtype=torch.float32)
+    hi = torch.tensor(PANDA.upper, dtype=torch.float32)
+
+    # frozen backbone: prefix tokens and pooled features, once
+    model.eval()
+    prefixes, feats = [], []
+    with torch.no_grad():
+        for i in tqdm(range(0, N, 256), desc="backbone features", disable=not progress, leave=False):
+            sl = slice(i, i + 256)
+            p = model.prefix(torch.from_numpy(dec.images[sl]), torch.from_numpy(dec.state[sl]),
+                             torch.from_numpy(dec.lang[sl]))
+            prefixes.append(p)
+            feats.append(torch.cat([p[:, 0], p[:, 2:].mean(1)], -1))
+    prefix = torch.cat(prefixes)
+    state = torch.from_numpy(dec.state)
+    s_norm = (state - model.state_mean) / model.state_std
+    feat = torch.cat([torch.cat(feats), s_norm], -1)
+
+    def mu_of(head, rows):
+        d = head(prefix[rows]) * model.delta_std + model.delta_mean
+        return state[rows][:, None, : cfg.action_dim] + d
+
+    ret = torch.from_numpy(dec.ret).float()
+    values, value_loss = fit_values(feat, ret, dec.episode, args.value_steps, args.seed)
+    adv = ret - values
+    adv = (adv - adv.mean()) / adv.std().clamp(min=1e-6)
+
+    acts, sig, mask = (torch.from_numpy(x) for x in (dec.actions, dec.sigma, dec.mask))
+    mu_b = torch.from_numpy(dec.mu_b)
+    logp_b = torch.from_numpy(dec.logp_b).float()
+    base_head = copy.deepcopy(model.head).eval()
+    for p_ in base_head.parameters():
+        p_.requires_grad_(False)
+    with torch.no_grad():
+        mu_base = torch.cat([mu_of(base_head, torch.arange(i, min(i + 512, N))) for i in range(0, N, 512)])
+    sig_ref = sig[:, :1].expand_as(sig)  # σ of the first token stands in for the unexecuted ones
+
+    head = model.head
+    head.train()
+    opt = torch.optim.AdamW(head.parameters(), lr=args.lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(args.seed)
+    history = []
+    # initial ratio check: the init head should reproduce the logged likelihood when it is the
+    # behaviour policy (ratio ≈ 1)
+    with torch.no_grad():
+        lp0 = chunk_log_prob(torch.clamp(mu_base, lo, hi), acts, sig, mask, lo, hi)
+        init_log_ratio = (lp0 - logp_b).abs()
+    bar = tqdm(range(args.epochs), desc="train-rl", disable=not progress, dynamic_ncols=True)
+    stopped_early = False
+    for epoch in bar:
+        order = torch.randperm(N, generator=gen)
+        agg = {"loss": [], "clip_fraction": [], "ess": [], "kl_base": []}
+        for i in range(0, N, args.batch_size):
+            rows = order[i : i + args.batch_size]
+            mu = mu_of(head, rows)
+            mu_c = torch.minimum(torch.maximum(mu, lo), hi)
+            lp = chunk_log_prob(mu_c, acts[rows], sig[rows], mask[rows], lo, hi)
+            loss_pi, st = policy_loss(lp, logp_b[rows], adv[rows], clip=args.clip)
+            kl_base = gaussian_kl(mu, mu_base[rows], sig_ref[rows]).mean()
+            loss = loss_pi + args.kl_coef * kl_base
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
+            opt.step()
+            agg["loss"].append(st.loss)
+            agg["clip_fraction"].append(st.clip_fraction)
+            agg["ess"].append(st.ess)
+            agg["kl_base"].append(float(kl_base))
+        with torch.no_grad():
+            mu_all = torch.cat([mu_of(head, torch.arange(i, min(i + 512, N))) for i in range(0, N, 512)])
+            kl_b = float(gaussian_kl(mu_all, mu_b, sig, mask).mean())
+            lp = chunk_log_prob(torch.clamp(mu_all, lo, hi), acts, sig, mask, lo, hi)
+            r = torch.exp(torch.clamp(lp - logp_b, max=20))
+            ess_all = float(r.sum() ** 2 / (N * (r**2).sum()))
+        h = {"epoch": epoch + 1, "policy_loss": float(np.mean(agg["loss"])),
+             "clip_fraction": float(np.mean(agg["clip_fraction"])), "ess": ess_all,
+             "ess_minibatch": float(np.mean(agg["ess"])), "kl_behaviour": kl_b,
+             "kl_base": float(np.mean(agg["kl_base"])), "value_loss": value_loss}
+        history.append(h)
+        bar.set_postfix(ess=f"{ess_all:.2f}", clip=f"{h['clip_fraction']:.2f}", kl=f"{kl_b:.3f}")
+        if kl_b > args.target_kl:
+            stopped_early = True
+            break
+    head.eval()
+    version = args.version or base_version + 1
+    res_meta = {
+        "trained_by": "vla-rl-ros train-rl", "args": asdict(args), "init": str(Path(args.init).resolve()),
+        "init_version": base_version, "decisions": N, "episodes": meta["episodes"],
+        "episode_success_rate": meta["successes"] / max(1, meta["episodes"]),
+        "behaviour_versions": sorted(set(int(v) for v in dec.version)),
+        "init_log_ratio_median": float(init_log_ratio.median()),
+        "value_loss": value_loss, "stopped_early": stopped_early, "history": history,
+        "train_seconds": time.time() - t0,
+        "params_trained": sum(p.numel() for p in head.parameters()),
+    }
+    instructions = dict(config.get("instructions") or {})
+    instructions.update(meta["instructions"])
+    extra = {}
+    if args.export_onnx:
+        from vla_rl_ros.core.policy.backends import (
+            OnnxRuntimeBackend, TorchBackend, example_inputs, export_onnx, parity,
+        )
+
+        onnx_path = export_onnx(model, out / "model.onnx")
+        res_meta["onnx_parity_max_abs"] = parity(TorchBackend(model), OnnxRuntimeBackend(onnx_path),
+                                                  example_inputs(model, 2, seed=1))
+        extra["model.onnx"] = onnx_path
+    ckpt = save_checkpoint(model, out / "checkpoint", version=version, meta=res_meta,
+                           instructions=instructions, extra_files=extra)
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+    plot_rl(history, out / "rl.png")
+    return {"checkpoint": str(ckpt), "version": version, **res_meta}
+
+
+def plot_rl(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history:
+        return
+    ep = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
+    for ax, key, title in zip(axes, ("ess", "clip_fraction", "kl_behaviour", "policy_loss"),
+                              ("effective sample size / n", "clip fraction", "KL to behaviour (nats/decision)",
+                               "policy loss")):
+        ax.plot(ep, [h[key] for h in history], "o-")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"train-rl (value loss {history[-1]['value_loss']:.3f}, normalised MSE)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
