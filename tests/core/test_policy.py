@@ -174,3 +174,60 @@ def test_bc_learns_and_is_deterministic(tmp_path):
     assert cfg["meta"]["step"] == 60
     r3 = run(tmp_path / "a", steps=80, resume=r1["checkpoint"])
     assert load_checkpoint(r3["checkpoint"])[1]["meta"]["step"] == 80
+
+
+def _ckpt_v(tmp_path, name, version, seed=0, **over):
+    cfg = dict(SMALL, **over)
+    torch.manual_seed(seed)
+    m = VLAPolicy(PolicyConfig(**cfg), Normalization(PANDA.home.tolist(), [0.5] * 8, [0.0] * 8, [0.1] * 8)).eval()
+    return save_checkpoint(m, tmp_path / name, version=version)
+
+
+def test_hot_swapper_installs_between_inferences_refuses_bad_and_rolls_back(tmp_path):
+    from vla_rl_ros.core.policy.runtime import HotSwapper, Observation, PolicyRuntime
+
+    v1 = _ckpt_v(tmp_path, "v1", 1, seed=0)
+    v2 = _ckpt_v(tmp_path, "v2", 2, seed=1)
+    rt = PolicyRuntime(v1, backend="torch", joint_names=PANDA.joint_names, threads=1)
+    events = []
+    sw = HotSwapper(rt, on_event=events.append)
+    obs = Observation({"front": np.full((32, 32, 3), 90, np.uint8)}, PANDA.home.copy(), "pick up the red cube")
+    out1 = sw.active().infer(obs)
+
+    sw.request(str(v2)).join()
+    assert events and events[-1].event == "loaded", events[-1].reason
+    assert sw.version == 1 and sw.pending()  # validated, but not installed until the next inference
+    out2 = sw.active().infer(obs)
+    assert sw.version == 2 and not np.allclose(out1, out2)
+    assert [e.event for e in events] == ["loaded", "swapped"] and events[-1].swap_us < 5e4
+
+    # refusals: corrupt bytes, NaN weights, a different I/O layout, a missing dir, an empty path
+    bad = tmp_path / "corrupt"
+    import shutil
+
+    shutil.copytree(v2, bad)
+    with open(bad / "model.safetensors", "r+b") as f:
+        f.seek(200)
+        f.write(b"\x00\x01\x02\x03")
+    nan = _ckpt_v(tmp_path, "nan", 9)
+    from safetensors.torch import load_file, save_file
+
+    st = load_file(str(nan / "model.safetensors"))
+    k = next(k for k, v in st.items() if v.is_floating_point() and v.numel() > 10)
+    st[k][0] = float("nan")
+    save_file(st, str(nan / "model.safetensors"))  # manifest checksum now wrong too
+    (nan / "manifest.json").unlink()  # (and even without a manifest it must be refused)
+    layout = _ckpt_v(tmp_path, "h8", 5, horizon=8)
+    for p, why in ((bad, "sha256"), (nan, "manifest"), (layout, "horizon"), (tmp_path / "nope", "does not exist"),
+                   ("", "empty")):
+        sw.request(str(p), block=True)
+        assert events[-1].event == "refused" and why in events[-1].reason, (p, events[-1].reason)
+        assert not sw.pending() and sw.version == 2
+        np.testing.assert_allclose(sw.active().infer(obs), out2)  # the running version keeps running
+
+    sw.rollback()
+    assert np.allclose(sw.active().infer(obs), out1) and sw.version == 1
+    assert events[-1].event == "rollback" and events[-1].previous_version == 2
+    sw2 = HotSwapper(PolicyRuntime(v1, backend="torch", joint_names=PANDA.joint_names))
+    with pytest.raises(LookupError):
+        sw2.rollback()

@@ -9,6 +9,14 @@ published on ``/vla/action_chunk`` stamped with its observation's stamp, and —
 on the controller topic. Latency (observation stamp -> chunk published) is reported on
 ``/vla/policy/status`` every second.
 
+Hot swap: a new checkpoint announced on ``/vla/policy/weights`` (std_msgs/String: a path, or
+JSON ``{"path": ...}``) or set as the ``weights_path`` parameter is loaded and validated in a
+background thread (checksums, layout, finite probe outputs — ``core/policy/runtime.py``) and
+installed by the inference thread between two inferences; the previous version is kept for
+``/vla/policy/rollback`` (std_srvs/Trigger, ``vla-rl-ros rollback``). A refused checkpoint is
+logged with its reason and the running version keeps running. Every swap, refusal and rollback
+is published on ``/vla/policy/swap`` (JSON) and every chunk carries the version that made it.
+
 Nothing built from bad input is published: wrong image size/encoding, missing camera, NaN in the
 state, empty instruction, non-finite outputs and a first action too far from the current state
 are logged and dropped; the node keeps running.
@@ -16,18 +24,21 @@ are logged and dropped; the node keeps running.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import deque
 from pathlib import Path
 
 import numpy as np
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
+from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from vla_rl_ros.core.policy.runtime import Observation, ObservationError, PolicyRuntime
+from vla_rl_ros.core.policy.runtime import HotSwapper, Observation, ObservationError, PolicyRuntime, SwapEvent
 from vla_rl_ros.core.robot import PANDA
 from vla_rl_ros.nodes.common import (
     ACTION_CHUNK_TOPIC,
@@ -67,7 +78,9 @@ class PolicyNode(Node):
         self.max_first_jump = float(p("max_first_jump", 0.5).value)
         self.to_controller = bool(p("publish_to_controller", True).value)
 
-        self.runtime = PolicyRuntime(ckpt, backend=backend, joint_names=PANDA.joint_names, threads=threads)
+        runtime = PolicyRuntime(ckpt, backend=backend, joint_names=PANDA.joint_names, threads=threads)
+        self.swapper = HotSwapper(runtime, on_event=self._on_swap_event)
+        p("weights_path", "")
         self.cameras = list(self.runtime.cameras)
         size = self.runtime.cfg.image_size
         self.image_hw = (size, size)
@@ -79,6 +92,10 @@ class PolicyNode(Node):
             if self.to_controller else None
         )
         self.pub_status = self.create_publisher(String, "/vla/policy/status", LATCHED_QOS)
+        self.pub_swap = self.create_publisher(String, "/vla/policy/swap", LATCHED_QOS)
+        self.create_subscription(String, "/vla/policy/weights", self._on_weights, RELIABLE_QOS)
+        self.create_service(Trigger, "/vla/policy/rollback", self._on_rollback)
+        self.add_on_set_parameters_callback(self._on_params)
         for i, cam in enumerate(self.cameras):
             self.create_subscription(Image, camera_topic(cam, i), lambda m, c=cam: self._on_image(c, m), SENSOR_QOS)
         self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_state, RELIABLE_QOS)
@@ -98,6 +115,55 @@ class PolicyNode(Node):
         self.worker = threading.Thread(target=self._work, name="inference", daemon=True)
         self.worker.start()
         self.create_timer(1.0, self._publish_status)
+
+    @property
+    def runtime(self) -> PolicyRuntime:  # the version currently producing chunks
+        return self.swapper._active
+
+    # ------------------------------------------------------------------ hot swap
+    def _on_weights(self, msg: String) -> None:
+        text = msg.data.strip()
+        path = text
+        if text.startswith("{"):
+            try:
+                path = str(json.loads(text)["path"])
+            except (ValueError, KeyError, TypeError) as e:
+                self.get_logger().error(f"refused weights announcement {text[:200]!r}: {e}")
+                self._publish_swap(SwapEvent("refused", text[:200], reason=f"malformed announcement: {e}"))
+                return
+        self.get_logger().info(f"new weights announced: {path}")
+        self.swapper.request(path)
+
+    def _on_params(self, params) -> SetParametersResult:
+        for prm in params:
+            if prm.name == "weights_path" and str(prm.value).strip():
+                self.swapper.request(str(prm.value))
+        return SetParametersResult(successful=True)
+
+    def _on_rollback(self, request, response):
+        try:
+            prev = self.swapper.rollback()
+        except LookupError as e:
+            response.success, response.message = False, str(e)
+            return response
+        response.success = True
+        response.message = f"rolling back from v{self.runtime.version} to v{prev.version} ({prev.path})"
+        self.get_logger().warning(response.message)
+        return response
+
+    def _on_swap_event(self, ev: SwapEvent) -> None:  # loader or inference thread
+        if ev.event == "refused":
+            self.get_logger().error(f"REFUSED checkpoint {ev.path}: {ev.reason}; "
+                                    f"v{ev.previous_version} keeps running")
+        elif ev.event in ("swapped", "rollback"):
+            self.get_logger().info(f"{ev.event}: v{ev.previous_version} -> v{ev.version} ({ev.path}); "
+                                   f"swap {ev.swap_us:.0f} us, announce->active {ev.announce_to_swap_ms:.0f} ms")
+        self._publish_swap(ev)
+
+    def _publish_swap(self, ev: SwapEvent) -> None:
+        d = dict(ev.__dict__)
+        d["active_version"] = self.runtime.version
+        self.pub_swap.publish(json_msg(d))
 
     # ------------------------------------------------------------------ inputs
     def _complain(self, text: str) -> None:
@@ -180,9 +246,10 @@ class PolicyNode(Node):
                     return
                 ns, obs = self._slot
                 self._slot = None
+            runtime = self.swapper.active()  # between two inferences: install a validated candidate
             t0 = time.perf_counter()
             try:
-                chunk = self.runtime.infer(obs)
+                chunk = runtime.infer(obs)
             except ObservationError as e:
                 self.counters["rejected_input"] += 1
                 self._complain(f"not acting on this observation: {e}")
@@ -198,7 +265,7 @@ class PolicyNode(Node):
                 self.counters["rejected_output"] += 1
                 self._complain(f"first action is {jump:.2f} rad from the current state (> {self.max_first_jump}): not sent")
                 continue
-            msg = chunk_msg(chunk, ns_to_stamp(ns), self.control_rate, policy_version=self.runtime.version)
+            msg = chunk_msg(chunk, ns_to_stamp(ns), self.control_rate, policy_version=runtime.version)
             self.pub_mean.publish(msg)
             if self.pub_cmd is not None:
                 self.pub_cmd.publish(msg)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,8 @@ class PolicyRuntime:
         onnx_cache_dir: str | None = None,
     ):
         self.path = str(Path(ckpt).resolve())
+        self.backend_kind, self.threads, self.joint_names = backend, threads, joint_names
+        self.onnx_cache_dir = onnx_cache_dir
         self.model, self.config = load_checkpoint(ckpt, joint_names=joint_names)
         probe_outputs_finite(self.model)
         self.cfg = self.model.cfg
@@ -125,6 +128,134 @@ class PolicyRuntime:
         state = np.asarray(obs.state, dtype=np.float32)[None]
         with self._lock:
             return self.infer_batch(images, state, lang[None])[0]
+
+
+# what two checkpoints must share for one to replace the other in a running node
+SWAP_COMPATIBLE = ("cameras", "image_size", "state_dim", "action_dim", "horizon", "joint_names")
+
+
+def load_candidate(path: str | os.PathLike, current: PolicyRuntime) -> PolicyRuntime:
+    """Build and validate a replacement for ``current`` (off the control path).
+
+    Raises :class:`CheckpointError` unless: every file matches its manifest checksum, the weights
+    match their config and are finite, the I/O layout equals the running policy's, and the new
+    backend returns finite actions of the right shape on a probe observation (which also warms
+    the backend up, so the first real inference after the swap is not slower)."""
+    new = PolicyRuntime(path, backend=current.backend_kind, joint_names=current.joint_names,
+                        threads=current.threads, onnx_cache_dir=current.onnx_cache_dir)
+    diff = [f"{f}: {getattr(new.cfg, f)!r} != running {getattr(current.cfg, f)!r}"
+            for f in SWAP_COMPATIBLE if getattr(new.cfg, f) != getattr(current.cfg, f)]
+    if diff:
+        raise CheckpointError(f"checkpoint {path} does not fit the running policy ({'; '.join(diff)})")
+    cfg = new.cfg
+    images = np.full((2, len(cfg.cameras), cfg.image_size, cfg.image_size, 3), 128, dtype=np.uint8)
+    images[1] = np.random.default_rng(0).integers(0, 256, images.shape[1:], dtype=np.uint8)
+    state = np.stack([new.model.state_mean.numpy()] * 2).astype(np.float32)
+    lang = np.zeros((2, cfg.lang_dim), dtype=np.float32)
+    for _ in range(3):
+        try:
+            out = new.infer_batch(images[:1], state[:1], lang[:1])
+            out2 = new.infer_batch(images[1:], state[1:], lang[1:])
+        except ObservationError as e:
+            raise CheckpointError(f"checkpoint {path}: {e} on a probe input") from e
+    if out.shape != (1, cfg.horizon, cfg.action_dim) or out2.shape != out.shape:
+        raise CheckpointError(f"checkpoint {path}: probe output has shape {out.shape}")
+    return new
+
+
+@dataclass
+class SwapEvent:
+    event: str  # loaded | swapped | refused | rollback
+    path: str
+    version: int | None = None
+    previous_version: int | None = None
+    reason: str = ""
+    load_ms: float = 0.0  # announcement -> candidate validated (off the control path)
+    swap_us: float = 0.0  # time the inference thread spent swapping
+    announce_to_swap_ms: float = 0.0
+    wall_time: float = 0.0
+
+
+class HotSwapper:
+    """Holds the active policy, a validated candidate and the previous version.
+
+    ``request(path)`` loads and validates in a background thread; ``active()`` — called by the
+    inference thread *between* two inferences — installs a ready candidate (a reference swap,
+    microseconds) and returns the policy to use. ``rollback()`` makes the previous version the
+    candidate. A refused checkpoint leaves the active policy untouched. ``on_event`` receives
+    every :class:`SwapEvent` (the node logs and publishes them)."""
+
+    def __init__(self, runtime: PolicyRuntime, on_event=None, loader=load_candidate):
+        self._active = runtime
+        self.previous: PolicyRuntime | None = None
+        self._ready: tuple[PolicyRuntime, float, str] | None = None
+        self._lock = threading.Lock()
+        self._load_lock = threading.Lock()
+        self._loader = loader
+        self.on_event = on_event or (lambda e: None)
+        self.events: list[SwapEvent] = []
+
+    def _emit(self, ev: SwapEvent) -> None:
+        ev.wall_time = time.time()
+        self.events.append(ev)
+        self.on_event(ev)
+
+    @property
+    def version(self) -> int:
+        return self._active.version
+
+    def request(self, path: str, block: bool = False) -> threading.Thread | None:
+        t_ann = time.perf_counter()
+
+        def load():
+            with self._load_lock:  # one load at a time; announcements queue up in order
+                t0 = time.perf_counter()
+                try:
+                    if not str(path).strip():
+                        raise CheckpointError("empty checkpoint path")
+                    cand = self._loader(path, self._active)
+                except Exception as e:  # anything wrong with the candidate: refuse it, keep running
+                    self._emit(SwapEvent("refused", str(path), reason=f"{type(e).__name__}: {e}",
+                                         previous_version=self._active.version,
+                                         load_ms=(time.perf_counter() - t0) * 1e3))
+                    return
+                with self._lock:
+                    self._ready = (cand, t_ann, "swapped")
+                self._emit(SwapEvent("loaded", cand.path, cand.version, self._active.version,
+                                     load_ms=(time.perf_counter() - t0) * 1e3))
+
+        if block:
+            load()
+            return None
+        th = threading.Thread(target=load, name="policy-loader", daemon=True)
+        th.start()
+        return th
+
+    def rollback(self) -> PolicyRuntime:
+        """Queue the previous version; raises LookupError when there is none."""
+        with self._lock:
+            if self.previous is None:
+                raise LookupError("no previous policy version to roll back to")
+            self._ready = (self.previous, time.perf_counter(), "rollback")
+            return self.previous
+
+    def pending(self) -> bool:
+        return self._ready is not None
+
+    def active(self) -> PolicyRuntime:
+        if self._ready is None:
+            return self._active
+        t0 = time.perf_counter()
+        with self._lock:
+            ready, self._ready = self._ready, None
+        if ready is None:
+            return self._active
+        cand, t_ann, kind = ready
+        old, self._active, self.previous = self._active, cand, self._active
+        swap_us = (time.perf_counter() - t0) * 1e6
+        self._emit(SwapEvent(kind, cand.path, cand.version, old.version, swap_us=swap_us,
+                             announce_to_swap_ms=(time.perf_counter() - t_ann) * 1e3))
+        return self._active
 
 
 def torch_threads(n: int | None) -> None:
