@@ -89,3 +89,68 @@ def test_policy_node_answers_observations_and_refuses_bad_input(small_ckpt, prob
     assert len(answered & again) >= 3
     log = runner.tail("policy_node", 60)
     assert "expects (32, 32, 3)" in log or "is 48x48" in log
+
+
+def test_hot_swap_under_a_running_20hz_loop_refuses_corrupt_and_rolls_back(small_ckpt, tmp_path, probe, start_nodes):
+    """sim_node + policy_node at 20 Hz: a good checkpoint is swapped in between two inferences,
+    a corrupt one announced mid-run is refused while the previous version keeps commanding the
+    arm, and the rollback service brings the earlier version back."""
+    import shutil
+
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import String
+    from std_srvs.srv import Trigger
+    from trajectory_msgs.msg import JointTrajectory
+
+    from tests.core.test_policy import small_model
+    from vla_rl_ros.core.policy.checkpoint import save_checkpoint
+    from vla_rl_ros.nodes.common import LATCHED_QOS, RELIABLE_QOS, policy_version_of
+
+    good = save_checkpoint(small_model(seed=1), tmp_path / "v8", version=8)
+    corrupt = tmp_path / "v9_corrupt"
+    shutil.copytree(save_checkpoint(small_model(seed=2), tmp_path / "v9", version=9), corrupt)
+    with open(corrupt / "model.safetensors", "r+b") as f:
+        f.seek(300)
+        f.write(b"\xff" * 16)
+
+    cmd = "/joint_trajectory_controller/joint_trajectory"
+    probe.collect(JointTrajectory, cmd, RELIABLE_QOS)
+    probe.collect(JointState, "/joint_trajectory_controller/reference", RELIABLE_QOS)
+    probe.collect(String, "/vla/policy/swap", LATCHED_QOS)
+    runner = start_nodes(
+        NodeSpec("sim_node", "sim_node", {"control_rate": 20.0, "image_width": 32, "image_height": 32,
+                                          "episodes": 0, "max_steps": 100000, "seed": 3, "family": "pick"}),
+        NodeSpec("policy_node", "policy_node", {"checkpoint": str(small_ckpt), "backend": "onnxruntime",
+                                                "control_rate": 20.0, "max_first_jump": 10.0}, required=True))
+    pub_w = probe.node.create_publisher(String, "/vla/policy/weights", RELIABLE_QOS)
+    versions = lambda: [policy_version_of(m) for _, m in probe.msgs(cmd)]  # noqa: E731
+    assert probe.wait_for(lambda: len(versions()) >= 40, 120), runner.tail("policy_node")
+
+    pub_w.publish(String(data=json.dumps({"path": str(good)})))
+    assert probe.wait_for(lambda: versions()[-1] == 8, 60), runner.tail("policy_node")
+    n_swap = len(versions())
+    pub_w.publish(String(data=str(corrupt)))
+    assert probe.wait_for(lambda: any(e["event"] == "refused" for e in probe.json_msgs("/vla/policy/swap")), 60)
+    n_refused = len(versions())
+    assert probe.wait_for(lambda: len(versions()) >= n_refused + 40, 60)  # keeps commanding, ~2 s more
+    after = versions()[n_swap:]
+    assert set(after) == {8}, sorted(set(after))  # the corrupt v9 never produced a command
+    ev = [e for e in probe.json_msgs("/vla/policy/swap") if e["event"] == "refused"][-1]
+    assert "sha256" in ev["reason"] and ev["active_version"] == 8
+    swapped = [e for e in probe.json_msgs("/vla/policy/swap") if e["event"] == "swapped"]
+    assert swapped and swapped[-1]["version"] == 8 and swapped[-1]["swap_us"] < 50_000
+    log = runner.tail("policy_node", 80)
+    assert "REFUSED checkpoint" in log and "v8 keeps running" in log
+    # the controller was fed a fresh chunk point at every tick once the policy was running
+    refs = [m.header.frame_id for _, m in probe.msgs("/joint_trajectory_controller/reference")]
+    first = next(i for i, r in enumerate(refs) if r != "hold")
+    holds = [i for i, r in enumerate(refs[first:]) if r.endswith("hold")]
+    assert not holds, (len(refs) - first, holds, probe.json_msgs("/vla/policy/swap"))
+
+    cli = probe.node.create_client(Trigger, "/vla/policy/rollback")
+    assert cli.wait_for_service(timeout_sec=10)
+    fut = cli.call_async(Trigger.Request())
+    assert probe.wait_for(fut.done, 20) and fut.result().success, fut.result()
+    n_rb = len(versions())
+    assert probe.wait_for(lambda: len(versions()) >= n_rb + 10 and versions()[-1] == 7, 30)
+    assert not runner.dead()

@@ -147,6 +147,10 @@ def load_candidate(path: str | os.PathLike, current: PolicyRuntime) -> PolicyRun
             for f in SWAP_COMPATIBLE if getattr(new.cfg, f) != getattr(current.cfg, f)]
     if diff:
         raise CheckpointError(f"checkpoint {path} does not fit the running policy ({'; '.join(diff)})")
+    # the language encoder is frozen and shared by every version: embeddings the running policy
+    # already has (its table + instructions seen so far) carry over, so the first inference after
+    # the swap never has to encode text (loading the sentence encoder takes seconds)
+    new.text.inherit(current.text)
     cfg = new.cfg
     images = np.full((2, len(cfg.cameras), cfg.image_size, cfg.image_size, 3), 128, dtype=np.uint8)
     images[1] = np.random.default_rng(0).integers(0, 256, images.shape[1:], dtype=np.uint8)

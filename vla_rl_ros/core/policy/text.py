@@ -67,6 +67,14 @@ class InstructionEncoder:
             self._cache[key] = emb
         return emb
 
+    def inherit(self, other: "InstructionEncoder") -> None:
+        """Take over ``other``'s cached embeddings for instructions this table lacks."""
+        with other._lock:
+            items = list(other._cache.items())
+        with self._lock:
+            for k, v in items:
+                self._cache.setdefault(k, v)
+
     def encode_many(self, texts) -> np.ndarray:
         return np.stack([self.encode(t) for t in texts])
 
