@@ -95,3 +95,56 @@ def test_estimator_is_unbiased_and_naive_alternatives_are_worse():
     assert no_b["max_abs_z"] > 10.0 and no_b["bias_norm"] > 10 * ok["bias_norm"] + 0.5
     # including unexecuted tokens: unbiased in expectation but a much noisier estimate
     assert all_t["mse"] > 2.0 * ok["mse"]
+
+
+def test_explored_rollouts_train_rl_end_to_end(tmp_path):
+    """Direct explored rollouts of a small policy -> train-rl -> a loadable v+1 checkpoint. The
+    behaviour log-likelihood recomputed by the trainer from the *initial* head equals the logged
+    one (ratio 1 at the start: the logged μ, σ, a and log π are mutually consistent)."""
+    import json
+
+    import numpy as np
+
+    from tests.core.test_policy import small_model
+    from vla_rl_ros.core.collect import DirectCollectConfig, collect_direct
+    from vla_rl_ros.core.data import schema as S
+    from vla_rl_ros.core.data.reader import iter_episode_frames
+    from vla_rl_ros.core.policy.checkpoint import load_checkpoint, save_checkpoint
+    from vla_rl_ros.core.rl.trainer import RLArgs, decisions_from_episode, train_rl
+    from vla_rl_ros.core.robot import PANDA
+
+    init = save_checkpoint(small_model(), tmp_path / "init", version=4)
+    cfg = DirectCollectConfig(seed=50, image_size=32, max_steps=12, policy=str(init), sigma=(0.05,),
+                              explore_seed=1)
+    res = collect_direct(str(tmp_path / "ds"), 3, cfg, workers=1)
+    assert res["saved"] == 3 and not res["failed"]
+    eps = list(iter_episode_frames(tmp_path / "ds"))
+    d = eps[0][1]
+    assert np.all(np.asarray(d[S.POLICY_VERSION]) == 4)
+    assert np.all(np.asarray(d[S.SIGMA])[:, :7] == np.float32(0.05))
+    assert not np.allclose(d[S.ACTION], d[S.ACTION_MEAN])  # explored
+    rows = decisions_from_episode(d, 4, ("front",), 0.9)
+    assert len(rows) == len(d[S.ACTION]) and all(r["mask"].sum() == 1 for r in rows)  # replan every tick
+    # a lagging policy: chunk executed from token 1 -> anchor is one frame earlier, mask on token 1
+    lag = dict(d)
+    lag[S.CHUNK_INDEX] = np.array([0] + [1] * (len(d[S.ACTION]) - 1))
+    lag[S.CHUNK_ID] = np.array([0] + list(range(len(d[S.ACTION]) - 1)))
+    rows_lag = decisions_from_episode(lag, 4, ("front",), 0.9)
+    # frames 0, 1 execute tokens 0, 1 of chunk 0; frame t >= 2 executes token 1 of chunk t-1,
+    # computed from the observation of frame t-1
+    assert rows_lag[0]["mask"].tolist() == [1, 1, 0, 0] and rows_lag[1]["mask"].tolist() == [0, 1, 0, 0]
+    np.testing.assert_array_equal(rows_lag[1]["state"], d[S.STATE][1])
+    np.testing.assert_array_equal(rows_lag[2]["state"], d[S.STATE][2])
+    np.testing.assert_array_equal(rows_lag[1]["actions"][1], d[S.ACTION][2])
+
+    out = train_rl(RLArgs(data=[str(tmp_path / "ds")], init=str(init), out=str(tmp_path / "rl"), epochs=2,
+                          batch_size=8, value_steps=20, threads=1), progress=False)
+    assert out["version"] == 5 and out["decisions"] == sum(len(e[1][S.ACTION]) for e in eps)
+    assert out["init_log_ratio_median"] < 1e-3, out["init_log_ratio_median"]
+    assert out["onnx_parity_max_abs"] <= 1e-4
+    h = out["history"]
+    assert len(h) >= 1 and {"ess", "clip_fraction", "kl_behaviour", "value_loss"} <= set(h[0])
+    assert 0 < h[0]["ess"] <= 1.0
+    model, conf = load_checkpoint(out["checkpoint"], joint_names=PANDA.joint_names)
+    assert conf["version"] == 5 and (tmp_path / "rl" / "rl.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "rl" / "history.json").read_text()) == h

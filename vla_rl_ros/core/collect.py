@@ -1,4 +1,4 @@
-"""Direct (ROS-free) bulk collection of scripted-expert demonstrations.
+"""Direct (ROS-free) bulk collection: scripted-expert demonstrations and explored policy rollouts.
 
 The ROS graph (``vla-rl-ros collect``) is the reference path: it is what runs on a robot and what
 the tests check. For thousands of training demonstrations the graph's per-message overhead is
@@ -12,6 +12,12 @@ point ``k - anchor`` applied over ``k -> k+1``), same frame layout as the trajec
 Frames record the executed (noisy) action as ``action`` and the expert's noise-free intention as
 ``rl.action_mean`` — the DART recipe: execute perturbed actions to visit recovery states, imitate
 the clean ones.
+
+With ``policy`` set, the episodes are rollouts of that checkpoint with Gaussian exploration
+(:class:`~vla_rl_ros.core.rl.exploration.Explorer`, the same code the exploration node runs):
+frames carry μ (clipped to the limits, as the policy node publishes it), σ, the executed action,
+its exact truncated-normal log-likelihood and the policy version — what the trajectory logger
+records behind ``exploration_node`` in the graph (``config/graphs/explore.yaml``).
 """
 
 from __future__ import annotations
@@ -38,14 +44,22 @@ class DirectCollectConfig:
     max_steps: int = 120
     renderer: str = "tiny"
     horizon: int = 8
+    policy: str = ""  # checkpoint: explored policy rollouts instead of expert demonstrations
+    sigma: tuple = (0.03,)
+    gripper_sigma: float = 0.004
+    mode: str = "explore"  # explore | deploy (μ executed as is)
+    explore_seed: int = 0
+    backend: str = "onnxruntime"
 
 
 _WORLD = None
 _EXPERT = None
+_POLICY = None
+_CFG = None
 
 
 def _worker_init(cfg: DirectCollectConfig) -> None:
-    global _WORLD, _EXPERT
+    global _WORLD, _EXPERT, _POLICY, _CFG
     import torch
 
     torch.set_num_threads(1)
@@ -57,6 +71,11 @@ def _worker_init(cfg: DirectCollectConfig) -> None:
         renderer=cfg.renderer, max_steps=cfg.max_steps,
     ))
     _EXPERT = ScriptedExpert(noise_std=cfg.noise, seed=cfg.seed)
+    _CFG = cfg
+    if cfg.policy:
+        from vla_rl_ros.core.policy.runtime import PolicyRuntime
+
+        _POLICY = PolicyRuntime(cfg.policy, backend=cfg.backend, joint_names=PANDA.joint_names, threads=1)
 
 
 def expert_episode(world, expert, seed: int, family: str | None, horizon: int = 8) -> tuple[list, str, dict]:
@@ -102,14 +121,75 @@ def expert_episode(world, expert, seed: int, family: str | None, horizon: int = 
             return frames, task.instruction, meta
 
 
+def policy_episode(world, runtime, explorer, seed: int, family: str | None) -> tuple[list, str, dict]:
+    """One rollout of ``runtime`` (a PolicyRuntime) with ``explorer`` → (frames, instruction, meta).
+    Tick semantics as :func:`expert_episode` and the graph (policy answering within a tick)."""
+    from vla_rl_ros.core.policy.runtime import Observation
+    from vla_rl_ros.core.recording import step_log_prob
+
+    world.reset(seed=seed, family=family)
+    task = world.task
+    sched = ChunkScheduler(world.joint_positions())
+    dt = 1.0 / world.config.control_rate
+    frames, ret, k = [], 0.0, 0
+    cams = list(world.config.cameras)
+    chunks: dict[int, tuple] = {}
+    while True:
+        obs = world.observe(render=True)
+        q = obs["state"]
+        mu = np.clip(runtime.infer(Observation(obs["images"], q, task.instruction)), PANDA.lower, PANDA.upper)
+        executed, sigma = explorer.perturb(mu)
+        stamp_ns = int(round(k * dt * 1e9))
+        chunks = {stamp_ns: (mu, sigma)}
+        sched.offer(executed, k, stamp_ns)
+        target, ref = sched.target(k)
+        chunk_ns, index = parse_reference(ref)
+        m, sg = chunks.get(chunk_ns, (None, None))
+        i = min(max(index, 0), len(mu) - 1)
+        mean_row = m[i] if m is not None else np.asarray(target)
+        sig_row = sg[i] if sg is not None else np.zeros(PANDA.dof)
+        logp = step_log_prob(target, mean_row, sig_row, PANDA.lower, PANDA.upper) if sg is not None else 0.0
+        world.apply_action(target)
+        info = world.step_control()
+        ret += info.reward
+        frame = {f"observation.images.{c}": obs["images"][c] for c in cams}
+        frame.update({
+            "observation.state": q.astype(np.float32),
+            "action": np.asarray(target, dtype=np.float32),
+            "rl.action_mean": np.asarray(mean_row, dtype=np.float32),
+            "rl.sigma": np.asarray(sig_row, dtype=np.float32),
+            "rl.log_prob": float(logp),
+            "rl.chunk_id": stamp_ns,
+            "rl.chunk_index": int(index),
+            "rl.policy_version": int(runtime.version),
+            "next.reward": float(info.reward),
+            "next.done": bool(info.done),
+            "next.success": bool(info.success),
+        })
+        frames.append(frame)
+        k += 1
+        if info.done:
+            meta = {"seed": seed, "family": task.family, "instruction": task.instruction,
+                    "success": bool(info.success), "steps": k, "return": ret, "source": "direct",
+                    "policy_version": int(runtime.version), "mode": explorer.mode}
+            return frames, task.instruction, meta
+
+
 def _run_one(args) -> tuple[list, str, dict]:
     seed, family, horizon = args
+    if _POLICY is not None:
+        from vla_rl_ros.core.rl.exploration import ExplorationConfig, Explorer
+
+        ex = Explorer(PANDA.lower, PANDA.upper,
+                      ExplorationConfig(sigma=list(_CFG.sigma), gripper_sigma=_CFG.gripper_sigma),
+                      seed=(_CFG.explore_seed * 1_000_003 + seed) % (2**63), mode=_CFG.mode)
+        return policy_episode(_WORLD, _POLICY, ex, seed, family)
     return expert_episode(_WORLD, _EXPERT, seed, family, horizon)
 
 
 def collect_direct(out: str, episodes: int, cfg: DirectCollectConfig, workers: int = 2,
                    repo_id: str = "local/vla_rl_ros", progress=None) -> dict:
-    """Collect ``episodes`` expert episodes into the LeRobot dataset at ``out`` (appending).
+    """Collect ``episodes`` expert (or, with ``cfg.policy``, explored policy) episodes into the LeRobot dataset at ``out`` (appending).
 
     ``progress(n_done, n_success)`` is called after each episode is queued. Returns a summary.
     """

@@ -2,9 +2,10 @@
 
 Pipeline (``vla-rl-ros train-rl``):
 
-1. **Decisions from frames.** Frames of one chunk share ``rl.chunk_id``; the frame with
-   ``rl.chunk_index == 0`` is the chunk's anchor (its observation is the one μ was computed
-   from) and the frames with index 0, 1, … n−1 are the tokens actually executed. Unexecuted
+1. **Decisions from frames.** Frames of one chunk share ``rl.chunk_id``; the first of them,
+   with ``rl.chunk_index == k0`` (0 when the policy answers within a tick, more when it lags),
+   executes token k0, and the frame k0 ticks earlier is the chunk's anchor (its observation is
+   the one μ was computed from); the frames k0, k0+1, … are the tokens actually executed. Unexecuted
    tokens never appear in the log and never in the likelihood. Frames logged without noise
    (σ = 0: deploy mode, the expert) carry no likelihood and are skipped.
 2. **Returns.** The sim's shaped reward is in [0, 1] per step and an episode ends 3 steps after
@@ -97,32 +98,36 @@ def decisions_from_episode(d: dict, horizon: int, cameras, gamma: float) -> list
     G = returns(rew, success, gamma)
     out, t, T = [], 0, len(idx)
     while t < T:
-        if idx[t] != 0 or not np.all(sigma[t] > 0):
+        k0 = int(idx[t])
+        anchor = t - k0  # the frame whose observation the chunk was computed from
+        if not np.all(sigma[t] > 0) or anchor < 0 or k0 >= horizon or (t > 0 and cid[t - 1] == cid[t]):
             t += 1
             continue
         n = 1
-        while (t + n < T and n < horizon and cid[t + n] == cid[t] and idx[t + n] == n
+        while (t + n < T and k0 + n < horizon and cid[t + n] == cid[t] and idx[t + n] == k0 + n
                and np.all(sigma[t + n] > 0)):
             n += 1
-        out.append({"t": t, "n": n, "ret": G[t]})
+        out.append({"t": t, "n": n, "anchor": anchor, "k0": k0, "ret": G[t]})
         t += n
     rows = []
+    logp = np.asarray(d[S.LOG_PROB], dtype=np.float64)
     for dec in out:
-        t, n = dec["t"], dec["n"]
+        t, n, a, k0 = dec["t"], dec["n"], dec["anchor"], dec["k0"]
         dof = sigma.shape[1]
         acts = np.zeros((horizon, dof))
         mu = np.zeros((horizon, dof))
         sig = np.ones((horizon, dof))
         mask = np.zeros(horizon)
-        acts[:n] = d[S.ACTION][t : t + n]
-        mu[:n] = d[S.ACTION_MEAN][t : t + n]
-        sig[:n] = sigma[t : t + n]
-        mask[:n] = 1.0
+        tok = slice(k0, k0 + n)  # executed token positions inside the chunk
+        acts[tok] = d[S.ACTION][t : t + n]
+        mu[tok] = d[S.ACTION_MEAN][t : t + n]
+        sig[tok] = sigma[t : t + n]
+        mask[tok] = 1.0
         rows.append({
-            "images": np.stack([d[S.image_key(c)][t] for c in cameras]),
-            "state": np.asarray(d[S.STATE][t], dtype=np.float32),
+            "images": np.stack([d[S.image_key(c)][a] for c in cameras]),
+            "state": np.asarray(d[S.STATE][a], dtype=np.float32),
             "actions": acts, "mu_b": mu, "sigma": sig, "mask": mask,
-            "logp_b": float(np.sum(np.asarray(d[S.LOG_PROB])[t : t + n])),
+            "logp_b": float(np.sum(logp[t : t + n])),
             "ret": dec["ret"], "version": int(np.asarray(d[S.POLICY_VERSION])[t]),
         })
     return rows
