@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -344,6 +345,99 @@ def cmd_train_bc(args) -> int:
     return 0
 
 
+def cmd_train_rl(args) -> int:
+    from vla_rl_ros.core.policy.checkpoint import CheckpointError
+    from vla_rl_ros.core.rl.trainer import RLArgs, train_rl
+
+    for d in args.data:
+        if not (Path(d) / "meta" / "info.json").exists():
+            _die(f"{d!r} is not a LeRobot dataset (no meta/info.json)")
+    check_writable_dir(args.out)
+    init = args.init or default_checkpoint()
+    rl = RLArgs(data=list(args.data), init=init, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
+                lr=args.lr, clip=args.clip, kl_coef=args.kl_coef, target_kl=args.target_kl, gamma=args.gamma,
+                seed=args.seed, threads=args.threads, version=args.version)
+    try:
+        res = train_rl(rl)
+    except (CheckpointError, ValueError, FileNotFoundError) as e:
+        _die(str(e))
+    print(rl_summary(res))
+    if args.announce:
+        announce_weights(res["checkpoint"], args.domain_id)
+    return 0
+
+
+def rl_summary(res: dict) -> str:
+    h = res["history"][-1] if res["history"] else {}
+    return (f"checkpoint v{res['version']}: {res['checkpoint']}\n"
+            f"{res['decisions']} decisions from {res['episodes']} episodes (success {res['episode_success_rate']:.0%}); "
+            f"{len(res['history'])} epochs{' (stopped early: KL to behaviour)' if res['stopped_early'] else ''}; "
+            f"ESS {h.get('ess', float('nan')):.2f}, clip fraction {h.get('clip_fraction', float('nan')):.2f}, "
+            f"KL to behaviour {h.get('kl_behaviour', float('nan')):.3f}, value loss {res['value_loss']:.3f}; "
+            f"{res['train_seconds']:.0f}s; plots {Path(res['checkpoint']).parent / 'rl.png'}")
+
+
+def announce_weights(path: str, domain_id=None, timeout: float = 30.0) -> dict:
+    """Publish ``path`` on /vla/policy/weights and wait for the policy node's verdict."""
+    from std_msgs.msg import String
+
+    from vla_rl_ros.nodes.background import BackgroundNode
+    from vla_rl_ros.nodes.common import LATCHED_QOS, RELIABLE_QOS
+
+    bg = BackgroundNode(f"announce_{os.getpid()}", domain_id)
+    try:
+        bg.collect(String, "/vla/policy/swap", LATCHED_QOS)
+        pub = bg.node.create_publisher(String, "/vla/policy/weights", RELIABLE_QOS)
+        bg.wait_for(lambda: pub.get_subscription_count() > 0, 10)
+        if pub.get_subscription_count() == 0:
+            print("no policy_node is listening on /vla/policy/weights", file=sys.stderr)
+            return {}
+        target = str(Path(path).resolve())
+        pub.publish(String(data=json.dumps({"path": target})))
+        verdict = lambda: [e for e in bg.json_msgs("/vla/policy/swap")  # noqa: E731
+                           if e.get("path") == target and e.get("event") in ("swapped", "refused")]
+        bg.wait_for(verdict, timeout)
+        ev = verdict()
+        if not ev:
+            print(f"no verdict from the policy node within {timeout:.0f}s", file=sys.stderr)
+            return {}
+        e = ev[-1]
+        if e["event"] == "swapped":
+            print(f"policy node now runs v{e['version']} (was v{e['previous_version']}); load {e['load_ms']:.0f} ms, "
+                  f"swap {e['swap_us']:.0f} us")
+        else:
+            print(f"policy node REFUSED {target}: {e['reason']}", file=sys.stderr)
+        return e
+    finally:
+        bg.close()
+
+
+def cmd_rollback(args) -> int:
+    from std_srvs.srv import Trigger
+
+    from vla_rl_ros.nodes.background import BackgroundNode
+
+    bg = BackgroundNode(f"rollback_{os.getpid()}", args.domain_id)
+    try:
+        cli = bg.node.create_client(Trigger, "/vla/policy/rollback")
+        if not cli.wait_for_service(timeout_sec=10):
+            _die("no policy_node offers /vla/policy/rollback")
+        fut = cli.call_async(Trigger.Request())
+        if not bg.wait_for(fut.done, 20):
+            _die("rollback request timed out")
+        res = fut.result()
+        print(res.message)
+        return 0 if res.success else 1
+    finally:
+        bg.close()
+
+
+def cmd_improve(args) -> int:
+    from vla_rl_ros.improve import run_improve
+
+    return run_improve(args)
+
+
 def _print_eval(results, elapsed: float, label: str) -> None:
     rows = [{"family": r.family, "success": r.success, "length": r.steps, "return": r.ret} for r in results]
     print(f"\n{label}: {len(results)} episodes in {elapsed:.0f}s")
@@ -367,6 +461,28 @@ def cmd_evaluate(args) -> int:
             rt = PolicyRuntime(ckpt, backend=args.backend, joint_names=PANDA.joint_names, threads=args.threads)
         except (CheckpointError, FileNotFoundError) as e:
             _die(str(e))
+        if args.workers > 1:
+            from vla_rl_ros.core.policy.evaluate import evaluate_parallel
+
+            print(f"evaluating {rt.describe()} directly (no ROS, {args.workers} processes) on seeds "
+                  f"{seeds[0]}..{seeds[-1]}")
+            bar = tqdm(total=len(seeds), unit="ep", desc="evaluate", dynamic_ncols=True)
+
+            def prog_p(res, dt):
+                bar.n = len(res)
+                bar.set_postfix(success=f"{sum(r.success for r in res)}/{len(res)}")
+                bar.refresh()
+
+            t0 = time.time()
+            backend = "onnxruntime" if args.backend == "auto" else args.backend
+            results = evaluate_parallel(ckpt, seeds, workers=args.workers, family=args.family or None,
+                                        replan_every=args.replan_every, backend=backend,
+                                        max_steps=args.max_steps, renderer=args.renderer, progress=prog_p)
+            bar.close()
+            _print_eval(results, time.time() - t0, "direct evaluation")
+            if args.json:
+                Path(args.json).write_text(json.dumps([r.__dict__ for r in results], indent=1))
+            return 0
         print(f"evaluating {rt.describe()} directly (no ROS) on seeds {seeds[0]}..{seeds[-1]}")
         world = PandaWorld(SimConfig(image_width=rt.cfg.image_size, image_height=rt.cfg.image_size,
                                      cameras=rt.cameras, max_steps=args.max_steps, renderer=args.renderer))
@@ -536,11 +652,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=120)
     p.add_argument("--speed", type=float, default=2.0, help="real-time factor (ROS-graph mode)")
     p.add_argument("--direct", action="store_true", help="evaluate without ROS (same loop, one process)")
+    p.add_argument("--workers", type=int, default=1, help="processes for --direct (episodes are independent)")
     p.add_argument("--renderer", default="tiny", choices=["auto", "egl", "tiny"])
     p.add_argument("--json", default="", help="write per-episode results here")
     p.add_argument("--stall-timeout", type=float, default=120.0)
     ros_opts(p)
     p.set_defaults(fn=cmd_evaluate)
+
+    p = sub.add_parser("train-rl", help="offline likelihood-ratio RL of the action head on logged episodes")
+    p.add_argument("--data", nargs="+", required=True, help="LeRobot datasets logged with exploration")
+    p.add_argument("--init", default="", help="checkpoint to start from (default: the shipped one)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--clip", type=float, default=0.2)
+    p.add_argument("--kl-coef", type=float, default=0.05)
+    p.add_argument("--target-kl", type=float, default=0.5)
+    p.add_argument("--gamma", type=float, default=0.95)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--version", type=int, default=0, help="version of the result (default: init's + 1)")
+    p.add_argument("--announce", action="store_true",
+                   help="announce the new weights on /vla/policy/weights (hot swap into a running policy_node)")
+    ros_opts(p)
+    p.set_defaults(fn=cmd_train_rl)
+
+    p = sub.add_parser("rollback", help="make a running policy_node go back to its previous weights")
+    ros_opts(p)
+    p.set_defaults(fn=cmd_rollback)
+
+    p = sub.add_parser("improve", help="rounds of collect (with exploration) -> train-rl -> hot swap -> evaluate")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--episodes-per-round", type=int, default=60)
+    p.add_argument("--init", default="", help="checkpoint to start from (default: the shipped one)")
+    p.add_argument("--out", default="runs/improve")
+    p.add_argument("--eval-episodes", type=int, default=100)
+    p.add_argument("--eval-seed", type=int, default=1000)
+    p.add_argument("--collect-seed", type=int, default=200000, help="first collection seed (disjoint from eval)")
+    p.add_argument("--sigma", type=float, default=0.03, help="exploration σ of the arm joints (rad)")
+    p.add_argument("--gripper-sigma", type=float, default=0.004)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--kl-coef", type=float, default=0.05)
+    p.add_argument("--seed", type=int, default=0, help="training seed (exploration noise + RL update)")
+    p.add_argument("--speed", type=float, default=3.0, help="real-time factor of the simulated collection")
+    p.add_argument("--workers", type=int, default=2, help="processes for evaluation (and --direct collection)")
+    p.add_argument("--direct", action="store_true",
+                   help="collect without ROS (same loop and frames, parallel); the hot swap then "
+                        "happens between rounds in the worker processes, not in a running policy_node")
+    p.add_argument("--max-steps", type=int, default=120, help="episode length limit (collection and evaluation)")
+    ros_opts(p)
+    p.set_defaults(fn=cmd_improve)
 
     p = sub.add_parser("summary", help="success per task family of a dataset")
     p.add_argument("data")

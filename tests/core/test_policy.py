@@ -176,6 +176,14 @@ def test_bc_learns_and_is_deterministic(tmp_path):
     assert load_checkpoint(r3["checkpoint"])[1]["meta"]["step"] == 80
 
 
+def instruction_table() -> dict:
+    """Every instruction the simulator can issue -> a fixed pseudo-embedding (no MiniLM needed)."""
+    from vla_rl_ros.core.sim.tasks import all_task_specs, make_instruction
+
+    rng = np.random.default_rng(0)
+    return {make_instruction(s): (rng.standard_normal(384) / 20).astype(np.float32).tolist() for s in all_task_specs()}
+
+
 def _ckpt_v(tmp_path, name, version, seed=0, **over):
     cfg = dict(SMALL, **over)
     torch.manual_seed(seed)

@@ -180,10 +180,19 @@ class PolicyNode(Node):
             self.instruction = ""
             return
         if text != self.instruction:
+            # embed now, off the inference thread: the first chunk of an episode must not wait for
+            # the sentence encoder (precomputed table hit: instant; else a one-off encode)
+            threading.Thread(target=self._warm_embedding, args=(text,), daemon=True).start()
             self.instruction = text
             self.pending.clear()
             self.obs_count = 0
             self.get_logger().info(f"instruction: {text!r}")
+
+    def _warm_embedding(self, text: str) -> None:
+        try:
+            self.runtime.embed(text)
+        except ObservationError as e:
+            self._complain(f"instruction {text!r} cannot be encoded: {e}")
 
     def _on_state(self, msg: JointState) -> None:
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 
 from geometry_msgs.msg import Pose, PoseArray, Vector3Stamped
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
@@ -65,6 +66,10 @@ class SimNode(Node):
         self.auto_reset = bool(p("auto_reset", True).value)
         self.reset_pause = float(p("reset_pause", 0.5).value)
         self.start_delay = float(p("start_delay", 1.0).value)
+        # paused: no new episode starts (the running one finishes); settable at run time, e.g. by
+        # `vla-rl-ros improve` between collection rounds
+        self.paused = bool(p("paused", False).value)
+        self.add_on_set_parameters_callback(self._on_params)
         controller_topic = str(p("controller_topic", CONTROLLER_TOPIC).value)
         if self.rtf <= 0 or self.control_rate <= 0:
             raise ValueError("control_rate and real_time_factor must be > 0")
@@ -229,9 +234,16 @@ class SimNode(Node):
         response.message = f"episode {self.episode + 1} starts at the next tick"
         return response
 
+    def _on_params(self, params) -> SetParametersResult:
+        for prm in params:
+            if prm.name == "paused":
+                self.paused = bool(prm.value)
+                self.get_logger().info("paused: no new episode starts" if self.paused else "resumed")
+        return SetParametersResult(successful=True)
+
     def _on_timer(self) -> None:
         if not self.running:
-            if self.finished or (not self.auto_reset and self.episode >= 0):
+            if self.finished or self.paused or (not self.auto_reset and self.episode >= 0):
                 return
             if time.monotonic() >= self.next_start:
                 self._start_episode()

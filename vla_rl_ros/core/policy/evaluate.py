@@ -83,3 +83,51 @@ def success_by_family(results) -> dict:
     table = {f: (sum(v), len(v)) for f, v in sorted(out.items())}
     table["overall"] = (sum(r.success for r in results), len(results))
     return table
+
+
+_EVAL = None
+
+
+def _eval_init(ckpt: str, backend: str, image_size: int | None, max_steps: int, renderer: str) -> None:
+    global _EVAL
+    import torch
+
+    torch.set_num_threads(1)
+    from vla_rl_ros.core.policy.runtime import PolicyRuntime
+    from vla_rl_ros.core.sim.world import PandaWorld, SimConfig
+
+    rt = PolicyRuntime(ckpt, backend=backend, joint_names=PANDA.joint_names, threads=1)
+    size = image_size or rt.cfg.image_size
+    world = PandaWorld(SimConfig(image_width=size, image_height=size, cameras=rt.cameras,
+                                 max_steps=max_steps, renderer=renderer))
+    _EVAL = (rt, world)
+
+
+def _eval_one(job) -> EpisodeResult:
+    from vla_rl_ros.core.policy.runtime import Observation
+
+    seed, family, replan_every = job
+    rt, world = _EVAL
+    act = lambda o: rt.infer(Observation(o["images"], o["state"], o["instruction"]))  # noqa: E731
+    return run_episode(world, act, seed, family, replan_every)
+
+
+def evaluate_parallel(ckpt: str, seeds, workers: int = 2, family: str | None = None, replan_every: int = 1,
+                      backend: str = "onnxruntime", max_steps: int = 120, renderer: str = "tiny",
+                      progress=None) -> list[EpisodeResult]:
+    """:func:`evaluate` of checkpoint ``ckpt`` spread over ``workers`` processes (one policy
+    runtime + one simulator each, single-threaded). Each episode depends only on its seed, so the
+    results equal the single-process loop's, in seed order."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    jobs = [(int(s), family, replan_every) for s in seeds]
+    results = []
+    t0 = time.time()
+    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=mp.get_context("spawn"),
+                             initializer=_eval_init, initargs=(str(ckpt), backend, None, max_steps, renderer)) as pool:
+        for r in pool.map(_eval_one, jobs, chunksize=1):
+            results.append(r)
+            if progress:
+                progress(results, time.time() - t0)
+    return results

@@ -1,0 +1,43 @@
+"""`vla-rl-ros improve` through the real ROS graph: two rounds, hot swap into the running policy node."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+
+def test_improve_two_rounds_through_the_graph_hot_swaps_the_running_policy(tmp_path, domain_id):
+    from tests.core.test_policy import instruction_table, small_model
+    from vla_rl_ros.core.data import schema as S
+    from vla_rl_ros.core.data.reader import iter_episode_frames
+    from vla_rl_ros.core.policy.checkpoint import load_checkpoint, save_checkpoint
+    from vla_rl_ros.core.robot import PANDA
+
+    init = save_checkpoint(small_model(), tmp_path / "init", version=3, instructions=instruction_table())
+    out = tmp_path / "improve"
+    cmd = [sys.executable, "-m", "vla_rl_ros.cli", "improve", "--init", str(init), "--out", str(out),
+           "--rounds", "2", "--episodes-per-round", "2", "--eval-episodes", "2", "--max-steps", "20",
+           "--epochs", "2", "--speed", "2", "--workers", "1", "--domain-id", str(domain_id)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rows = json.loads((out / "rounds.json").read_text())
+    assert [x["version"] for x in rows] == [3, 4, 5]
+    assert [x["collected_total"] for x in rows] == [0, 2, 4]
+    assert all(x["eval"]["overall"][1] == 2 for x in rows)
+    assert rows[1]["swap"]["event"] == "loaded" and rows[1]["swap"]["version"] == 4
+    assert (out / "improve.png").stat().st_size > 1000
+    # round 1 explored with v3, round 2 with v4 — swapped into the policy node that never restarted
+    # (frames before an episode's first chunk hold still: chunk index -1, no policy version)
+    eps = [d for _, d in iter_episode_frames(out / "data")]
+    acted = [np.asarray(d[S.CHUNK_INDEX]) >= 0 for d in eps]
+    assert all(a.mean() > 0.5 for a in acted)
+    versions = [set(np.asarray(d[S.POLICY_VERSION])[a].tolist()) for d, a in zip(eps, acted)]
+    assert versions[:2] == [{3}, {3}] and versions[2:] == [{4}, {4}], versions
+    sig = np.concatenate([np.asarray(d[S.SIGMA])[a] for d, a in zip(eps, acted)])
+    lp = np.concatenate([np.asarray(d[S.LOG_PROB])[a] for d, a in zip(eps, acted)])
+    assert np.all(sig[:, :7] == np.float32(0.03)) and np.all(np.isfinite(lp)) and np.all(lp != 0)
+    load_checkpoint(rows[-1]["checkpoint"], joint_names=PANDA.joint_names)
+    assert "noiseless success" in r.stdout
+    graph_logs = (out / "graph_logs" / "policy_node.log")
+    assert "swapped: v3 -> v4" in graph_logs.read_text()

@@ -1,0 +1,90 @@
+"""trainer_node: runs the offline RL update on request and announces the new weights.
+
+``/vla/trainer/train`` (std_srvs/Trigger) starts ``train_rl`` (``core/rl/trainer.py``) in a
+background thread on the datasets in ``data`` from the newest checkpoint it knows (``init`` at
+first, then each result); the result is written atomically as ``<out_root>/round_<n>/checkpoint``
+(temp dir + rename, checksummed manifest) and announced on ``/vla/policy/weights`` — the policy
+node validates it and swaps it in. Progress and per-epoch statistics (ESS, clip fraction, KL to
+behaviour, value loss) are published on ``/vla/trainer/status`` (JSON). A second request while
+training is refused; a failed update is reported and announces nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+from rclpy.node import Node
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from vla_rl_ros.nodes.common import LATCHED_QOS, RELIABLE_QOS, json_msg, spin_node
+
+
+class TrainerNode(Node):
+    def __init__(self):
+        super().__init__("trainer_node")
+        p = self.declare_parameter
+        self.data = [str(d) for d in p("data", [""]).value if str(d)]
+        self.current = str(p("init", "").value)
+        if not self.current:
+            from vla_rl_ros.nodes.policy_node import DEFAULT_CHECKPOINT
+
+            self.current = DEFAULT_CHECKPOINT
+        self.out_root = Path(str(p("out_root", "runs/trainer").value))
+        self.epochs = int(p("epochs", 8).value)
+        self.lr = float(p("lr", 5e-5).value)
+        self.kl_coef = float(p("kl_coef", 0.05).value)
+        self.threads = int(p("threads", 2).value)
+        self.seed = int(p("seed", 0).value)
+        self.pub_weights = self.create_publisher(String, "/vla/policy/weights", RELIABLE_QOS)
+        self.pub_status = self.create_publisher(String, "/vla/trainer/status", LATCHED_QOS)
+        self.create_service(Trigger, "/vla/trainer/train", self._on_train)
+        self.round = 0
+        self._busy = threading.Lock()
+        self._status({"state": "idle", "current": self.current})
+
+    def _status(self, d: dict) -> None:
+        self.pub_status.publish(json_msg(dict(d, stamp=time.time())))
+
+    def _on_train(self, request, response):
+        if not self.data:
+            response.success, response.message = False, "no datasets configured (parameter 'data')"
+            return response
+        if not self._busy.acquire(blocking=False):
+            response.success, response.message = False, "already training"
+            return response
+        self.round += 1
+        out = self.out_root / f"round_{self.round}"
+        threading.Thread(target=self._train, args=(out,), daemon=True).start()
+        response.success, response.message = True, f"training round {self.round} from {self.current} -> {out}"
+        return response
+
+    def _train(self, out: Path) -> None:
+        from vla_rl_ros.core.rl.trainer import RLArgs, train_rl
+
+        try:
+            self._status({"state": "training", "round": self.round, "init": self.current})
+            res = train_rl(RLArgs(data=self.data, init=self.current, out=str(out), epochs=self.epochs, lr=self.lr,
+                                  kl_coef=self.kl_coef, threads=self.threads, seed=self.seed + self.round),
+                           progress=False)
+            self.current = res["checkpoint"]
+            self.pub_weights.publish(String(data=json.dumps({"path": res["checkpoint"], "version": res["version"]})))
+            self.get_logger().info(f"round {self.round}: v{res['version']} written and announced ({res['checkpoint']})")
+            self._status({"state": "done", "round": self.round, "checkpoint": res["checkpoint"],
+                          "version": res["version"], "history": res["history"]})
+        except Exception as e:  # report, announce nothing, stay up for the next request
+            self.get_logger().error(f"training round {self.round} failed: {type(e).__name__}: {e}")
+            self._status({"state": "failed", "round": self.round, "reason": f"{type(e).__name__}: {e}"})
+        finally:
+            self._busy.release()
+
+
+def main(args=None) -> int:
+    return spin_node(TrainerNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
