@@ -1,13 +1,15 @@
-# Quick start:  make run   (collect simulated expert episodes through the ROS 2 graph)
+# Quick start:  make run   (the shipped policy in the simulated ROS 2 graph, then a short
+#                           collect -> RL -> hot swap -> evaluate loop)
 #               make test  (the test suite)
 PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-EPISODES ?= 6
+EPISODES ?= 20
+EVAL ?= 30
 OUT ?= out/quickstart
 
-.PHONY: venv run test test-fast bench clean
+.PHONY: venv run collect test test-fast bench clean
 
 $(STAMP): requirements/base.txt requirements/test.txt requirements/constraints.txt setup.py
 	bash scripts/setup_env.sh
@@ -16,8 +18,13 @@ $(STAMP): requirements/base.txt requirements/test.txt requirements/constraints.t
 venv: $(STAMP)
 
 run: $(STAMP)
-	rm -rf $(OUT) $(OUT)_logs
-	$(VENV)/bin/vla-rl-ros collect --episodes $(EPISODES) --out $(OUT) --speed 2.0
+	rm -rf $(OUT)
+	$(VENV)/bin/vla-rl-ros evaluate --episodes 10 --speed 2.0
+	$(VENV)/bin/vla-rl-ros improve --rounds 1 --episodes-per-round $(EPISODES) --eval-episodes $(EVAL) --out $(OUT)
+
+collect: $(STAMP)
+	rm -rf $(OUT)_demos $(OUT)_demos_logs
+	$(VENV)/bin/vla-rl-ros collect --episodes 6 --out $(OUT)_demos --speed 2.0
 
 test: $(STAMP)
 	$(VPY) -m pytest -q -rs tests

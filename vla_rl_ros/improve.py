@@ -21,6 +21,7 @@ multi-seed experiments. Writes ``rounds.json``, ``improve.png`` and prints a per
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
@@ -78,6 +79,15 @@ def _eval(ckpt: str, args) -> dict:
     from vla_rl_ros.core.policy.evaluate import evaluate_parallel, success_by_family
 
     seeds = list(range(args.eval_seed, args.eval_seed + args.eval_episodes))
+    # evaluation is deterministic given the weights and the seeds: cache it by the weights' hash
+    # (the baseline is then evaluated once for all training seeds of an experiment)
+    manifest = json.loads((Path(ckpt) / "manifest.json").read_text())["files"]
+    key = "|".join([manifest["model.safetensors"]["sha256"], str(seeds[0]), str(len(seeds)), str(args.max_steps)])
+    cache = Path.home() / ".cache" / "vla_rl_ros" / "eval"
+    cache.mkdir(parents=True, exist_ok=True)
+    hit = cache / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".json")
+    if hit.is_file():
+        return json.loads(hit.read_text())
     bar = tqdm(total=len(seeds), unit="ep", desc="  evaluate (mean)", leave=False, dynamic_ncols=True)
 
     def prog(res, dt):
@@ -87,7 +97,9 @@ def _eval(ckpt: str, args) -> dict:
 
     res = evaluate_parallel(ckpt, seeds, workers=args.workers, max_steps=args.max_steps, progress=prog)
     bar.close()
-    return {k: list(v) for k, v in success_by_family(res).items()}
+    table = {k: list(v) for k, v in success_by_family(res).items()}
+    hit.write_text(json.dumps(table))
+    return table
 
 
 class _GraphCollector:
