@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def make_versions(ckpt: str, tmp: Path) -> tuple[str, str, str]:
     import torch
 
+    from vla_rl_ros.core.policy.backends import export_onnx
     from vla_rl_ros.core.policy.checkpoint import load_checkpoint, save_checkpoint
     from vla_rl_ros.core.robot import PANDA
 
@@ -42,8 +43,12 @@ def make_versions(ckpt: str, tmp: Path) -> tuple[str, str, str]:
     with torch.no_grad():
         for p in model.head.parameters():
             p.add_(torch.randn_like(p) * 1e-3)
-    other = save_checkpoint(model, tmp / "other", version=v + 1, instructions=cfg.get("instructions"))
-    corrupt = save_checkpoint(model, tmp / "corrupt", version=v + 2, instructions=cfg.get("instructions"))
+    # like train-rl's output: the ONNX export ships inside the checkpoint (covered by the manifest)
+    onnx = export_onnx(model, tmp / "model.onnx")
+    other = save_checkpoint(model, tmp / "other", version=v + 1, instructions=cfg.get("instructions"),
+                            extra_files={"model.onnx": onnx})
+    corrupt = save_checkpoint(model, tmp / "corrupt", version=v + 2, instructions=cfg.get("instructions"),
+                              extra_files={"model.onnx": onnx})
     with open(corrupt / "model.safetensors", "r+b") as f:
         f.seek(4096)
         b = f.read(1)
