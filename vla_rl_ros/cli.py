@@ -373,7 +373,7 @@ def rl_summary(res: dict) -> str:
             f"{res['decisions']} decisions from {res['episodes']} episodes (success {res['episode_success_rate']:.0%}); "
             f"{len(res['history'])} epochs{' (stopped early: KL to behaviour)' if res['stopped_early'] else ''}; "
             f"ESS {h.get('ess', float('nan')):.2f}, clip fraction {h.get('clip_fraction', float('nan')):.2f}, "
-            f"KL to behaviour {h.get('kl_behaviour', float('nan')):.3f}, value loss {res['value_loss']:.3f}; "
+            f"KL to behaviour {h.get('kl_behaviour', float('nan')):.3f}, value loss {res['value_loss']:.3f} (baseline: {res.get('baseline', 'value_mlp')}); "
             f"{res['train_seconds']:.0f}s; plots {Path(res['checkpoint']).parent / 'rl.png'}")
 
 

@@ -14,7 +14,9 @@ Pipeline (``vla-rl-ros train-rl``):
    Monte-Carlo discounted returns G_t.
 3. **Value function** on the frozen backbone features (+ normalised state): an MLP fitted to
    G by cross-fitting (two halves by episode, each half's values predicted by the model trained
-   on the other half), so the advantage A = G − V is not fitted to its own noise.
+   on the other half), so the advantage A = G − V is not fitted to its own noise. When the
+   held-out MSE (in units of the return variance) is not below 1 — the MLP generalises worse
+   than a constant — the mean return is the baseline instead (reported as ``baseline``).
 4. **Head update.** Backbone frozen: prefix tokens are computed once. Per minibatch,
    μ_θ = head(prefix); log π_θ = Σ_executed log N_[lo,hi](a; μ_θ, σ²) (the explorer's exact
    truncated density); PPO-clipped ratio against the logged behaviour log-likelihood
@@ -260,6 +262,9 @@ def train_rl(args: RLArgs, progress=True) -> dict:
 
     ret = torch.from_numpy(dec.ret).float()
     values, value_loss = fit_values(feat, ret, dec.episode, args.value_steps, args.seed)
+    baseline = "value_mlp"
+    if not value_loss < 1.0:  # held out, the MLP predicts worse than the mean return: don't use it
+        values, baseline = torch.full_like(ret, float(ret.mean())), "mean_return"
     adv = ret - values
     adv = (adv - adv.mean()) / adv.std().clamp(min=1e-6)
 
@@ -327,7 +332,7 @@ def train_rl(args: RLArgs, progress=True) -> dict:
         "episode_success_rate": meta["successes"] / max(1, meta["episodes"]),
         "behaviour_versions": sorted(set(int(v) for v in dec.version)),
         "init_log_ratio_median": float(init_log_ratio.median()),
-        "value_loss": value_loss, "stopped_early": stopped_early, "history": history,
+        "value_loss": value_loss, "baseline": baseline, "stopped_early": stopped_early, "history": history,
         "train_seconds": time.time() - t0,
         "params_trained": sum(p.numel() for p in head.parameters()),
     }
