@@ -85,10 +85,12 @@ class GraphMonitor:
         from std_msgs.msg import String
 
         from vla_rl_ros.nodes.background import BackgroundNode
-        from vla_rl_ros.nodes.common import EPISODE_TOPIC, LATCHED_QOS, LOGGER_STATUS_TOPIC, RELIABLE_QOS
+        from vla_rl_ros.nodes.common import EPISODE_TOPIC, LATCHED_QOS, LOGGER_STATUS_TOPIC
 
         self.bg = BackgroundNode("vla_rl_ros_cli", domain_id)
-        self.bg.collect(String, EPISODE_TOPIC, RELIABLE_QOS)
+        # transient-local: events published before discovery completed (a fast first episode on a
+        # loaded machine) are still delivered from the simulator's history
+        self.bg.collect(String, EPISODE_TOPIC, LATCHED_QOS)
         self.bg.collect(String, LOGGER_STATUS_TOPIC, LATCHED_QOS)
         self.bg.collect(String, "/vla/policy/status", LATCHED_QOS)
         self._topics = (EPISODE_TOPIC, LOGGER_STATUS_TOPIC)

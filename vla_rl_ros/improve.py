@@ -62,6 +62,7 @@ def plot_rounds(rows: list[dict], path: Path) -> None:
     ex = [(r["round"], 100 * r["explored_success"]) for r in rows if r.get("explored_success") is not None]
     if ex:
         ax.plot([a for a, _ in ex], [b for _, b in ex], "k--", lw=1, label="explored (noisy) episodes")
+    ax.set_xticks(x)
     ax.set_xlabel("round (0 = before RL)")
     ax.set_ylabel("success %")
     ax.set_ylim(0, 100)
