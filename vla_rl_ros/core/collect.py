@@ -78,6 +78,25 @@ def _worker_init(cfg: DirectCollectConfig) -> None:
         _POLICY = PolicyRuntime(cfg.policy, backend=cfg.backend, joint_names=PANDA.joint_names, threads=1)
 
 
+def _frame(obs, cams, target, mean, sigma, logp, stamp_ns, index, version, info) -> dict:
+    """One frame in the trajectory logger's layout (``core/recording.py``)."""
+    frame = {f"observation.images.{c}": obs["images"][c] for c in cams}
+    frame.update({
+        "observation.state": obs["state"].astype(np.float32),
+        "action": np.asarray(target, dtype=np.float32),
+        "rl.action_mean": np.asarray(mean, dtype=np.float32),
+        "rl.sigma": np.asarray(sigma, dtype=np.float32),
+        "rl.log_prob": float(logp),
+        "rl.chunk_id": stamp_ns,
+        "rl.chunk_index": int(index),
+        "rl.policy_version": int(version),
+        "next.reward": float(info.reward),
+        "next.done": bool(info.done),
+        "next.success": bool(info.success),
+    })
+    return frame
+
+
 def expert_episode(world, expert, seed: int, family: str | None, horizon: int = 8) -> tuple[list, str, dict]:
     """One expert episode with ``world`` → (frames in the logger's layout, instruction, meta)."""
     world.reset(seed=seed, family=family)
@@ -99,21 +118,8 @@ def expert_episode(world, expert, seed: int, family: str | None, horizon: int = 
         world.apply_action(target)
         info = world.step_control()
         ret += info.reward
-        frame = {f"observation.images.{c}": obs["images"][c] for c in cams}
-        frame.update({
-            "observation.state": q.astype(np.float32),
-            "action": np.asarray(target, dtype=np.float32),
-            "rl.action_mean": clean[min(max(index, 0), len(clean) - 1)].astype(np.float32),
-            "rl.sigma": np.zeros(PANDA.dof, dtype=np.float32),
-            "rl.log_prob": 0.0,
-            "rl.chunk_id": stamp_ns,
-            "rl.chunk_index": int(index),
-            "rl.policy_version": 0,
-            "next.reward": float(info.reward),
-            "next.done": bool(info.done),
-            "next.success": bool(info.success),
-        })
-        frames.append(frame)
+        frames.append(_frame(obs, cams, target, clean[min(max(index, 0), len(clean) - 1)],
+                             np.zeros(PANDA.dof), 0.0, stamp_ns, index, 0, info))
         k += 1
         if info.done:
             meta = {"seed": seed, "family": task.family, "instruction": task.instruction,
@@ -133,40 +139,22 @@ def policy_episode(world, runtime, explorer, seed: int, family: str | None) -> t
     dt = 1.0 / world.config.control_rate
     frames, ret, k = [], 0.0, 0
     cams = list(world.config.cameras)
-    chunks: dict[int, tuple] = {}
     while True:
         obs = world.observe(render=True)
         q = obs["state"]
         mu = np.clip(runtime.infer(Observation(obs["images"], q, task.instruction)), PANDA.lower, PANDA.upper)
         executed, sigma = explorer.perturb(mu)
         stamp_ns = int(round(k * dt * 1e9))
-        chunks = {stamp_ns: (mu, sigma)}
-        sched.offer(executed, k, stamp_ns)
+        sched.offer(executed, k, stamp_ns)  # replanned every tick: the newest chunk is this one
         target, ref = sched.target(k)
-        chunk_ns, index = parse_reference(ref)
-        m, sg = chunks.get(chunk_ns, (None, None))
+        _, index = parse_reference(ref)
         i = min(max(index, 0), len(mu) - 1)
-        mean_row = m[i] if m is not None else np.asarray(target)
-        sig_row = sg[i] if sg is not None else np.zeros(PANDA.dof)
-        logp = step_log_prob(target, mean_row, sig_row, PANDA.lower, PANDA.upper) if sg is not None else 0.0
+        sig_row = np.zeros(PANDA.dof) if sigma is None else sigma[i]
+        logp = 0.0 if sigma is None else step_log_prob(target, mu[i], sig_row, PANDA.lower, PANDA.upper)
         world.apply_action(target)
         info = world.step_control()
         ret += info.reward
-        frame = {f"observation.images.{c}": obs["images"][c] for c in cams}
-        frame.update({
-            "observation.state": q.astype(np.float32),
-            "action": np.asarray(target, dtype=np.float32),
-            "rl.action_mean": np.asarray(mean_row, dtype=np.float32),
-            "rl.sigma": np.asarray(sig_row, dtype=np.float32),
-            "rl.log_prob": float(logp),
-            "rl.chunk_id": stamp_ns,
-            "rl.chunk_index": int(index),
-            "rl.policy_version": int(runtime.version),
-            "next.reward": float(info.reward),
-            "next.done": bool(info.done),
-            "next.success": bool(info.success),
-        })
-        frames.append(frame)
+        frames.append(_frame(obs, cams, target, mu[i], sig_row, logp, stamp_ns, index, runtime.version, info))
         k += 1
         if info.done:
             meta = {"seed": seed, "family": task.family, "instruction": task.instruction,

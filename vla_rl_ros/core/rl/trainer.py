@@ -308,7 +308,7 @@ def train_rl(args: RLArgs, progress=True) -> dict:
             agg["loss"].append(st.loss)
             agg["clip_fraction"].append(st.clip_fraction)
             agg["ess"].append(st.ess)
-            agg["kl_base"].append(float(kl_base))
+            agg["kl_base"].append(float(kl_base.detach()))
         with torch.no_grad():
             mu_all = torch.cat([mu_of(head, torch.arange(i, min(i + 512, N))) for i in range(0, N, 512)])
             kl_b = float(gaussian_kl(mu_all, mu_b, sig, mask).mean())
