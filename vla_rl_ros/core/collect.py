@@ -32,6 +32,7 @@ import numpy as np
 from vla_rl_ros.core.control import ChunkScheduler
 from vla_rl_ros.core.recording import parse_reference
 from vla_rl_ros.core.robot import PANDA
+from vla_rl_ros.core.sim.tasks import OBJECTS
 
 
 @dataclass(frozen=True)
@@ -78,9 +79,23 @@ def _worker_init(cfg: DirectCollectConfig) -> None:
         _POLICY = PolicyRuntime(cfg.policy, backend=cfg.backend, joint_names=PANDA.joint_names, threads=1)
 
 
-def _frame(obs, cams, target, mean, sigma, logp, stamp_ns, index, version, info) -> dict:
-    """One frame in the trajectory logger's layout (``core/recording.py``)."""
+#: names of the ``observation.environment_state`` vector direct collection records: the position
+#: of every object (``OBJECTS`` order) and of the grasp point, in the world frame (m)
+ENV_STATE_NAMES = tuple(f"{o}.{a}" for o in OBJECTS + ("ee",) for a in "xyz")
+
+
+def environment_state(world) -> np.ndarray:
+    """Privileged positions (see :data:`ENV_STATE_NAMES`) at the current step."""
+    poses = world.object_poses()
+    return np.concatenate([poses[o][0] for o in OBJECTS] + [world.ee_pose()[0]]).astype(np.float32)
+
+
+def _frame(obs, cams, target, mean, sigma, logp, stamp_ns, index, version, info, env=None) -> dict:
+    """One frame in the trajectory logger's layout (``core/recording.py``), plus the privileged
+    ``observation.environment_state`` when ``env`` is given."""
     frame = {f"observation.images.{c}": obs["images"][c] for c in cams}
+    if env is not None:
+        frame["observation.environment_state"] = np.asarray(env, dtype=np.float32)
     frame.update({
         "observation.state": obs["state"].astype(np.float32),
         "action": np.asarray(target, dtype=np.float32),
@@ -108,6 +123,7 @@ def expert_episode(world, expert, seed: int, family: str | None, horizon: int = 
     cams = list(world.config.cameras)
     while True:
         obs = world.observe(render=True)
+        env = environment_state(world)
         q = obs["state"]
         noisy = np.clip(expert.plan_chunk(q, world.object_poses(), horizon, dt), PANDA.lower, PANDA.upper)
         clean = np.clip(expert.last_clean_chunk, PANDA.lower, PANDA.upper)
@@ -119,7 +135,7 @@ def expert_episode(world, expert, seed: int, family: str | None, horizon: int = 
         info = world.step_control()
         ret += info.reward
         frames.append(_frame(obs, cams, target, clean[min(max(index, 0), len(clean) - 1)],
-                             np.zeros(PANDA.dof), 0.0, stamp_ns, index, 0, info))
+                             np.zeros(PANDA.dof), 0.0, stamp_ns, index, 0, info, env))
         k += 1
         if info.done:
             meta = {"seed": seed, "family": task.family, "instruction": task.instruction,
@@ -141,6 +157,7 @@ def policy_episode(world, runtime, explorer, seed: int, family: str | None) -> t
     cams = list(world.config.cameras)
     while True:
         obs = world.observe(render=True)
+        env = environment_state(world)
         q = obs["state"]
         mu = np.clip(runtime.infer(Observation(obs["images"], q, task.instruction)), PANDA.lower, PANDA.upper)
         executed, sigma = explorer.perturb(mu)
@@ -154,7 +171,7 @@ def policy_episode(world, runtime, explorer, seed: int, family: str | None) -> t
         world.apply_action(target)
         info = world.step_control()
         ret += info.reward
-        frames.append(_frame(obs, cams, target, mu[i], sig_row, logp, stamp_ns, index, runtime.version, info))
+        frames.append(_frame(obs, cams, target, mu[i], sig_row, logp, stamp_ns, index, runtime.version, info, env))
         k += 1
         if info.done:
             meta = {"seed": seed, "family": task.family, "instruction": task.instruction,
@@ -184,7 +201,8 @@ def collect_direct(out: str, episodes: int, cfg: DirectCollectConfig, workers: i
     from vla_rl_ros.core.data.schema import make_features
     from vla_rl_ros.core.data.writer import EpisodeWriter
 
-    features = make_features(list(PANDA.joint_names), ("front",), image_shape=(cfg.image_size, cfg.image_size))
+    features = make_features(list(PANDA.joint_names), ("front",), image_shape=(cfg.image_size, cfg.image_size),
+                             environment_state=ENV_STATE_NAMES)
     writer = EpisodeWriter(root=out, repo_id=repo_id, fps=int(round(cfg.control_rate)), features=features,
                            robot_type="panda")
     jobs = [(cfg.seed + i, cfg.family, cfg.horizon) for i in range(episodes)]

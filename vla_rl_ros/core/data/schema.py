@@ -65,6 +65,9 @@ POLICY_VERSION = "rl.policy_version"
 REWARD = "next.reward"
 DONE = "next.done"
 SUCCESS = "next.success"
+#: optional privileged simulator state (object and end-effector positions), LeRobot's standard
+#: name for it; never a policy input here, only an auxiliary training target (see core/policy/bc.py)
+ENV_STATE = "observation.environment_state"
 
 #: columns LeRobot adds to every dataset (not given by callers)
 LEROBOT_DEFAULT_KEYS = ("timestamp", "frame_index", "episode_index", "index", "task_index")
@@ -90,6 +93,7 @@ def make_features(
     image_shape: tuple[int, int] = (224, 224),
     *,
     use_videos: bool = False,
+    environment_state: Sequence[str] = (),
 ) -> dict[str, dict]:
     """Build the LeRobot ``features`` dict for a robot with ``len(joint_names)`` joints.
 
@@ -98,6 +102,8 @@ def make_features(
         cameras: camera names; each becomes ``observation.images.<name>``.
         image_shape: ``(H, W)`` of every camera image (RGB, uint8).
         use_videos: store images as mp4 video (``dtype="video"``) instead of PNG-in-parquet.
+        environment_state: names of an optional ``observation.environment_state`` vector
+            (privileged simulator state); empty: no such feature.
 
     Returns:
         A dict ``key -> {"dtype", "shape", "names"}`` with tuple shapes, ready for
@@ -149,6 +155,9 @@ def make_features(
     features[REWARD] = scalar("float32")
     features[DONE] = scalar("bool")
     features[SUCCESS] = scalar("bool")
+    env = [str(n) for n in environment_state]
+    if env:
+        features[ENV_STATE] = {"dtype": "float32", "shape": (len(env),), "names": env}
     return features
 
 
