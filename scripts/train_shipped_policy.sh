@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Reproduces models/vla_bc_v2 as it was made: 1,200 scripted-expert demonstrations (DART: the
-# expert executes σ = 0.02 rad noisy actions, the frames record its clean intention as
-# rl.action_mean, which behaviour cloning imitates) -> behaviour cloning (6,000 steps, 16
-# spatial-softmax keypoint tokens) -> evaluation on 100 held-out seeds -> copy into models/.
-# ~33 min collection + ~45 min training + ~5 min evaluation on 2 CPU cores.
+# Reproduces the shipped checkpoint models/vla_bc_v3 as it was made:
+#  1. 1,200 scripted-expert demonstrations (seeds 100000-101199). DART: the expert executes
+#     sigma = 0.02 rad noisy actions, the frames record its clean intention as rl.action_mean,
+#     which behaviour cloning imitates. Frames also carry observation.environment_state (object
+#     and grasp-point positions), used only as auxiliary training targets.
+#  2. stage 1 = vla_bc_v2: 6,000 steps from scratch, behaviour cloning only (--aux-weight 0).
+#  3. stage 2 = vla_bc_v3: 6,000 more steps from stage 1's weights with the auxiliary grounding
+#     loss (an attention read-out of the instructed cube's and the goal's positions).
+#  4. evaluation on 100 held-out seeds, copy into models/.
+# ~27 min collection + 2 x ~45 min training + ~5 min evaluation on 2 CPU cores.
 # (Collection runs the graph's episode loop without ROS, in 2 processes: `collect --direct`;
 # the same command without --direct collects through the ROS graph, ~25 episodes/min.)
 set -euo pipefail
@@ -11,10 +16,12 @@ cd "$(dirname "$0")/.."
 WORK=${WORK:-runs}
 VRR=.venv/bin/vla-rl-ros
 mkdir -p "$WORK"
-$VRR collect --direct --workers 2 --episodes 1200 --seed 100000 --noise 0.02 --out "$WORK/demos_dart"
-$VRR train-bc --data "$WORK/demos_dart" --out "$WORK/bc2" --steps 6000 --lr 5e-4 --seed 0 --version 1
-$VRR evaluate --policy "$WORK/bc2/checkpoint" --episodes 100 --seed 1000 --direct --workers 2 --json "$WORK/eval_bc2.json"
-rm -rf models/vla_bc_v2
-cp -r "$WORK/bc2/checkpoint" models/vla_bc_v2
-rm -f models/vla_bc_v2/train_state.*
-cp "$WORK/bc2/loss.png" models/vla_bc_v2_loss.png
+$VRR collect --direct --workers 2 --episodes 1200 --seed 100000 --noise 0.02 --out "$WORK/demos_env"
+$VRR train-bc --data "$WORK/demos_env" --out "$WORK/bc2" --steps 6000 --lr 5e-4 --seed 0 --version 1 --aux-weight 0
+$VRR train-bc --data "$WORK/demos_env" --out "$WORK/bc3" --init "$WORK/bc2/checkpoint" --steps 6000 --lr 5e-4 \
+    --seed 0 --version 1 --aux-weight 0.5
+$VRR evaluate --policy "$WORK/bc3/checkpoint" --episodes 100 --seed 1000 --direct --workers 2 --json "$WORK/eval_bc3.json"
+rm -rf models/vla_bc_v3
+cp -r "$WORK/bc3/checkpoint" models/vla_bc_v3
+rm -f models/vla_bc_v3/train_state.*
+cp "$WORK/bc3/loss.png" models/vla_bc_v3_loss.png

@@ -331,6 +331,10 @@ def cmd_train_bc(args) -> int:
     check_writable_dir(args.out)
     if args.resume and not (Path(args.resume) / "config.json").exists():
         _die(f"--resume {args.resume!r}: no checkpoint there (config.json missing)")
+    if args.init and not (Path(args.init) / "config.json").exists():
+        _die(f"--init {args.init!r}: no checkpoint there (config.json missing)")
+    if args.init and args.resume:
+        _die("--init and --resume are exclusive (resume continues a run; init starts a new one from weights)")
     episodes, cams, joints = load_episodes(args.data, success_only=not args.all_episodes, label=args.label)
     n_frames = sum(len(e.state) for e in episodes)
     if not episodes:
@@ -338,7 +342,8 @@ def cmd_train_bc(args) -> int:
     print(f"training on {len(episodes)} episodes / {n_frames} frames from {len(args.data)} dataset(s); cameras {cams}")
     bc = BCArgs(data=list(args.data), out=args.out, steps=args.steps, batch_size=args.batch_size,
                 lr=args.lr, seed=args.seed, threads=args.threads, horizon=args.horizon,
-                d_model=args.d_model, keypoints=args.keypoints, resume=args.resume or "", version=args.version)
+                d_model=args.d_model, keypoints=args.keypoints, resume=args.resume or "", version=args.version,
+                init=args.init or "", aux_weight=args.aux_weight)
     result = train_bc(bc, episodes, cams, joints)
     print(f"checkpoint: {result['checkpoint']}")
     print(f"final validation L1: {result['final_val_loss']:.4f}; {result['train_seconds']:.0f}s; "
@@ -636,6 +641,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--d-model", type=int, default=128)
     p.add_argument("--version", type=int, default=1)
     p.add_argument("--resume", default="", help="checkpoint directory to continue from")
+    p.add_argument("--init", default="", help="start from this checkpoint's weights (new optimiser and schedule)")
+    p.add_argument("--aux-weight", type=float, default=0.5,
+                   help="weight of the auxiliary grounding loss on datasets with observation.environment_state (0: off)")
     p.add_argument("--all-episodes", action="store_true", help="also imitate failed episodes (default: successes only)")
     p.add_argument("--keypoints", type=int, default=16, help="spatial-softmax keypoint tokens (0: none)")
     p.add_argument("--label", default="auto", choices=["auto", "action", "mean"],

@@ -34,9 +34,14 @@ def test_direct_collection_writes_loadable_episodes_with_clean_labels(noisy_data
         diff = np.abs(d[S.ACTION][:, :7] - d[S.ACTION_MEAN][:, :7])
         assert 0.005 < float(diff.mean()) < 0.06
         assert np.all(d[S.SIGMA] == 0) and np.all(d[S.CHUNK_INDEX] == 0)
+        # privileged positions for the auxiliary grounding loss: 5 objects + grasp point
+        env = d[S.ENV_STATE]
+        assert env.shape == (n, 18) and np.all(np.isfinite(env))
+        assert np.all(np.abs(env[:, 2:15:3]) < 0.2)  # objects rest near the table (z)
     eps, cams, joints = load_episodes([str(out)], progress=False)
     assert cams == ["front"] and len(joints) == 8
     assert all(e.label is not None for e in eps)  # auto -> imitate the clean mean
+    assert all(e.aux is not None and e.aux.shape == (len(e.state), 22) for e in eps)
     eps, _, _ = load_episodes([str(out)], progress=False, label="action")
     assert all(e.label is None for e in eps)
 

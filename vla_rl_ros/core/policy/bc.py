@@ -44,6 +44,8 @@ class BCArgs:
     keypoints: int = 16
     augment_shift: int = 4
     resume: str = ""
+    init: str = ""  # start from this checkpoint's weights (fresh optimiser and schedule)
+    aux_weight: float = 0.5  # weight of the auxiliary grounding loss (used when the data carry env state)
     export_onnx: bool = True
     version: int = 1
 
@@ -55,6 +57,40 @@ class EpisodeData:
     action: np.ndarray  # (T, A) float32
     task: str
     label: np.ndarray | None = None  # (T, A) what to imitate, when it differs from ``action``
+    aux: np.ndarray | None = None  # (T, AUX_DIM) auxiliary grounding targets (see aux_targets)
+
+
+#: auxiliary grounding targets, all world-frame metres: the instructed cube's position, the goal
+#: (pick: the cube lifted; push: the cube moved along y; place: on the pad), cube − grasp point,
+#: goal − cube, and the (x, y) of every object (in ``OBJECTS`` order)
+AUX_DIM = 22
+
+
+def aux_targets(env: np.ndarray, task: str) -> np.ndarray:
+    """(T, 18) ``observation.environment_state`` (see ``core/collect.ENV_STATE_NAMES``) of one
+    episode + its instruction -> (T, AUX_DIM) targets for :class:`~.model.AuxHead`."""
+    from vla_rl_ros.core.sim.tasks import (
+        DIRECTION_SIGN, OBJECTS, PICK_LIFT, PUSH_DISTANCE, parse_instruction,
+    )
+
+    env = np.asarray(env, dtype=np.float32)
+    n_obj = len(OBJECTS)
+    if env.ndim != 2 or env.shape[1] != 3 * (n_obj + 1):
+        raise ValueError(f"environment_state must be (T, {3 * (n_obj + 1)}), got {env.shape}")
+    spec = parse_instruction(task)
+    pos = env[:, : 3 * n_obj].reshape(len(env), n_obj, 3)
+    ee = env[:, 3 * n_obj:]
+    cube = pos[:, OBJECTS.index(spec.target)]
+    start = cube[0]
+    if spec.family == "pick":
+        goal = start + np.array([0.0, 0.0, PICK_LIFT], np.float32)
+    elif spec.family == "push":
+        goal = start + np.array([0.0, DIRECTION_SIGN[spec.direction] * PUSH_DISTANCE, 0.0], np.float32)
+    else:
+        pad = pos[0, OBJECTS.index(spec.pad)]
+        goal = np.array([pad[0], pad[1], start[2]], np.float32)
+    goal = np.broadcast_to(goal, cube.shape)
+    return np.concatenate([cube, goal, cube - ee, goal - cube, pos[:, :, :2].reshape(len(env), -1)], axis=1)
 
 
 class ChunkDataset:
@@ -75,6 +111,23 @@ class ChunkDataset:
         mask = (idx < T).astype(np.float32)
         chunk = acts[np.minimum(idx, T - 1)]
         return chunk - ep.state[t][None, : chunk.shape[1]], mask
+
+    @property
+    def has_aux(self) -> bool:
+        return any(ep.aux is not None for ep in self.episodes)
+
+    def aux_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        a = np.concatenate([ep.aux for ep in self.episodes if ep.aux is not None])
+        return a.mean(0), np.maximum(a.std(0), 1e-3)
+
+    def aux_batch(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, AUX_DIM) targets (zeros where absent) and a (B,) mask of rows that have them."""
+        out, mask = np.zeros((len(rows), AUX_DIM), np.float32), np.zeros(len(rows), np.float32)
+        for i, (e, t) in enumerate(self.index[rows]):
+            a = self.episodes[e].aux
+            if a is not None:
+                out[i], mask[i] = a[t], 1.0
+        return torch.from_numpy(out), torch.from_numpy(mask)
 
     def batch(self, rows: np.ndarray):
         imgs, states, langs, deltas, masks = [], [], [], [], []
@@ -164,6 +217,12 @@ def plot_curves(history: list[dict], path: Path, title: str = "behaviour cloning
         ax.plot(*zip(*tr), label="train L1 (normalised)", alpha=0.8)
     if va:
         ax.plot(*zip(*va), "o-", label="validation L1")
+    cube = [(h["step"], h["val_cube_err_cm"]) for h in history if "val_cube_err_cm" in h]
+    if cube:  # the grounding read-out, on its own axis
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*cube), "s--", color="tab:green", label="instructed cube error (cm, val)")
+        ax2.set_ylabel("instructed cube position error (cm)")
+        ax2.legend(loc="center right")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_yscale("log")
@@ -173,6 +232,38 @@ def plot_curves(history: list[dict], path: Path, title: str = "behaviour cloning
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def evaluate_aux_cm(model: VLAPolicy, ds: ChunkDataset, mean: torch.Tensor, std: torch.Tensor,
+                    batch_size: int = 128, max_rows: int = 4096) -> float:
+    """Mean error (cm) of the instructed cube's position read out by the aux head (rows with
+    targets only): how well the backbone grounds the instruction in the image."""
+    rows = np.arange(len(ds))[: max_rows]
+    errs = []
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(rows), batch_size):
+            r = rows[i : i + batch_size]
+            img, st, lang, _, _ = ds.batch(r)
+            aux, m = ds.aux_batch(r)
+            pred = model.aux(model.prefix(img, st, lang)) * std + mean
+            e = (pred[:, :3] - aux[:, :3]).norm(dim=-1)
+            errs.append(e[m > 0])
+    model.train()
+    e = torch.cat(errs) if errs else torch.zeros(0)
+    return float(e.mean()) * 100.0 if len(e) else float("nan")
+
+
+def init_from_checkpoint(path, joint_names, aux_dim: int) -> VLAPolicy:
+    """A fresh model with ``path``'s architecture, weights and normalisation, plus a newly
+    initialised aux head when ``aux_dim`` > 0 and the checkpoint has none."""
+    src, config = load_checkpoint(path, joint_names=joint_names)
+    cfg = PolicyConfig.from_dict({**config["policy"], "aux_dim": aux_dim or src.cfg.aux_dim})
+    model = VLAPolicy(cfg, src.norm)
+    missing, unexpected = model.load_state_dict(src.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("aux.") for k in missing):
+        raise ValueError(f"--init {path}: weights do not fit (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model
 
 
 def evaluate_loss(model: VLAPolicy, ds: ChunkDataset, batch_size: int = 128, max_rows: int = 4096) -> float:
@@ -209,17 +300,23 @@ def train_bc(args: BCArgs, episodes: list[EpisodeData], cameras, joint_names, pr
     val_ds = ChunkDataset([episodes[i] for i in val_ids], cameras, args.horizon, lang)
 
     start_step, history = 0, []
+    aux_dim = AUX_DIM if train_ds.has_aux and args.aux_weight > 0 else 0
     if args.resume:
         model, _ = load_checkpoint(args.resume, joint_names=joint_names)
         model.train()
+    elif args.init:
+        model = init_from_checkpoint(args.init, joint_names, aux_dim).train()
     else:
         cfg = PolicyConfig(
             cameras=tuple(cameras), image_size=int(image_size), state_dim=episodes[0].state.shape[1],
             action_dim=episodes[0].action.shape[1], horizon=args.horizon, d_model=args.d_model,
-            keypoints=args.keypoints,
+            keypoints=args.keypoints, aux_dim=aux_dim,
             joint_names=tuple(joint_names),
         )
         model = VLAPolicy(cfg, train_ds.normalization()).train()
+    aux_on = model.aux is not None and train_ds.has_aux and args.aux_weight > 0
+    if aux_on:
+        aux_mean, aux_std = (torch.from_numpy(v.astype(np.float32)) for v in train_ds.aux_stats())
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     gen = torch.Generator().manual_seed(args.seed)
     if args.resume and (Path(args.resume) / "train_state.json").is_file():
@@ -245,8 +342,13 @@ def train_bc(args: BCArgs, episodes: list[EpisodeData], cameras, joint_names, pr
         rows = torch.randint(0, len(train_ds), (args.batch_size,), generator=gen).numpy()
         img, st, lg, delta, mask = train_ds.batch(rows)
         img = random_shift(img, args.augment_shift, gen)
-        pred = model.normalized_delta(img, st, lg)
+        prefix = model.prefix(img, st, lg)
+        pred = model.head(prefix)
         loss = masked_l1(pred, (delta - model.delta_mean) / model.delta_std, mask)
+        if aux_on:
+            aux, amask = train_ds.aux_batch(rows)
+            aux_err = F.smooth_l1_loss(model.aux(prefix), (aux - aux_mean) / aux_std, reduction="none").mean(-1)
+            loss = loss + args.aux_weight * (aux_err * amask).sum() / amask.sum().clamp(min=1.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -257,8 +359,13 @@ def train_bc(args: BCArgs, episodes: list[EpisodeData], cameras, joint_names, pr
             history.append({"step": step, "train_loss": running, "lr": lr_at(step)})
         if (step + 1) % args.val_every == 0 or step + 1 == args.steps:
             v = evaluate_loss(model, val_ds)
-            history.append({"step": step + 1, "val_loss": v})
-            bar.set_postfix(loss=f"{running:.4f}", val=f"{v:.4f}")
+            rec = {"step": step + 1, "val_loss": v}
+            post = {"loss": f"{running:.4f}", "val": f"{v:.4f}"}
+            if aux_on and val_ds.has_aux:
+                rec["val_cube_err_cm"] = evaluate_aux_cm(model, val_ds, aux_mean, aux_std)
+                post["cube_cm"] = f"{rec['val_cube_err_cm']:.2f}"
+            history.append(rec)
+            bar.set_postfix(**post)
             _save(model, opt, args, out, step + 1, history, gen, lang, t0, train_ids, val_ids, final=False)
     result = _save(model, opt, args, out, args.steps, history, gen, lang, t0, train_ids, val_ids, final=True)
     return result
@@ -341,6 +448,9 @@ def load_episodes(roots, cameras=None, progress=True, success_only=False,
             keys.append(schema.ACTION_MEAN)
             if label == "auto" and schema.SIGMA in feats:
                 keys.append(schema.SIGMA)
+        has_env = schema.ENV_STATE in feats
+        if has_env:
+            keys.append(schema.ENV_STATE)
         n = int(info["total_episodes"])
         for _, d in tqdm(iter_episode_frames(root, keys=keys), total=n, desc=f"loading {Path(root).name}",
                          disable=not progress, leave=False):
@@ -359,5 +469,6 @@ def load_episodes(roots, cameras=None, progress=True, success_only=False,
             episodes.append(EpisodeData(
                 images={c: d[schema.image_key(c)] for c in cams},
                 state=d[schema.STATE].astype(np.float32), action=action, task=str(d["task"]), label=lab,
+                aux=aux_targets(d[schema.ENV_STATE], str(d["task"])) if has_env else None,
             ))
     return episodes, cams_all or [], joints_all or []

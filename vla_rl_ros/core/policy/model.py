@@ -43,6 +43,7 @@ class PolicyConfig:
     dropout: float = 0.0
     cnn_channels: tuple = (32, 64, 96)
     keypoints: int = 0  # spatial-softmax keypoint tokens per camera (0: none, as in v1 checkpoints)
+    aux_dim: int = 0  # auxiliary grounding read-out (training only; 0: none, as in v1/v2 checkpoints)
     joint_names: tuple = ()
 
     def to_dict(self) -> dict:
@@ -177,6 +178,24 @@ class ActionHead(nn.Module):
         return self.out(self.norm(self.decoder(q, prefix)))  # no tgt_mask: bidirectional
 
 
+class AuxHead(nn.Module):
+    """Training-only read-out of privileged scene quantities (the instructed cube's position, the
+    goal, every object's position) from the prefix tokens by one attention-pooling query. Its loss
+    makes the backbone localise the *instructed* object — the grounding the action head needs; it
+    plays no part in :meth:`VLAPolicy.forward` (nor in the ONNX graph)."""
+
+    def __init__(self, cfg: PolicyConfig):
+        super().__init__()
+        self.query = nn.Parameter(torch.randn(1, 1, cfg.d_model) * 0.02)
+        self.attn = nn.MultiheadAttention(cfg.d_model, cfg.n_heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.LayerNorm(cfg.d_model), nn.Linear(cfg.d_model, cfg.d_model), nn.GELU(),
+                                 nn.Linear(cfg.d_model, cfg.aux_dim))
+
+    def forward(self, prefix: torch.Tensor) -> torch.Tensor:
+        pooled, _ = self.attn(self.query.expand(prefix.shape[0], -1, -1), prefix, prefix, need_weights=False)
+        return self.mlp(pooled[:, 0])
+
+
 class VLAPolicy(nn.Module):
     def __init__(self, cfg: PolicyConfig, norm: Normalization | None = None):
         super().__init__()
@@ -191,6 +210,7 @@ class VLAPolicy(nn.Module):
         )
         self.prefix_norm = nn.LayerNorm(d)
         self.head = ActionHead(cfg)
+        self.aux = AuxHead(cfg) if cfg.aux_dim > 0 else None
         n = norm or Normalization(
             [0.0] * cfg.state_dim, [1.0] * cfg.state_dim, [0.0] * cfg.action_dim, [1.0] * cfg.action_dim
         )
