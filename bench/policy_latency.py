@@ -40,7 +40,7 @@ from vla_rl_ros.core.robot import PANDA  # noqa: E402
 def resolve_checkpoint(path: str) -> str:
     if path:
         return path
-    shipped = Path(__file__).resolve().parents[1] / "models" / "vla_bc_v2"
+    shipped = Path(__file__).resolve().parents[1] / "models" / "vla_bc_v3"
     if (shipped / "config.json").is_file():
         return str(shipped)
     tmp = Path(tempfile.mkdtemp(prefix="bench_ckpt_"))

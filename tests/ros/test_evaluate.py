@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-SHIPPED = Path(__file__).resolve().parents[2] / "models" / "vla_bc_v2"
+SHIPPED = Path(__file__).resolve().parents[2] / "models" / "vla_bc_v3"
 
 
 @pytest.mark.skipif(not (SHIPPED / "config.json").is_file(), reason="no shipped checkpoint")

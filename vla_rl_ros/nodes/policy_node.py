@@ -59,7 +59,7 @@ from vla_rl_ros.nodes.common import (
     stamp_to_ns,
 )
 
-DEFAULT_CHECKPOINT = str(Path(__file__).resolve().parents[2] / "models" / "vla_bc_v2")
+DEFAULT_CHECKPOINT = str(Path(__file__).resolve().parents[2] / "models" / "vla_bc_v3")
 
 
 class PolicyNode(Node):

@@ -213,8 +213,9 @@ def plot_curves(history: list[dict], path: Path, title: str = "behaviour cloning
     fig, ax = plt.subplots(figsize=(7, 4))
     tr = [(h["step"], h["train_loss"]) for h in history if "train_loss" in h]
     va = [(h["step"], h["val_loss"]) for h in history if "val_loss" in h]
+    has_aux = any("val_cube_err_cm" in h for h in history)
     if tr:
-        ax.plot(*zip(*tr), label="train L1 (normalised)", alpha=0.8)
+        ax.plot(*zip(*tr), label="train loss (L1 + aux)" if has_aux else "train L1 (normalised)", alpha=0.8)
     if va:
         ax.plot(*zip(*va), "o-", label="validation L1")
     cube = [(h["step"], h["val_cube_err_cm"]) for h in history if "val_cube_err_cm" in h]
