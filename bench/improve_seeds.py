@@ -16,6 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from vla_rl_ros.improve import finish_rounds_plot  # noqa: E402
+
 FAMILIES = ("pick", "push", "place", "overall")
 
 
@@ -67,15 +70,8 @@ def main() -> int:
             for s in succ:
                 ax.plot(x, s[:, j], color=c, lw=0.7, alpha=0.5)
             ax.plot(x, succ[:, :, j].mean(0), "o-", color=c, lw=2.5 if f == "overall" else 1.5, label=f)
-        ax.set_xticks(x)
-        ax.set_xlabel("round (0 = behaviour cloning, before RL)")
-        ax.set_ylabel("noiseless success %")
-        ax.set_ylim(0, 100)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        ax.set_title(f"improve over {n} training seed(s): thin = each seed, thick = mean", fontsize=10)
-        fig.tight_layout()
-        fig.savefig(args.plot, dpi=110)
+        finish_rounds_plot(fig, ax, x, "round (0 = behaviour cloning, before RL)",
+                           f"improve over {n} training seed(s): thin = each seed, thick = mean", args.plot)
         print(f"plot: {args.plot}")
     return 0
 

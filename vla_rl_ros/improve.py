@@ -62,13 +62,20 @@ def plot_rounds(rows: list[dict], path: Path) -> None:
     ex = [(r["round"], 100 * r["explored_success"]) for r in rows if r.get("explored_success") is not None]
     if ex:
         ax.plot([a for a, _ in ex], [b for _, b in ex], "k--", lw=1, label="explored (noisy) episodes")
-    ax.set_xticks(x)
-    ax.set_xlabel("round (0 = before RL)")
-    ax.set_ylabel("success %")
+    finish_rounds_plot(fig, ax, x, "round (0 = before RL)", "vla-rl-ros improve", path)
+
+
+def finish_rounds_plot(fig, ax, rounds, xlabel: str, title: str, path) -> None:
+    """Shared axes of the per-round success plots (improve.png, bench/improve_seeds.py): save, close."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xticks(rounds)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("noiseless success %")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    ax.set_title("vla-rl-ros improve", fontsize=10)
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
