@@ -575,6 +575,15 @@ def _evaluate_ros(args, ckpt: str, seeds: list[int]) -> int:
     print(f"\nROS-graph evaluation: {len(rows)} episodes in {time.monotonic() - t0:.0f}s")
     if rows:
         print(success_table(rows))
+    ages: dict[int, int] = {}
+    for e in ended:
+        for k, v in (e.get("chunk_age") or {}).items():
+            ages[int(k)] = ages.get(int(k), 0) + int(v)
+    if ages:
+        total = sum(ages.values())
+        late = sum(v for k, v in ages.items() if k < 0 or k >= args.replan_every)
+        print(f"control ticks: {total}, {late} ({100 * late / total:.1f}%) ran without a chunk from the "
+              f"expected observation (arm held or older chunk) -- 0 means the policy kept up with the loop")
     if pstat:
         print(f"policy: {pstat.get('backend')} v{pstat.get('version')}, {pstat.get('chunks')} chunks; "
               f"stamp->chunk latency p50 {pstat.get('latency_p50_ms', float('nan')):.1f} ms, "

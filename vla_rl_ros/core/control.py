@@ -25,6 +25,7 @@ class ChunkScheduler:
         self.chunk: np.ndarray | None = None
         self.anchor = -1
         self.chunk_id = 0
+        self.last_index = -1  # point index applied at the last target() call; -1: no chunk yet
 
     def offer(self, chunk: np.ndarray, anchor: int, chunk_id: int) -> bool:
         if self.chunk is not None and anchor < self.anchor:
@@ -34,8 +35,10 @@ class ChunkScheduler:
 
     def target(self, tick: int) -> tuple[np.ndarray, str]:
         if self.chunk is None:
+            self.last_index = -1
             return self.hold, "hold"
         i = tick - self.anchor
+        self.last_index = max(i, -1)
         if i < 0:
             return self.hold, "hold"
         if i >= len(self.chunk):

@@ -66,6 +66,14 @@ class SimNode(Node):
         self.auto_reset = bool(p("auto_reset", True).value)
         self.reset_pause = float(p("reset_pause", 0.5).value)
         self.start_delay = float(p("start_delay", 1.0).value)
+        # the first episode waits until this topic has a publisher (e.g. the policy's status, which
+        # exists only once its weights are loaded and warmed), so a slow-starting policy does not
+        # leave the arm holding through the start of episode 0; after wait_timeout s it starts anyway
+        self.wait_for = str(p("wait_for_publisher", "").value)
+        self.wait_timeout = float(p("wait_timeout", 120.0).value)
+        # time between publishing an episode's instruction and its first observation (a robot's
+        # reset phase): consumers switch instruction before the first frame they must act on
+        self.instruction_lead = float(p("instruction_lead", 0.3).value)
         # paused: no new episode starts (the running one finishes); settable at run time, e.g. by
         # `vla-rl-ros improve` between collection rounds
         self.paused = bool(p("paused", False).value)
@@ -106,13 +114,38 @@ class SimNode(Node):
         self.episode_start_ns = 0
         self.last_stamp_ns = 0
         self.next_start = time.monotonic() + self.start_delay
+        self.created = time.monotonic()
+        self.waiting_logged = False
+        self.chunk_age: dict[int, int] = {}  # per episode: ticks by index of the point applied (-1: no chunk)
         self.overruns = 0
         self.first_obs_pending = False
+        self.first_obs_at = 0.0
         self.rejected = 0
         self.episode_return = 0.0
         self.create_timer(1.0 / (self.control_rate * self.rtf), self._on_timer)
 
     # ------------------------------------------------------------------ helpers
+    def _peer_ready(self) -> bool:
+        """True once ``wait_for_publisher`` has a publisher (or the wait timed out); until then
+        the first episode's start keeps being pushed back by ``start_delay``."""
+        now = time.monotonic()
+        if self.count_publishers(self.wait_for) > 0:
+            if self.waiting_logged:
+                self.get_logger().info(f"{self.wait_for} is up after {now - self.created:.1f}s: starting")
+                self.waiting_logged = False
+            self.wait_for = ""
+            return True
+        if now - self.created > self.wait_timeout:
+            self.get_logger().warning(
+                f"nothing published {self.wait_for} within {self.wait_timeout:.0f}s: starting anyway")
+            self.wait_for = ""
+            return True
+        if not self.waiting_logged:
+            self.get_logger().info(f"waiting for a publisher on {self.wait_for} before the first episode")
+            self.waiting_logged = True
+        self.next_start = now + self.start_delay
+        return False
+
     def _stamp_now(self) -> int:
         ns = self.get_clock().now().nanoseconds
         ns = max(ns, self.last_stamp_ns + 1)
@@ -149,6 +182,7 @@ class SimNode(Node):
         self.scheduler.reset(self.world.joint_positions())
         self.tick = 0
         self.tick_stamps = {}
+        self.chunk_age = {}
         self.episode_return = 0.0
         self.running = True
         task = self.world.task
@@ -166,9 +200,10 @@ class SimNode(Node):
                 }
             )
         )
-        # the first observation goes out one tick later, so every consumer has the new
-        # instruction before it (as a robot's reset phase gives them)
+        # the first observation goes out instruction_lead s (at least one tick) later, so every
+        # consumer has the new instruction before it (as a robot's reset phase gives them)
         self.first_obs_pending = True
+        self.first_obs_at = time.monotonic() + self.instruction_lead
 
     def _end_episode(self, success: bool, reason: str) -> None:
         self.running = False
@@ -181,6 +216,7 @@ class SimNode(Node):
                     "steps": self.tick,
                     "return": self.episode_return,
                     "reason": reason,
+                    "chunk_age": {str(k): v for k, v in sorted(self.chunk_age.items())},
                     "family": self.world.task.family,
                     "instruction": self.world.task.instruction,
                 }
@@ -245,16 +281,22 @@ class SimNode(Node):
         if not self.running:
             if self.finished or self.paused or (not self.auto_reset and self.episode >= 0):
                 return
+            if self.episode < 0 and self.wait_for and not self._peer_ready():
+                return
             if time.monotonic() >= self.next_start:
                 self._start_episode()
             return
         if self.first_obs_pending:
+            if time.monotonic() < self.first_obs_at:
+                return
             self.first_obs_pending = False
             self._publish_observation()
             return
         t0 = time.perf_counter()
         obs_ns = self.obs_stamp_ns
         target, ref = self.scheduler.target(self.tick)
+        age = self.scheduler.last_index
+        self.chunk_age[age] = self.chunk_age.get(age, 0) + 1
         self.world.apply_action(target)
         self.pub_ref.publish(joint_state_msg(target, None, ns_to_stamp(obs_ns), frame_id=ref))
         info = self.world.step_control()
