@@ -362,6 +362,7 @@ def cmd_train_rl(args) -> int:
     check_writable_dir(args.out)
     init = args.init or default_checkpoint()
     rl = RLArgs(data=list(args.data), init=init, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
+                baseline=args.baseline,
                 lr=args.lr, clip=args.clip, kl_coef=args.kl_coef, target_kl=args.target_kl, gamma=args.gamma,
                 seed=args.seed, threads=args.threads, version=args.version)
     try:
@@ -689,6 +690,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kl-coef", type=float, default=0.05)
     p.add_argument("--target-kl", type=float, default=0.5)
     p.add_argument("--gamma", type=float, default=0.95)
+    p.add_argument("--baseline", choices=("auto", "group", "value"), default="auto",
+                   help="advantage baseline: leave-one-out mean of rollouts from the same scene (group; "
+                        "auto uses it where scenes repeat) or the value MLP on the frozen features (value)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--version", type=int, default=0, help="version of the result (default: init's + 1)")
@@ -711,6 +715,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--collect-seed", type=int, default=200000, help="first collection seed (disjoint from eval)")
     p.add_argument("--sigma", type=float, default=0.03, help="exploration σ of the arm joints (rad)")
     p.add_argument("--gripper-sigma", type=float, default=0.004)
+    p.add_argument("--group-size", type=int, default=1,
+                   help="rollouts per scene (seed) in a row, each with its own noise: train-rl then uses "
+                        "the leave-one-out mean of the scene's other rollouts as baseline")
+    p.add_argument("--baseline", choices=("auto", "group", "value"), default="auto")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--kl-coef", type=float, default=0.05)

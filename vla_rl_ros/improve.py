@@ -126,7 +126,7 @@ class _GraphCollector:
             "checkpoint": str(Path(ckpt).resolve()), "out": str(data), "seed": args.collect_seed,
             "episodes": 0, "real_time_factor": args.speed, "image_width": size, "image_height": size,
             "sigma": [args.sigma], "gripper_sigma": args.gripper_sigma, "explore_seed": args.seed,
-            "backend": "onnxruntime", "max_steps": args.max_steps,
+            "backend": "onnxruntime", "max_steps": args.max_steps, "seed_repeat": args.group_size,
         })
         for n in graph.nodes:
             if n.name == "sim_node":
@@ -228,6 +228,9 @@ def run_improve(args) -> int:
 
     if args.rounds < 1 or args.episodes_per_round < 1:
         _die("--rounds and --episodes-per-round must be >= 1")
+    if args.group_size < 1 or args.episodes_per_round % args.group_size:
+        _die(f"--group-size must be >= 1 and divide --episodes-per-round ({args.episodes_per_round})")
+    scenes_per_round = args.episodes_per_round // args.group_size
     ckpt = str(Path(args.init or default_checkpoint()).resolve())
     try:
         cfg = read_config(ckpt)
@@ -240,7 +243,7 @@ def run_improve(args) -> int:
     version = int(cfg.get("version", 0))
     t_start = time.monotonic()
     print(f"improve: {args.rounds} rounds x {args.episodes_per_round} explored episodes from v{version} ({ckpt}); "
-          f"σ {args.sigma} rad; evaluation on {args.eval_episodes} seeds from {args.eval_seed}; "
+          f"σ {args.sigma} rad; {scenes_per_round} scenes x {args.group_size} rollouts per round; evaluation on {args.eval_episodes} seeds from {args.eval_seed}; "
           f"{'direct collection' if args.direct else 'collection through the ROS graph'}")
     rows = [{"round": 0, "version": version, "checkpoint": ckpt, "collected_total": 0,
              "explored_success": None, "eval": _eval(ckpt, args)}]
@@ -258,7 +261,8 @@ def run_improve(args) -> int:
                 ended = graph.collect(total, r - 1, bar)
                 explored = sum(bool(e.get("success")) for e in ended) / max(len(ended), 1)
             else:
-                dc = DirectCollectConfig(seed=args.collect_seed + (r - 1) * args.episodes_per_round,
+                dc = DirectCollectConfig(seed=args.collect_seed + (r - 1) * scenes_per_round,
+                                         seed_repeat=args.group_size,
                                          image_size=int(cfg["policy"]["image_size"]), policy=ckpt,
                                          sigma=(args.sigma,), gripper_sigma=args.gripper_sigma,
                                          explore_seed=args.seed, max_steps=args.max_steps)
@@ -272,7 +276,8 @@ def run_improve(args) -> int:
             bar.close()
             t_collect = time.monotonic() - t0
             rl = RLArgs(data=[str(data)], init=ckpt, out=str(out / f"round_{r}"), epochs=args.epochs, lr=args.lr,
-                        kl_coef=args.kl_coef, seed=args.seed + 1000 * r, threads=2)
+                        kl_coef=args.kl_coef, seed=args.seed + 1000 * r, threads=2,
+                        baseline=args.baseline)
             res = train_rl(rl)
             print(rl_summary(res))
             swap = None

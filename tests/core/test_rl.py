@@ -115,11 +115,16 @@ def test_explored_rollouts_train_rl_end_to_end(tmp_path):
 
     init = save_checkpoint(small_model(), tmp_path / "init", version=4)
     cfg = DirectCollectConfig(seed=50, image_size=32, max_steps=12, policy=str(init), sigma=(0.05,),
-                              explore_seed=1)
-    res = collect_direct(str(tmp_path / "ds"), 3, cfg, workers=1)
-    assert res["saved"] == 3 and not res["failed"]
+                              explore_seed=1, seed_repeat=2)
+    res = collect_direct(str(tmp_path / "ds"), 4, cfg, workers=1)
+    assert res["saved"] == 4 and not res["failed"]
     eps = list(iter_episode_frames(tmp_path / "ds"))
     d = eps[0][1]
+    # seed_repeat: episodes 0 and 1 start from the same scene and explore with different noise
+    d1 = eps[1][1]
+    np.testing.assert_array_equal(d[S.STATE][0], d1[S.STATE][0])
+    np.testing.assert_array_equal(d[S.image_key("front")][0], d1[S.image_key("front")][0])
+    assert not np.allclose(d[S.ACTION][0], d1[S.ACTION][0])
     assert np.all(np.asarray(d[S.POLICY_VERSION]) == 4)
     assert np.all(np.asarray(d[S.SIGMA])[:, :7] == np.float32(0.05))
     assert not np.allclose(d[S.ACTION], d[S.ACTION_MEAN])  # explored
@@ -141,6 +146,7 @@ def test_explored_rollouts_train_rl_end_to_end(tmp_path):
                           batch_size=8, value_steps=20, threads=1), progress=False)
     assert out["version"] == 5 and out["decisions"] == sum(len(e[1][S.ACTION]) for e in eps)
     assert out["init_log_ratio_median"] < 1e-3, out["init_log_ratio_median"]
+    assert out["group_fraction"] == 1.0 and out["baseline"].startswith("group")  # every scene twice
     assert out["onnx_parity_max_abs"] <= 1e-4
     h = out["history"]
     assert len(h) >= 1 and {"ess", "clip_fraction", "kl_behaviour", "value_loss"} <= set(h[0])
@@ -148,3 +154,28 @@ def test_explored_rollouts_train_rl_end_to_end(tmp_path):
     model, conf = load_checkpoint(out["checkpoint"], joint_names=PANDA.joint_names)
     assert conf["version"] == 5 and (tmp_path / "rl" / "rl.png").stat().st_size > 1000
     assert json.loads((tmp_path / "rl" / "history.json").read_text()) == h
+
+
+def test_group_baseline_is_leave_one_out_over_the_same_scene():
+    import numpy as np
+
+    from vla_rl_ros.core.rl.trainer import group_baseline, returns
+
+    gamma = 0.9
+    ep_returns = {0: (returns(np.array([0.1, 0.2, 0.3]), True, gamma), True),
+                  1: (returns(np.array([0.0] * 5), False, gamma), False),
+                  2: (returns(np.array([0.5, 0.5]), False, gamma), False),
+                  3: (returns(np.array([0.4] * 4), False, gamma), False)}
+    groups = {0: ("d", 7, 1), 1: ("d", 7, 1), 2: ("d", 7, 1), 3: ("d", 8, 1)}  # episode 3 alone
+    t = np.array([0, 2, 4, 1, 0])
+    episode = np.array([0, 0, 1, 2, 3])
+    b, ok = group_baseline(t, episode, ep_returns, groups, gamma)
+    G = {e: r[0] for e, r in ep_returns.items()}
+    # episode 0 at t=0: mean of episodes 1 and 2 at t=0; never its own return
+    assert np.isclose(b[0], (G[1][0] + G[2][0]) / 2)
+    # t=2: episode 2 has ended (timeout, 2 frames) -> 0; episode 1 at t=2
+    assert np.isclose(b[1], (G[1][2] + 0.0) / 2)
+    # episode 1 at t=4: episode 0 ended in success (absorbing: 1/(1-γ)), episode 2 ended -> 0
+    assert np.isclose(b[2], (1 / (1 - gamma) + 0.0) / 2)
+    assert np.isclose(b[3], (G[0][1] + G[1][1]) / 2)
+    assert ok.tolist() == [True, True, True, True, False]  # a scene rolled out once has no group

@@ -51,6 +51,9 @@ class DirectCollectConfig:
     mode: str = "explore"  # explore | deploy (μ executed as is)
     explore_seed: int = 0
     backend: str = "onnxruntime"
+    # each scene (seed) is rolled out this many times in a row, with different exploration noise:
+    # groups for train-rl's leave-one-out baseline
+    seed_repeat: int = 1
 
 
 _WORLD = None
@@ -181,14 +184,15 @@ def policy_episode(world, runtime, explorer, seed: int, family: str | None) -> t
 
 
 def _run_one(args) -> tuple[list, str, dict]:
-    seed, family, horizon = args
+    seed, family, horizon, rep = args
     if _POLICY is not None:
         from vla_rl_ros.core.rl.exploration import ExplorationConfig, Explorer
 
         ex = Explorer(PANDA.lower, PANDA.upper,
                       ExplorationConfig(sigma=list(_CFG.sigma), gripper_sigma=_CFG.gripper_sigma),
-                      seed=(_CFG.explore_seed * 1_000_003 + seed) % (2**63), mode=_CFG.mode)
-        return policy_episode(_WORLD, _POLICY, ex, seed, family)
+                      seed=(_CFG.explore_seed * 1_000_003 + seed + rep * 7_919_993) % (2**63), mode=_CFG.mode)
+        frames, task, meta = policy_episode(_WORLD, _POLICY, ex, seed, family)
+        return frames, task, {**meta, "repeat": rep}
     return expert_episode(_WORLD, _EXPERT, seed, family, horizon)
 
 
@@ -205,7 +209,8 @@ def collect_direct(out: str, episodes: int, cfg: DirectCollectConfig, workers: i
                              environment_state=ENV_STATE_NAMES)
     writer = EpisodeWriter(root=out, repo_id=repo_id, fps=int(round(cfg.control_rate)), features=features,
                            robot_type="panda")
-    jobs = [(cfg.seed + i, cfg.family, cfg.horizon) for i in range(episodes)]
+    rep = max(1, int(cfg.seed_repeat))
+    jobs = [(cfg.seed + i // rep, cfg.family, cfg.horizon, i % rep) for i in range(episodes)]
     t0 = time.monotonic()
     n_ok = 0
     try:

@@ -62,6 +62,9 @@ class SimNode(Node):
         )
         self.family = str(p("family", "").value) or None
         self.seed = int(p("seed", 0).value)
+        # episode n uses seed + n // seed_repeat: each scene seen seed_repeat times in a row
+        # (groups of rollouts from one initial state for train-rl's leave-one-out baseline)
+        self.seed_repeat = max(1, int(p("seed_repeat", 1).value))
         self.episodes = int(p("episodes", 0).value)  # 0: run forever
         self.auto_reset = bool(p("auto_reset", True).value)
         self.reset_pause = float(p("reset_pause", 0.5).value)
@@ -177,7 +180,7 @@ class SimNode(Node):
 
     def _start_episode(self) -> None:
         self.episode += 1
-        seed = self.seed + self.episode
+        seed = self.seed + self.episode // self.seed_repeat
         self.world.reset(seed=seed, family=self.family)
         self.scheduler.reset(self.world.joint_positions())
         self.tick = 0

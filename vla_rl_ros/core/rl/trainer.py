@@ -56,6 +56,7 @@ class RLArgs:
     kl_coef: float = 0.05
     target_kl: float = 0.5  # per decision, nats (summed over executed tokens and joints)
     gamma: float = 0.95
+    baseline: str = "auto"  # auto | group | value (see group_baseline)
     value_steps: int = 400
     seed: int = 0
     threads: int = 2
@@ -78,6 +79,7 @@ class Decisions:
     ret: np.ndarray  # (N,) Monte-Carlo return from the anchor
     episode: np.ndarray  # (N,) episode id (for cross-fitting)
     version: np.ndarray  # (N,) policy version that produced the chunk
+    t: np.ndarray  # (N,) frame index of the decision's first executed token
 
 
 def returns(rewards: np.ndarray, success: bool, gamma: float) -> np.ndarray:
@@ -88,6 +90,37 @@ def returns(rewards: np.ndarray, success: bool, gamma: float) -> np.ndarray:
         g = float(rewards[t]) + gamma * g
         out[t] = g
     return out
+
+
+def group_baseline(t: np.ndarray, episode: np.ndarray, ep_returns: dict, ep_group: dict,
+                   gamma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-out baseline from episodes that started in the same scene (same seed) under
+    the same policy version: b(e, t) = mean over the *other* episodes j of the group of G_j(t),
+    their return from the same time step (past its end: 1/(1-γ) for a success, which is
+    absorbing, 0 for a timeout). It depends only on the initial state, t and independent
+    rollouts, never on episode e's own actions, so the gradient stays unbiased (as RLOO/GRPO);
+    it removes the scene's difficulty from the advantage, which a value function fitted on a
+    few hundred episodes cannot. Returns (baseline, has_group) per decision.
+
+    ``ep_returns``: episode -> (G array, success); ``ep_group``: episode -> hashable key.
+    """
+    members: dict = {}
+    for e, k in ep_group.items():
+        members.setdefault(k, []).append(e)
+    absorbing = 1.0 / (1.0 - gamma)
+    base = np.zeros(len(t), dtype=np.float64)
+    ok = np.zeros(len(t), dtype=bool)
+    for i, (ti, e) in enumerate(zip(t, episode)):
+        others = [j for j in members.get(ep_group.get(int(e)), []) if j != int(e)]
+        if not others:
+            continue
+        vals = []
+        for j in others:
+            G, success = ep_returns[j]
+            vals.append(G[ti] if ti < len(G) else (absorbing if success else 0.0))
+        base[i] = float(np.mean(vals))
+        ok[i] = True
+    return base, ok
 
 
 def decisions_from_episode(d: dict, horizon: int, cameras, gamma: float) -> list[dict]:
@@ -130,7 +163,7 @@ def decisions_from_episode(d: dict, horizon: int, cameras, gamma: float) -> list
             "state": np.asarray(d[S.STATE][a], dtype=np.float32),
             "actions": acts, "mu_b": mu, "sigma": sig, "mask": mask,
             "logp_b": float(np.sum(logp[t : t + n])),
-            "ret": dec["ret"], "version": int(np.asarray(d[S.POLICY_VERSION])[t]),
+            "ret": dec["ret"], "version": int(np.asarray(d[S.POLICY_VERSION])[t]), "t": t,
         })
     return rows
 
@@ -138,10 +171,11 @@ def decisions_from_episode(d: dict, horizon: int, cameras, gamma: float) -> list
 def load_decisions(roots, horizon: int, cameras, gamma: float, progress=True) -> tuple[Decisions, dict]:
     from tqdm import tqdm
 
-    from vla_rl_ros.core.data.reader import iter_episode_frames
+    from vla_rl_ros.core.data.reader import episode_summaries, iter_episode_frames
     from vla_rl_ros.core.data.store import read_info
 
     rows, tasks, eps_meta = [], [], {"episodes": 0, "skipped_no_noise": 0, "successes": 0}
+    ep_returns, ep_group = {}, {}
     keys = [S.image_key(c) for c in cameras] + [S.STATE, S.ACTION, S.ACTION_MEAN, S.SIGMA, S.LOG_PROB,
                                                 S.CHUNK_ID, S.CHUNK_INDEX, S.POLICY_VERSION, S.REWARD, S.SUCCESS]
     ep_id = 0
@@ -153,7 +187,8 @@ def load_decisions(roots, horizon: int, cameras, gamma: float, progress=True) ->
         if missing:
             raise ValueError(f"dataset {root} lacks {missing}: not logged by this stack's trajectory logger?")
         n = int(info["total_episodes"])
-        for _, d in tqdm(iter_episode_frames(root, keys=keys), total=n, desc=f"loading {Path(root).name}",
+        seeds = {row["episode_index"]: (row.get("meta") or {}).get("seed") for row in episode_summaries(root)}
+        for e_idx, d in tqdm(iter_episode_frames(root, keys=keys), total=n, desc=f"loading {Path(root).name}",
                          disable=not progress, leave=False):
             eps_meta["episodes"] += 1
             eps_meta["successes"] += int(np.any(d[S.SUCCESS]))
@@ -164,6 +199,10 @@ def load_decisions(roots, horizon: int, cameras, gamma: float, progress=True) ->
             for r in dec:
                 r["episode"] = ep_id
                 tasks.append(str(d["task"]))
+            success = bool(np.any(np.asarray(d[S.SUCCESS])))
+            ep_returns[ep_id] = (returns(np.asarray(d[S.REWARD], dtype=np.float64), success, gamma), success)
+            if seeds.get(e_idx) is not None:  # same scene, same policy version: one group
+                ep_group[ep_id] = (str(root), int(seeds[e_idx]), dec[0]["version"])
             rows.extend(dec)
             ep_id += 1
     if not rows:
@@ -177,8 +216,10 @@ def load_decisions(roots, horizon: int, cameras, gamma: float, progress=True) ->
         actions=st("actions"), mu_b=st("mu_b"), sigma=st("sigma"), mask=st("mask"),
         logp_b=st("logp_b", np.float64), ret=st("ret", np.float64),
         episode=np.array([r["episode"] for r in rows]), version=np.array([r["version"] for r in rows]),
+        t=np.array([r["t"] for r in rows]),
     )
     eps_meta["decisions"] = len(rows)
+    eps_meta["ep_returns"], eps_meta["ep_group"] = ep_returns, ep_group
     eps_meta["instructions"] = {k: v.tolist() for k, v in lang_of.items()}
     return dec, eps_meta
 
@@ -260,11 +301,21 @@ def train_rl(args: RLArgs, progress=True) -> dict:
         d = head(prefix[rows]) * model.delta_std + model.delta_mean
         return state[rows][:, None, : cfg.action_dim] + d
 
+    if args.baseline not in ("auto", "group", "value"):
+        raise ValueError(f"baseline must be auto, group or value, got {args.baseline!r}")
     ret = torch.from_numpy(dec.ret).float()
     values, value_loss = fit_values(feat, ret, dec.episode, args.value_steps, args.seed)
     baseline = "value_mlp"
     if not value_loss < 1.0:  # held out, the MLP predicts worse than the mean return: don't use it
         values, baseline = torch.full_like(ret, float(ret.mean())), "mean_return"
+    gb, has_group = group_baseline(dec.t, dec.episode, meta["ep_returns"], meta["ep_group"], args.gamma)
+    group_fraction = float(has_group.mean())
+    if args.baseline == "group" and group_fraction == 0:
+        raise ValueError("--baseline group needs episodes that share a seed (collect with a group size > 1)")
+    if args.baseline != "value" and group_fraction > 0:
+        # decisions whose scene was rolled out more than once use the leave-one-out group mean
+        values = torch.where(torch.from_numpy(has_group), torch.from_numpy(gb).float(), values)
+        baseline = f"group ({100 * group_fraction:.0f}% of decisions), else {baseline}"
     adv = ret - values
     adv = (adv - adv.mean()) / adv.std().clamp(min=1e-6)
 
@@ -332,7 +383,7 @@ def train_rl(args: RLArgs, progress=True) -> dict:
         "episode_success_rate": meta["successes"] / max(1, meta["episodes"]),
         "behaviour_versions": sorted(set(int(v) for v in dec.version)),
         "init_log_ratio_median": float(init_log_ratio.median()),
-        "value_loss": value_loss, "baseline": baseline, "stopped_early": stopped_early, "history": history,
+        "value_loss": value_loss, "baseline": baseline, "group_fraction": group_fraction, "stopped_early": stopped_early, "history": history,
         "train_seconds": time.time() - t0,
         "params_trained": sum(p.numel() for p in head.parameters()),
     }
