@@ -49,7 +49,16 @@ def test_explorer_modes_limits_seed_and_bad_input():
     a2, _ = Explorer(lo, hi, cfg, seed=3).perturb(mu)
     np.testing.assert_array_equal(a1, a2)
     assert np.all(a1 >= lo) and np.all(a1 <= hi) and not np.allclose(a1, mu)
-    assert s1.shape == (8, 8) and s1[1, 0] == pytest.approx(2 * s1[0, 0]) and s1[0, 7] == pytest.approx(0.004)
+    assert s1.shape == (8, 8) and s1[1, 0] == pytest.approx(2 * s1[0, 0])
+    # the gripper is not explored by default (σ 0): it executes μ and stays out of the likelihood
+    assert np.all(s1[:, 7] == 0) and np.array_equal(a1[:, 7], mu[:, 7])
+    from vla_rl_ros.core.recording import step_log_prob
+
+    lp = step_log_prob(a1[0], mu[0], s1[0], lo, hi)
+    assert np.isfinite(lp) and lp == pytest.approx(step_log_prob(a1[0, :7], mu[0, :7], s1[0, :7], lo[:7], hi[:7]))
+    g = ExplorationConfig(sigma=[0.05], gripper_sigma=0.004)
+    ag, sg = Explorer(lo, hi, g, seed=3).perturb(mu)
+    assert sg[0, 7] == pytest.approx(0.004) and not np.array_equal(ag[:, 7], mu[:, 7])
     _, s_late = Explorer(lo, hi, cfg, seed=3, round_index=5).perturb(mu)
     assert s_late[0, 0] == pytest.approx(0.5 * s1[0, 0])
     d, sd = Explorer(lo, hi, cfg, mode="deploy").perturb(mu)

@@ -47,7 +47,7 @@ class DirectCollectConfig:
     horizon: int = 8
     policy: str = ""  # checkpoint: explored policy rollouts instead of expert demonstrations
     sigma: tuple = (0.03,)
-    gripper_sigma: float = 0.004
+    gripper_sigma: float = 0.0
     mode: str = "explore"  # explore | deploy (μ executed as is)
     explore_seed: int = 0
     backend: str = "onnxruntime"

@@ -23,12 +23,16 @@ import numpy as np
 
 def step_log_prob(action, mean, sigma, lower=None, upper=None) -> float:
     """log π(executed step) summed over joints: truncated-normal density within [lower, upper]
-    (what :class:`vla_rl_ros.core.rl.exploration.Explorer` samples), plain Gaussian without limits."""
+    (what :class:`vla_rl_ros.core.rl.exploration.Explorer` samples), plain Gaussian without limits.
+    Joints with σ = 0 were executed as μ (not explored) and are not part of the likelihood."""
     from vla_rl_ros.core.rl.exploration import LOG_SQRT_2PI, truncnorm_logpdf
 
     a, m, s = (np.asarray(v, dtype=np.float64) for v in (action, mean, sigma))
+    on = s > 0
+    a, m, s = a[on], m[on], s[on]
     if lower is not None and upper is not None:
-        return float(np.sum(truncnorm_logpdf(a, np.clip(m, lower, upper), s, lower, upper)))
+        lo, hi = np.asarray(lower, dtype=np.float64)[on], np.asarray(upper, dtype=np.float64)[on]
+        return float(np.sum(truncnorm_logpdf(a, np.clip(m, lo, hi), s, lo, hi)))
     return float(np.sum(-0.5 * ((a - m) / s) ** 2 - np.log(s) - LOG_SQRT_2PI))
 
 
@@ -178,7 +182,7 @@ class EpisodeAssembler:
             mean_rec.policy_version if mean_rec is not None else 0
         )
         log_prob = 0.0
-        if index >= 0 and np.all(sigma > 0):
+        if index >= 0 and np.any(sigma > 0):
             log_prob = step_log_prob(p.action, mean, sigma, self.lower, self.upper)
         reward, success, done = p.reward
         frame = {f"observation.images.{c}": p.images[c] for c in self.cameras}

@@ -47,7 +47,7 @@ class ExplorationNode(Node):
         self.control_rate = float(p("control_rate", 10.0).value)
         cfg = ExplorationConfig(
             sigma=[float(v) for v in p("sigma", [0.03]).value],
-            gripper_sigma=float(p("gripper_sigma", 0.004).value),
+            gripper_sigma=float(p("gripper_sigma", 0.0).value),
             token_scale=[float(v) for v in p("token_scale", [1.0]).value],
             schedule=[float(v) for v in p("schedule", [1.0]).value],
         )

@@ -152,8 +152,8 @@ class TrajectoryLogger(Node):
         except MessageError as e:
             self._bad("sigma", e)
             return
-        if not np.all(sigma > 0):
-            self._bad("sigma", MessageError("sigma must be > 0"))
+        if not (np.all(sigma >= 0) and np.any(sigma > 0)):  # 0: a dimension executed as μ
+            self._bad("sigma", MessageError("sigma must be >= 0 with at least one value > 0"))
             return
         self.assembler.add_sigma(stamp_to_ns(msg.header.stamp), sigma)
 

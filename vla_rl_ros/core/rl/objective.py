@@ -28,12 +28,14 @@ def chunk_log_prob(mu: torch.Tensor, actions: torch.Tensor, sigma: torch.Tensor,
 
     With ``lower``/``upper`` (D,) the density is the truncated normal the explorer samples from.
     """
+    on = sigma > 0  # σ = 0: a dimension executed as μ (not explored), outside the likelihood
+    sigma = torch.where(on, sigma, torch.ones_like(sigma))
     if lower is not None and upper is not None:
         lp = truncnorm_logpdf_torch(actions, mu, sigma, lower.expand_as(mu), upper.expand_as(mu))
     else:
         lp = gaussian_logpdf_torch(actions, mu, sigma)
     # masked tokens may hold anything (padding): zero them before summing so no NaN leaks in
-    lp = torch.where(mask[..., None] > 0, lp, torch.zeros_like(lp))
+    lp = torch.where((mask[..., None] > 0) & on, lp, torch.zeros_like(lp))
     return lp.sum(dim=(-1, -2))
 
 
@@ -72,8 +74,11 @@ def policy_loss(logp_new: torch.Tensor, logp_behaviour: torch.Tensor, advantages
 
 
 def gaussian_kl(mu_a: torch.Tensor, mu_b: torch.Tensor, sigma: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """KL(N(μ_a, σ²) ‖ N(μ_b, σ²)) summed over tokens (masked) and dims: (B, H, D) -> (B,)."""
-    k = 0.5 * ((mu_a - mu_b) / sigma) ** 2
+    """KL(N(μ_a, σ²) ‖ N(μ_b, σ²)) summed over tokens (masked) and dims: (B, H, D) -> (B,).
+    Dimensions with σ = 0 (not explored) are left out."""
+    on = sigma > 0
+    k = torch.where(on, 0.5 * ((mu_a - mu_b) / torch.where(on, sigma, torch.ones_like(sigma))) ** 2,
+                    torch.zeros_like(mu_a))
     if mask is not None:
         k = k * mask[..., None]
     return k.sum(dim=(-1, -2))

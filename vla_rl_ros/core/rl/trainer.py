@@ -7,7 +7,8 @@ Pipeline (``vla-rl-ros train-rl``):
    executes token k0, and the frame k0 ticks earlier is the chunk's anchor (its observation is
    the one μ was computed from); the frames k0, k0+1, … are the tokens actually executed. Unexecuted
    tokens never appear in the log and never in the likelihood. Frames logged without noise
-   (σ = 0: deploy mode, the expert) carry no likelihood and are skipped.
+   (σ = 0: deploy mode, the expert) carry no likelihood and are skipped; single dimensions with
+   σ = 0 (the gripper, when not explored) executed μ and are left out of the likelihood.
 2. **Returns.** The sim's shaped reward is in [0, 1] per step and an episode ends 3 steps after
    success, so a success would *lose* the reward a hovering failure keeps collecting; success is
    therefore treated as absorbing with reward 1 forever: a terminal bonus γ/(1−γ).
@@ -57,6 +58,7 @@ class RLArgs:
     target_kl: float = 0.5  # per decision, nats (summed over executed tokens and joints)
     gamma: float = 0.95
     baseline: str = "auto"  # auto | group | value (see group_baseline)
+    anchor_sigma: float = 0.002  # KL-to-base scale of dimensions logged with σ = 0 (not explored)
     value_steps: int = 400
     seed: int = 0
     threads: int = 2
@@ -135,12 +137,12 @@ def decisions_from_episode(d: dict, horizon: int, cameras, gamma: float) -> list
     while t < T:
         k0 = int(idx[t])
         anchor = t - k0  # the frame whose observation the chunk was computed from
-        if not np.all(sigma[t] > 0) or anchor < 0 or k0 >= horizon or (t > 0 and cid[t - 1] == cid[t]):
+        if not np.any(sigma[t] > 0) or anchor < 0 or k0 >= horizon or (t > 0 and cid[t - 1] == cid[t]):
             t += 1
             continue
         n = 1
         while (t + n < T and k0 + n < horizon and cid[t + n] == cid[t] and idx[t + n] == k0 + n
-               and np.all(sigma[t + n] > 0)):
+               and np.any(sigma[t + n] > 0)):
             n += 1
         out.append({"t": t, "n": n, "anchor": anchor, "k0": k0, "ret": G[t]})
         t += n
@@ -328,6 +330,9 @@ def train_rl(args: RLArgs, progress=True) -> dict:
     with torch.no_grad():
         mu_base = torch.cat([mu_of(base_head, torch.arange(i, min(i + 512, N))) for i in range(0, N, 512)])
     sig_ref = sig[:, :1].expand_as(sig)  # σ of the first token stands in for the unexecuted ones
+    # dimensions that were not explored (σ = 0, e.g. the gripper) get no likelihood gradient; the
+    # regulariser holds them to the base head in units of anchor_sigma
+    sig_ref = torch.where(sig_ref > 0, sig_ref, torch.full_like(sig_ref, args.anchor_sigma))
 
     head = model.head
     head.train()
