@@ -722,6 +722,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", choices=("auto", "group", "value"), default="auto")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--clip", type=float, default=0.2, help="PPO ratio clip of train-rl")
     p.add_argument("--kl-coef", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0, help="training seed (exploration noise + RL update)")
     p.add_argument("--speed", type=float, default=3.0, help="real-time factor of the simulated collection")
