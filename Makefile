@@ -19,7 +19,7 @@ venv: $(STAMP)
 
 run: $(STAMP)
 	rm -rf $(OUT)
-	$(VENV)/bin/vla-rl-ros evaluate --episodes 10 --speed 2.0
+	$(VENV)/bin/vla-rl-ros evaluate --episodes 10 --speed 1.0
 	$(VENV)/bin/vla-rl-ros improve --rounds 1 --episodes-per-round $(EPISODES) --eval-episodes $(EVAL) --out $(OUT)
 
 collect: $(STAMP)

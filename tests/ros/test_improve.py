@@ -18,7 +18,7 @@ def test_improve_two_rounds_through_the_graph_hot_swaps_the_running_policy(tmp_p
     out = tmp_path / "improve"
     cmd = [sys.executable, "-m", "vla_rl_ros.cli", "improve", "--init", str(init), "--out", str(out),
            "--rounds", "2", "--episodes-per-round", "2", "--eval-episodes", "2", "--max-steps", "20",
-           "--epochs", "2", "--speed", "2", "--workers", "1", "--domain-id", str(domain_id)]
+           "--epochs", "2", "--speed", "2", "--sigma", "0.03", "--group-size", "2", "--workers", "1", "--domain-id", str(domain_id)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rows = json.loads((out / "rounds.json").read_text())
@@ -37,6 +37,14 @@ def test_improve_two_rounds_through_the_graph_hot_swaps_the_running_policy(tmp_p
     sig = np.concatenate([np.asarray(d[S.SIGMA])[a] for d, a in zip(eps, acted)])
     lp = np.concatenate([np.asarray(d[S.LOG_PROB])[a] for d, a in zip(eps, acted)])
     assert np.all(sig[:, :7] == np.float32(0.03)) and np.all(np.isfinite(lp)) and np.all(lp != 0)
+    assert np.all(sig[:, 7] == 0)  # the gripper is not explored by default
+    # --group-size 2: each round rolls one scene out twice (sim_node seed_repeat), and train-rl
+    # used the leave-one-out group baseline
+    from vla_rl_ros.core.data.reader import episode_summaries
+
+    seeds = [row["meta"]["seed"] for row in episode_summaries(out / "data")]
+    assert seeds[0] == seeds[1] and seeds[2] == seeds[3] and seeds[0] != seeds[2], seeds
+    assert "baseline: group" in r.stdout
     load_checkpoint(rows[-1]["checkpoint"], joint_names=PANDA.joint_names)
     assert "noiseless success" in r.stdout
     graph_logs = (out / "graph_logs" / "policy_node.log")
