@@ -713,10 +713,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-episodes", type=int, default=100)
     p.add_argument("--eval-seed", type=int, default=1000)
     p.add_argument("--collect-seed", type=int, default=200000, help="first collection seed (disjoint from eval)")
-    p.add_argument("--sigma", type=float, default=0.03, help="exploration σ of the arm joints (rad)")
+    p.add_argument("--sigma", type=float, default=0.02, help="exploration σ of the arm joints (rad)")
     p.add_argument("--gripper-sigma", type=float, default=0.0,
                    help="exploration σ of the gripper (m); 0: not explored, the gripper executes μ")
-    p.add_argument("--group-size", type=int, default=1,
+    p.add_argument("--group-size", type=int, default=5,
                    help="rollouts per scene (seed) in a row, each with its own noise: train-rl then uses "
                         "the leave-one-out mean of the scene's other rollouts as baseline")
     p.add_argument("--baseline", choices=("auto", "group", "value"), default="auto")
