@@ -275,8 +275,8 @@ def run_improve(args) -> int:
                 explored = res["success"] / max(res["episodes"], 1)
             bar.close()
             t_collect = time.monotonic() - t0
-            rl = RLArgs(data=[str(data)], init=ckpt, out=str(out / f"round_{r}"), epochs=args.epochs, lr=args.lr, clip=args.clip,
-                        kl_coef=args.kl_coef, seed=args.seed + 1000 * r, threads=2,
+            rl = RLArgs(data=[str(data)], init=ckpt, out=str(out / f"round_{r}"), epochs=args.epochs, lr=args.lr,
+                        clip=args.clip, kl_coef=args.kl_coef, seed=args.seed + 1000 * r, threads=2,
                         baseline=args.baseline)
             res = train_rl(rl)
             print(rl_summary(res))

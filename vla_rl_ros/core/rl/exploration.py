@@ -116,7 +116,7 @@ class ExplorationConfig:
         if not np.all(np.isfinite(s)) or np.any(s < 0) or not np.isfinite(self.gripper_sigma):
             raise ValueError(f"sigma must be finite and >= 0, got {s.tolist()}")
         given = np.asarray(self.sigma, dtype=np.float64).ravel()
-        if np.any(given <= 0) and given.size == 1 or not np.any(s > 0):
+        if (given.size == 1 and given[0] <= 0) or not np.any(s > 0):
             raise ValueError(f"sigma of the arm joints must be > 0, got {given.tolist()}")
         ts = np.asarray(self.token_scale, dtype=np.float64).ravel()
         ts = np.concatenate([ts, np.full(max(0, horizon - ts.size), ts[-1])])[:horizon]

@@ -193,7 +193,8 @@ def load_decisions(roots, horizon: int, cameras, gamma: float, progress=True) ->
         for e_idx, d in tqdm(iter_episode_frames(root, keys=keys), total=n, desc=f"loading {Path(root).name}",
                          disable=not progress, leave=False):
             eps_meta["episodes"] += 1
-            eps_meta["successes"] += int(np.any(d[S.SUCCESS]))
+            success = bool(np.any(np.asarray(d[S.SUCCESS])))
+            eps_meta["successes"] += int(success)
             dec = decisions_from_episode(d, horizon, cameras, gamma)
             if not dec:
                 eps_meta["skipped_no_noise"] += 1
@@ -201,7 +202,6 @@ def load_decisions(roots, horizon: int, cameras, gamma: float, progress=True) ->
             for r in dec:
                 r["episode"] = ep_id
                 tasks.append(str(d["task"]))
-            success = bool(np.any(np.asarray(d[S.SUCCESS])))
             ep_returns[ep_id] = (returns(np.asarray(d[S.REWARD], dtype=np.float64), success, gamma), success)
             if seeds.get(e_idx) is not None:  # same scene, same policy version: one group
                 ep_group[ep_id] = (str(root), int(seeds[e_idx]), dec[0]["version"])
