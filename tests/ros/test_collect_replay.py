@@ -36,7 +36,7 @@ def test_collect_writes_a_dataset_that_loads_in_a_fresh_process(tmp_path, domain
     out, logs = tmp_path / "ds", tmp_path / "logs"
     r = subprocess.run(
         [sys.executable, "-m", "vla_rl_ros.cli", "collect", "--episodes", "3", "--out", str(out),
-         "--speed", "3", "--image-size", "64", "--domain-id", str(domain_id), "--log-dir", str(logs)],
+         "--speed", "2", "--image-size", "64", "--domain-id", str(domain_id), "--log-dir", str(logs)],
         capture_output=True, text=True, timeout=400,
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
