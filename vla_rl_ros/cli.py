@@ -362,7 +362,7 @@ def cmd_train_rl(args) -> int:
     check_writable_dir(args.out)
     init = args.init or default_checkpoint()
     rl = RLArgs(data=list(args.data), init=init, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
-                baseline=args.baseline,
+                baseline=args.baseline, advantage=args.advantage, gae_lambda=args.gae_lambda, critic=args.critic,
                 lr=args.lr, clip=args.clip, kl_coef=args.kl_coef, target_kl=args.target_kl, gamma=args.gamma,
                 seed=args.seed, threads=args.threads, version=args.version)
     try:
@@ -693,6 +693,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", choices=("auto", "group", "value"), default="auto",
                    help="advantage baseline: leave-one-out mean of rollouts from the same scene (group; "
                         "auto uses it where scenes repeat) or the value MLP on the frozen features (value)")
+    p.add_argument("--advantage", choices=("mc", "gae"), default="mc",
+                   help="mc: Monte-Carlo return minus the baseline; gae: TD(λ) on the critic (per-step credit)")
+    p.add_argument("--gae-lambda", type=float, default=0.9)
+    p.add_argument("--critic", choices=("auto", "privileged", "features"), default="auto",
+                   help="value net inputs: privileged simulator state when logged (auto) or the frozen features")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--version", type=int, default=0, help="version of the result (default: init's + 1)")
@@ -720,6 +725,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rollouts per scene (seed) in a row, each with its own noise: train-rl then uses "
                         "the leave-one-out mean of the scene's other rollouts as baseline")
     p.add_argument("--baseline", choices=("auto", "group", "value"), default="auto")
+    p.add_argument("--advantage", choices=("mc", "gae"), default="mc",
+                   help="mc: Monte-Carlo return minus the baseline; gae: TD(λ) on the critic (per-step credit)")
+    p.add_argument("--gae-lambda", type=float, default=0.9)
+    p.add_argument("--critic", choices=("auto", "privileged", "features"), default="auto",
+                   help="value net inputs: privileged simulator state when logged (auto) or the frozen features")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--clip", type=float, default=0.2, help="PPO ratio clip of train-rl")

@@ -277,7 +277,8 @@ def run_improve(args) -> int:
             t_collect = time.monotonic() - t0
             rl = RLArgs(data=[str(data)], init=ckpt, out=str(out / f"round_{r}"), epochs=args.epochs, lr=args.lr,
                         clip=args.clip, kl_coef=args.kl_coef, seed=args.seed + 1000 * r, threads=2,
-                        baseline=args.baseline)
+                        baseline=args.baseline, advantage=args.advantage, gae_lambda=args.gae_lambda,
+                        critic=args.critic)
             res = train_rl(rl)
             print(rl_summary(res))
             swap = None

@@ -156,6 +156,7 @@ def test_explored_rollouts_train_rl_end_to_end(tmp_path):
     assert out["version"] == 5 and out["decisions"] == sum(len(e[1][S.ACTION]) for e in eps)
     assert out["init_log_ratio_median"] < 1e-3, out["init_log_ratio_median"]
     assert out["group_fraction"] == 1.0 and out["baseline"].startswith("group")  # every scene twice
+    assert out["critic"] == "privileged" and out["advantage"] == "mc"  # direct collection logs the sim state
     assert out["onnx_parity_max_abs"] <= 1e-4
     h = out["history"]
     assert len(h) >= 1 and {"ess", "clip_fraction", "kl_behaviour", "value_loss"} <= set(h[0])
@@ -188,3 +189,53 @@ def test_group_baseline_is_leave_one_out_over_the_same_scene():
     assert np.isclose(b[2], (1 / (1 - gamma) + 0.0) / 2)
     assert np.isclose(b[3], (G[0][1] + G[1][1]) / 2)
     assert ok.tolist() == [True, True, True, True, False]  # a scene rolled out once has no group
+
+
+def test_gae_limits_and_segments():
+    """λ = 1 is the Monte-Carlo advantage G − V (the trainer's return convention: success absorbing);
+    λ = 0 is the one-step TD residual; a decision spanning several frames discounts over all of them."""
+    from vla_rl_ros.core.rl.critic import gae
+    from vla_rl_ros.core.rl.trainer import returns
+
+    gamma = 0.9
+    rew = np.array([0.1, 0.2, 0.0, 0.4, 0.3])
+    t = np.array([0, 1, 3, 4])  # decision 1 covers frames 1-2
+    V = np.array([1.0, -0.5, 2.0, 0.7])
+    for success in (True, False):
+        G = returns(rew, success, gamma)
+        np.testing.assert_allclose(gae(V, t, rew, success, gamma, 1.0), G[t] - V, atol=1e-12)
+        terminal = gamma / (1 - gamma) if success else 0.0
+        td = gae(V, t, rew, success, gamma, 0.0)
+        assert np.isclose(td[1], 0.2 + gamma * 0.0 + gamma**2 * V[2] - V[1])
+        assert np.isclose(td[3], 0.3 + gamma * terminal - V[3])
+    mid = gae(V, t, rew, True, gamma, 0.5)
+    assert not np.allclose(mid, gae(V, t, rew, True, gamma, 1.0)) and not np.allclose(mid, td)
+    with pytest.raises(ValueError, match="sorted"):
+        gae(V, t[::-1], rew, True, gamma, 0.5)
+
+
+def test_privileged_critic_features():
+    from vla_rl_ros.core.rl.critic import PRIVILEGED_NAMES, privileged_features
+    from vla_rl_ros.core.sim.tasks import OBJECTS
+
+    env0 = np.zeros(3 * (len(OBJECTS) + 1))
+    for i in range(len(OBJECTS)):
+        env0[3 * i : 3 * i + 3] = [0.5 + 0.01 * i, 0.1 * i, 0.02]
+    env = env0.copy()
+    env[-3:] = [0.5, 0.0, 0.3]  # grasp point
+    red = OBJECTS.index("red_cube")
+    f = privileged_features(env, env0, "put the red cube on the purple pad", 0.04, 60)
+    assert f.shape == (len(PRIVILEGED_NAMES),)
+    np.testing.assert_allclose(f[:3], env[-3:] - env[3 * red : 3 * red + 3], atol=1e-6)
+    pad = OBJECTS.index("purple_pad")
+    np.testing.assert_allclose(f[4:6], (env[3 * pad : 3 * pad + 2] - env[3 * red : 3 * red + 2]), atol=1e-6)
+    assert f[PRIVILEGED_NAMES.index("family.place")] == 1 and f[PRIVILEGED_NAMES.index("time")] == 0.5
+    push = privileged_features(env, env0, "push the red cube to the left", 0.04, 0)
+    assert np.isclose(push[5], 0.10) and push[PRIVILEGED_NAMES.index("family.push")] == 1
+    lifted = env.copy()
+    lifted[3 * red + 2] += 0.05
+    pick = privileged_features(lifted, env0, "pick up the red cube", 0.01, 0)
+    assert np.isclose(pick[PRIVILEGED_NAMES.index("cube.lift")], 0.05)
+    assert np.isclose(pick[PRIVILEGED_NAMES.index("cube_to_goal.dist")], 0.03)
+    with pytest.raises(ValueError, match="environment_state"):
+        privileged_features(env[:-3], env0, "pick up the red cube", 0.0, 0)

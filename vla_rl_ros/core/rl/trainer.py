@@ -57,7 +57,10 @@ class RLArgs:
     kl_coef: float = 0.05
     target_kl: float = 0.5  # per decision, nats (summed over executed tokens and joints)
     gamma: float = 0.95
-    baseline: str = "auto"  # auto | group | value (see group_baseline)
+    baseline: str = "auto"  # auto | group | value (see group_baseline); advantage "mc" only
+    advantage: str = "mc"  # mc: G − baseline | gae: TD(λ) on the critic (see core/rl/critic.py)
+    gae_lambda: float = 0.9
+    critic: str = "auto"  # auto | privileged | features: the value net's inputs (see core/rl/critic.py)
     anchor_sigma: float = 0.002  # KL-to-base scale of dimensions logged with σ = 0 (not explored)
     value_steps: int = 400
     seed: int = 0
@@ -82,6 +85,7 @@ class Decisions:
     episode: np.ndarray  # (N,) episode id (for cross-fitting)
     version: np.ndarray  # (N,) policy version that produced the chunk
     t: np.ndarray  # (N,) frame index of the decision's first executed token
+    priv: np.ndarray | None = None  # (N, P) privileged critic features at the anchor (sim data only)
 
 
 def returns(rewards: np.ndarray, success: bool, gamma: float) -> np.ndarray:
@@ -123,6 +127,19 @@ def group_baseline(t: np.ndarray, episode: np.ndarray, ep_returns: dict, ep_grou
         base[i] = float(np.mean(vals))
         ok[i] = True
     return base, ok
+
+
+def episode_gae(dec: "Decisions", values: np.ndarray, meta: dict, gamma: float, lam: float) -> np.ndarray:
+    """TD(λ) advantages of every decision, episode by episode (:func:`.critic.gae`)."""
+    from vla_rl_ros.core.rl.critic import gae
+
+    adv = np.zeros(len(values))
+    for e in np.unique(dec.episode):
+        rows = np.flatnonzero(dec.episode == e)
+        rows = rows[np.argsort(dec.t[rows])]
+        _, success = meta["ep_returns"][int(e)]
+        adv[rows] = gae(values[rows], dec.t[rows], meta["ep_rewards"][int(e)], success, gamma, lam)
+    return adv
 
 
 def decisions_from_episode(d: dict, horizon: int, cameras, gamma: float) -> list[dict]:
@@ -167,6 +184,14 @@ def decisions_from_episode(d: dict, horizon: int, cameras, gamma: float) -> list
             "logp_b": float(np.sum(logp[t : t + n])),
             "ret": dec["ret"], "version": int(np.asarray(d[S.POLICY_VERSION])[t]), "t": t,
         })
+        if S.ENV_STATE in d:
+            from vla_rl_ros.core.rl.critic import privileged_features
+
+            env = np.asarray(d[S.ENV_STATE])
+            try:
+                rows[-1]["priv"] = privileged_features(env[a], env[0], str(d["task"]), float(d[S.STATE][a][-1]), a)
+            except ValueError:  # not one of this simulator's tasks / layouts: no privileged critic
+                pass
     return rows
 
 
@@ -177,7 +202,7 @@ def load_decisions(roots, horizon: int, cameras, gamma: float, progress=True) ->
     from vla_rl_ros.core.data.store import read_info
 
     rows, tasks, eps_meta = [], [], {"episodes": 0, "skipped_no_noise": 0, "successes": 0}
-    ep_returns, ep_group = {}, {}
+    ep_returns, ep_group, ep_rewards = {}, {}, {}
     keys = [S.image_key(c) for c in cameras] + [S.STATE, S.ACTION, S.ACTION_MEAN, S.SIGMA, S.LOG_PROB,
                                                 S.CHUNK_ID, S.CHUNK_INDEX, S.POLICY_VERSION, S.REWARD, S.SUCCESS]
     ep_id = 0
@@ -186,11 +211,12 @@ def load_decisions(roots, horizon: int, cameras, gamma: float, progress=True) ->
         if info is None:
             raise FileNotFoundError(f"no LeRobot dataset at {str(root)!r} (meta/info.json missing)")
         missing = [k for k in keys if k not in info["features"]]
+        ekeys = keys + ([S.ENV_STATE] if S.ENV_STATE in info["features"] else [])
         if missing:
             raise ValueError(f"dataset {root} lacks {missing}: not logged by this stack's trajectory logger?")
         n = int(info["total_episodes"])
         seeds = {row["episode_index"]: (row.get("meta") or {}).get("seed") for row in episode_summaries(root)}
-        for e_idx, d in tqdm(iter_episode_frames(root, keys=keys), total=n, desc=f"loading {Path(root).name}",
+        for e_idx, d in tqdm(iter_episode_frames(root, keys=ekeys), total=n, desc=f"loading {Path(root).name}",
                          disable=not progress, leave=False):
             eps_meta["episodes"] += 1
             success = bool(np.any(np.asarray(d[S.SUCCESS])))
@@ -202,7 +228,9 @@ def load_decisions(roots, horizon: int, cameras, gamma: float, progress=True) ->
             for r in dec:
                 r["episode"] = ep_id
                 tasks.append(str(d["task"]))
-            ep_returns[ep_id] = (returns(np.asarray(d[S.REWARD], dtype=np.float64), success, gamma), success)
+            rew = np.asarray(d[S.REWARD], dtype=np.float64)
+            ep_returns[ep_id] = (returns(rew, success, gamma), success)
+            ep_rewards[ep_id] = rew
             if seeds.get(e_idx) is not None:  # same scene, same policy version: one group
                 ep_group[ep_id] = (str(root), int(seeds[e_idx]), dec[0]["version"])
             rows.extend(dec)
@@ -219,9 +247,11 @@ def load_decisions(roots, horizon: int, cameras, gamma: float, progress=True) ->
         logp_b=st("logp_b", np.float64), ret=st("ret", np.float64),
         episode=np.array([r["episode"] for r in rows]), version=np.array([r["version"] for r in rows]),
         t=np.array([r["t"] for r in rows]),
+        # privileged critic inputs only when every decision has them (datasets may be mixed)
+        priv=st("priv") if all("priv" in r for r in rows) else None,
     )
     eps_meta["decisions"] = len(rows)
-    eps_meta["ep_returns"], eps_meta["ep_group"] = ep_returns, ep_group
+    eps_meta["ep_returns"], eps_meta["ep_group"], eps_meta["ep_rewards"] = ep_returns, ep_group, ep_rewards
     eps_meta["instructions"] = {k: v.tolist() for k, v in lang_of.items()}
     return dec, eps_meta
 
@@ -305,20 +335,40 @@ def train_rl(args: RLArgs, progress=True) -> dict:
 
     if args.baseline not in ("auto", "group", "value"):
         raise ValueError(f"baseline must be auto, group or value, got {args.baseline!r}")
+    if args.advantage not in ("mc", "gae"):
+        raise ValueError(f"advantage must be mc or gae, got {args.advantage!r}")
+    if args.critic not in ("auto", "privileged", "features"):
+        raise ValueError(f"critic must be auto, privileged or features, got {args.critic!r}")
+    if args.critic == "privileged" and dec.priv is None:
+        raise ValueError("--critic privileged needs observation.environment_state in every dataset "
+                         "(simulation data collected by this stack)")
+    if not 0.0 <= args.gae_lambda <= 1.0:
+        raise ValueError(f"gae_lambda must be in [0, 1], got {args.gae_lambda}")
+    critic = "privileged" if args.critic != "features" and dec.priv is not None else "features"
+    if critic == "privileged":
+        pv = torch.from_numpy(dec.priv).float()
+        cfeat = torch.cat([(pv - pv.mean(0)) / pv.std(0).clamp(min=1e-6), s_norm], -1)
+    else:
+        cfeat = feat
     ret = torch.from_numpy(dec.ret).float()
-    values, value_loss = fit_values(feat, ret, dec.episode, args.value_steps, args.seed)
-    baseline = "value_mlp"
-    if not value_loss < 1.0:  # held out, the MLP predicts worse than the mean return: don't use it
+    values, value_loss = fit_values(cfeat, ret, dec.episode, args.value_steps, args.seed)
+    baseline = f"value_mlp ({critic})"
+    critic_ok = value_loss < 1.0
+    if not critic_ok:  # held out, the MLP predicts worse than the mean return: don't use it
         values, baseline = torch.full_like(ret, float(ret.mean())), "mean_return"
     gb, has_group = group_baseline(dec.t, dec.episode, meta["ep_returns"], meta["ep_group"], args.gamma)
     group_fraction = float(has_group.mean())
     if args.baseline == "group" and group_fraction == 0:
         raise ValueError("--baseline group needs episodes that share a seed (collect with a group size > 1)")
-    if args.baseline != "value" and group_fraction > 0:
-        # decisions whose scene was rolled out more than once use the leave-one-out group mean
-        values = torch.where(torch.from_numpy(has_group), torch.from_numpy(gb).float(), values)
-        baseline = f"group ({100 * group_fraction:.0f}% of decisions), else {baseline}"
-    adv = ret - values
+    if args.advantage == "gae" and critic_ok:
+        adv = torch.from_numpy(episode_gae(dec, values.double().numpy(), meta, args.gamma, args.gae_lambda)).float()
+        baseline = f"GAE(λ={args.gae_lambda:g}) on the {critic} critic"
+    else:
+        if args.baseline != "value" and group_fraction > 0:
+            # decisions whose scene was rolled out more than once use the leave-one-out group mean
+            values = torch.where(torch.from_numpy(has_group), torch.from_numpy(gb).float(), values)
+            baseline = f"group ({100 * group_fraction:.0f}% of decisions), else {baseline}"
+        adv = ret - values
     adv = (adv - adv.mean()) / adv.std().clamp(min=1e-6)
 
     acts, sig, mask = (torch.from_numpy(x) for x in (dec.actions, dec.sigma, dec.mask))
@@ -388,7 +438,7 @@ def train_rl(args: RLArgs, progress=True) -> dict:
         "episode_success_rate": meta["successes"] / max(1, meta["episodes"]),
         "behaviour_versions": sorted(set(int(v) for v in dec.version)),
         "init_log_ratio_median": float(init_log_ratio.median()),
-        "value_loss": value_loss, "baseline": baseline, "group_fraction": group_fraction, "stopped_early": stopped_early, "history": history,
+        "value_loss": value_loss, "baseline": baseline, "critic": critic, "advantage": args.advantage, "group_fraction": group_fraction, "stopped_early": stopped_early, "history": history,
         "train_seconds": time.time() - t0,
         "params_trained": sum(p.numel() for p in head.parameters()),
     }
