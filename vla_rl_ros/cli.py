@@ -446,10 +446,18 @@ def cmd_improve(args) -> int:
     return run_improve(args)
 
 
-def _print_eval(results, elapsed: float, label: str) -> None:
+def _print_eval(results, elapsed: float, label: str, plot: str = "") -> None:
     rows = [{"family": r.family, "success": r.success, "length": r.steps, "return": r.ret} for r in results]
     print(f"\n{label}: {len(results)} episodes in {elapsed:.0f}s")
     print(success_table(rows))
+    if any(r.failure for r in results):
+        from vla_rl_ros.core.sim.diagnose import failure_table, plot_failures
+
+        print("\nwhy episodes failed (simulator state; vla_rl_ros/core/sim/diagnose.py):")
+        print(failure_table(results))
+        if plot:
+            plot_failures(results, plot)
+            print(f"plot: {plot}")
 
 
 def cmd_evaluate(args) -> int:
@@ -457,6 +465,10 @@ def cmd_evaluate(args) -> int:
 
     ckpt = args.policy or default_checkpoint()
     seeds = list(range(args.seed, args.seed + args.episodes))
+    if (args.diagnose or args.diagnose_plot) and not args.direct:
+        _die("--diagnose needs --direct (it reads the simulator's state in-process)")
+    if args.diagnose_plot:
+        args.diagnose = True
     if args.direct:
         from tqdm import tqdm
 
@@ -485,9 +497,10 @@ def cmd_evaluate(args) -> int:
             backend = "onnxruntime" if args.backend == "auto" else args.backend
             results = evaluate_parallel(ckpt, seeds, workers=args.workers, family=args.family or None,
                                         replan_every=args.replan_every, backend=backend,
-                                        max_steps=args.max_steps, renderer=args.renderer, progress=prog_p)
+                                        max_steps=args.max_steps, renderer=args.renderer, progress=prog_p,
+                                        diagnose=args.diagnose)
             bar.close()
-            _print_eval(results, time.time() - t0, "direct evaluation")
+            _print_eval(results, time.time() - t0, "direct evaluation", args.diagnose_plot)
             if args.json:
                 Path(args.json).write_text(json.dumps([r.__dict__ for r in results], indent=1))
             return 0
@@ -502,10 +515,11 @@ def cmd_evaluate(args) -> int:
 
         t0 = time.time()
         act = lambda o: rt.infer(Observation(o["images"], o["state"], o["instruction"]))  # noqa: E731
-        results = evaluate(world, act, seeds, family=args.family or None, replan_every=args.replan_every, progress=prog)
+        results = evaluate(world, act, seeds, family=args.family or None, replan_every=args.replan_every,
+                           progress=prog, diagnose=args.diagnose)
         bar.close()
         world.close()
-        _print_eval(results, time.time() - t0, "direct evaluation")
+        _print_eval(results, time.time() - t0, "direct evaluation", args.diagnose_plot)
         if args.json:
             Path(args.json).write_text(json.dumps([r.__dict__ for r in results], indent=1))
         return 0
@@ -675,6 +689,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="processes for --direct (episodes are independent)")
     p.add_argument("--renderer", default="tiny", choices=["auto", "egl", "tiny"])
     p.add_argument("--json", default="", help="write per-episode results here")
+    p.add_argument("--diagnose", action="store_true",
+                   help="with --direct: say why each failed episode failed (no grasp, missed grasp by how "
+                        "much, wrong cube, dropped, off pad, ...) from the simulator's state")
+    p.add_argument("--diagnose-plot", default="", help="with --diagnose: PNG of the failure classes and grasp offsets")
     p.add_argument("--stall-timeout", type=float, default=120.0)
     ros_opts(p)
     p.set_defaults(fn=cmd_evaluate)

@@ -69,7 +69,7 @@ class SimNode(Node):
         self.auto_reset = bool(p("auto_reset", True).value)
         self.reset_pause = float(p("reset_pause", 0.5).value)
         self.start_delay = float(p("start_delay", 1.0).value)
-        # the first episode waits until this topic has a publisher (e.g. the policy's status, which
+        # the first episode waits until these topics (comma-separated) have publishers (e.g. the policy's status, which
         # exists only once its weights are loaded and warmed), so a slow-starting policy does not
         # leave the arm holding through the start of episode 0; after wait_timeout s it starts anyway
         self.wait_for = str(p("wait_for_publisher", "").value)
@@ -129,22 +129,25 @@ class SimNode(Node):
 
     # ------------------------------------------------------------------ helpers
     def _peer_ready(self) -> bool:
-        """True once ``wait_for_publisher`` has a publisher (or the wait timed out); until then
-        the first episode's start keeps being pushed back by ``start_delay``."""
+        """True once every topic of ``wait_for_publisher`` (comma-separated) has a publisher, or
+        the wait timed out; until then the first episode's start keeps being pushed back by
+        ``start_delay``."""
         now = time.monotonic()
-        if self.count_publishers(self.wait_for) > 0:
+        topics = [t.strip() for t in self.wait_for.split(",") if t.strip()]
+        missing = [t for t in topics if self.count_publishers(t) == 0]
+        if not missing:
             if self.waiting_logged:
-                self.get_logger().info(f"{self.wait_for} is up after {now - self.created:.1f}s: starting")
+                self.get_logger().info(f"{', '.join(topics)} up after {now - self.created:.1f}s: starting")
                 self.waiting_logged = False
             self.wait_for = ""
             return True
         if now - self.created > self.wait_timeout:
             self.get_logger().warning(
-                f"nothing published {self.wait_for} within {self.wait_timeout:.0f}s: starting anyway")
+                f"nothing published {', '.join(missing)} within {self.wait_timeout:.0f}s: starting anyway")
             self.wait_for = ""
             return True
         if not self.waiting_logged:
-            self.get_logger().info(f"waiting for a publisher on {self.wait_for} before the first episode")
+            self.get_logger().info(f"waiting for a publisher on {', '.join(missing)} before the first episode")
             self.waiting_logged = True
         self.next_start = now + self.start_delay
         return False

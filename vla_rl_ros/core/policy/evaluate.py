@@ -27,6 +27,8 @@ class EpisodeResult:
     steps: int
     ret: float
     moved: str | None = None  # the cube displaced the most (for instruction following)
+    failure: str | None = None  # with diagnose: why it failed (core/sim/diagnose.py)
+    detail: dict | None = None
 
 
 def most_moved(world, init: dict) -> str | None:
@@ -42,12 +44,19 @@ def most_moved(world, init: dict) -> str | None:
 
 
 def run_episode(world, act, seed: int, family: str | None = None, replan_every: int = 1,
-                instruction: str | None = None) -> EpisodeResult:
+                instruction: str | None = None, diagnose: bool = False) -> EpisodeResult:
     """``act(obs_dict) -> (H, dof) chunk``; ``instruction`` overrides the task's text (for
-    instruction-following tests: same scene, different instruction)."""
+    instruction-following tests: same scene, different instruction); ``diagnose`` classifies a
+    failure from the simulator's state (:mod:`vla_rl_ros.core.sim.diagnose`)."""
     world.reset(seed=seed, family=family)
     text = instruction or world.task.instruction
     init = {n: np.asarray(p) for n, (p, _) in world.object_poses().items()}
+    watch = None
+    if diagnose:
+        from vla_rl_ros.core.sim.diagnose import EpisodeWatch
+
+        watch = EpisodeWatch()
+        watch.start(world.task, world.object_poses())
     sched = ChunkScheduler(world.joint_positions())
     ret, k = 0.0, 0
     while True:
@@ -61,16 +70,20 @@ def run_episode(world, act, seed: int, family: str | None = None, replan_every: 
         info = world.step_control()
         ret += info.reward
         k += 1
+        if watch is not None:
+            watch.step(world.world_state())
         if info.done:
+            failure, detail = watch.summary(bool(info.success)) if watch is not None else (None, None)
             return EpisodeResult(seed, world.task.family, text, bool(info.success), k, ret,
-                                 most_moved(world, init))
+                                 most_moved(world, init), failure, detail)
 
 
-def evaluate(world, act, seeds, family: str | None = None, replan_every: int = 1, progress=None):
+def evaluate(world, act, seeds, family: str | None = None, replan_every: int = 1, progress=None,
+             diagnose: bool = False):
     results = []
     t0 = time.time()
     for s in seeds:
-        results.append(run_episode(world, act, int(s), family, replan_every))
+        results.append(run_episode(world, act, int(s), family, replan_every, diagnose=diagnose))
         if progress:
             progress(results, time.time() - t0)
     return results
@@ -106,22 +119,22 @@ def _eval_init(ckpt: str, backend: str, image_size: int | None, max_steps: int, 
 def _eval_one(job) -> EpisodeResult:
     from vla_rl_ros.core.policy.runtime import Observation
 
-    seed, family, replan_every = job
+    seed, family, replan_every, diagnose = job
     rt, world = _EVAL
     act = lambda o: rt.infer(Observation(o["images"], o["state"], o["instruction"]))  # noqa: E731
-    return run_episode(world, act, seed, family, replan_every)
+    return run_episode(world, act, seed, family, replan_every, diagnose=diagnose)
 
 
 def evaluate_parallel(ckpt: str, seeds, workers: int = 2, family: str | None = None, replan_every: int = 1,
                       backend: str = "onnxruntime", max_steps: int = 120, renderer: str = "tiny",
-                      progress=None) -> list[EpisodeResult]:
+                      progress=None, diagnose: bool = False) -> list[EpisodeResult]:
     """:func:`evaluate` of checkpoint ``ckpt`` spread over ``workers`` processes (one policy
     runtime + one simulator each, single-threaded). Each episode depends only on its seed, so the
     results equal the single-process loop's, in seed order."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    jobs = [(int(s), family, replan_every) for s in seeds]
+    jobs = [(int(s), family, replan_every, diagnose) for s in seeds]
     results = []
     t0 = time.time()
     with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=mp.get_context("spawn"),
