@@ -98,3 +98,22 @@ def test_trajectory_command_moves_the_arm_and_bad_ones_are_refused(probe, start_
     refs = [m.header.frame_id for _, m in probe.msgs("/joint_trajectory_controller/reference")]
     assert any(r.endswith(":hold") for r in refs) and any(":" in r and not r.endswith("hold") for r in refs)
     assert PANDA.within_limits(q)
+
+
+def test_first_episode_waits_for_every_listed_publisher(probe, start_nodes):
+    """wait_for_publisher lists topics: episode 0 starts only once all of them have a publisher
+    (the collect graph waits for the expert and the logger)."""
+    from std_msgs.msg import String
+
+    from vla_rl_ros.nodes.common import LATCHED_QOS, RELIABLE_QOS
+
+    probe.collect(String, "/vla/instruction", LATCHED_QOS)
+    runner = _sim(start_nodes, wait_for_publisher="/test/a, /test/b", start_delay=0.2)
+    pub_a = probe.node.create_publisher(String, "/test/a", RELIABLE_QOS)
+    assert probe.wait_for(lambda: "waiting for a publisher on" in runner.tail("sim_node"), 60), runner.tail("sim_node")
+    time.sleep(2.5)  # 12 start_delays: /test/a is discovered, /test/b still has no publisher
+    assert not probe.msgs("/vla/instruction"), "episode 0 started with /test/b still missing"
+    pub_b = probe.node.create_publisher(String, "/test/b", RELIABLE_QOS)
+    assert probe.wait_for(lambda: probe.msgs("/vla/instruction"), 60), runner.tail("sim_node")
+    assert "/test/a, /test/b up after" in runner.tail("sim_node", 200)
+    del pub_a, pub_b
