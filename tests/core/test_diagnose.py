@@ -60,3 +60,19 @@ def test_real_episodes_are_diagnosed():
     assert res[0].detail["closest_cm"] == pytest.approx(100 * true_d, abs=1.5)  # the arm barely moves
     table = failure_table(res)
     assert "no grasp" in table and "short push" in table and "overall" in table
+
+
+def test_a_one_tick_graze_is_a_missed_grasp_and_three_ticks_a_drop():
+    from vla_rl_ros.core.sim.tasks import WorldState
+
+    def run(held_ticks):
+        w = _watch()
+        poses = {k: (v, np.array([0, 0, 0, 1.0])) for k, v in w.init.items()}
+        for i in range(6):
+            held = frozenset({"red_cube"}) if 1 <= i <= held_ticks else frozenset()
+            w.step(WorldState(poses, np.array([0.52, 0.0, 0.03]), 0.0 if i else 0.04, held))
+        return classify(w, False)
+
+    c, d = run(1)
+    assert c == "missed grasp" and d["offset_cm"] == [2.0, 0.0, 1.0]
+    assert run(3)[0] == "dropped"

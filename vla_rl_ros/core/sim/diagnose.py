@@ -29,6 +29,9 @@ from vla_rl_ros.core.sim.tasks import CUBES, LIFTED_TOL, PUSH_DISTANCE
 
 #: finger opening (m) below which the gripper counts as closed (open: 0.04, on a 4 cm cube: 0.02)
 CLOSED = 0.03
+#: ticks the cube must touch both fingers in a row to count as held (a graze for one tick while
+#: the fingers close past it is a missed grasp, not a drop)
+HELD_TICKS = 3
 
 FAILURE_CLASSES = ("no grasp", "missed grasp", "wrong cube", "dropped", "not released", "off pad",
                    "not lifted", "short push", "lifted")
@@ -46,6 +49,7 @@ class EpisodeWatch:
     first_close: list | None = None  # grasp point − cube (m) at the first tick the gripper is closed
     held_ever: bool = False
     held_last: bool = False
+    held_run: int = 0
     other_grasped: bool = False
     final: dict = field(default_factory=dict)
 
@@ -60,7 +64,8 @@ class EpisodeWatch:
         held = self.target in ws.grasped
         if ws.gripper < CLOSED and self.first_close is None:
             self.first_close = d.tolist()
-        self.held_ever |= held
+        self.held_run = self.held_run + 1 if held else 0
+        self.held_ever |= self.held_run >= HELD_TICKS
         self.held_last = held
         self.other_grasped |= any(o != self.target and o in CUBES for o in ws.grasped)
         self.final = {n: np.asarray(p[0], dtype=np.float64) for n, p in ws.object_poses.items()}
@@ -140,9 +145,11 @@ def plot_failures(results, path) -> None:
     ok = np.array([sum(r.success for r in results if r.family == f) for f in fams], dtype=float)
     a.bar(fams, ok, color="tab:green", label="success")
     bottom += ok
+    palette = dict(zip(FAILURE_CLASSES, ("tab:blue", "tab:orange", "tab:purple", "tab:red", "tab:brown",
+                                         "tab:pink", "tab:gray", "tab:olive", "tab:cyan")))
     for c in classes:
         n = np.array([sum(r.failure == c for r in results if r.family == f) for f in fams], dtype=float)
-        a.bar(fams, n, bottom=bottom, label=c)
+        a.bar(fams, n, bottom=bottom, label=c, color=palette[c])
         bottom += n
     a.set_ylabel("episodes")
     a.legend(fontsize=7)
@@ -151,7 +158,7 @@ def plot_failures(results, path) -> None:
     hit = np.array([r.detail["first_close_cm"][:2] for r in results
                     if r.detail and "first_close_cm" in r.detail]).reshape(-1, 2)
     if len(hit):
-        b.scatter(hit[:, 0], hit[:, 1], s=14, c="tab:green", label="grasped")
+        b.scatter(hit[:, 0], hit[:, 1], s=14, c="tab:green", label="successful episodes")
     if len(miss):
         b.scatter(miss[:, 0], miss[:, 1], s=18, c="tab:red", marker="x", label="missed grasp")
     b.axhline(0, c="k", lw=0.5)
