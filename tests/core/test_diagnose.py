@@ -76,3 +76,30 @@ def test_a_one_tick_graze_is_a_missed_grasp_and_three_ticks_a_drop():
     c, d = run(1)
     assert c == "missed grasp" and d["offset_cm"] == [2.0, 0.0, 1.0]
     assert run(3)[0] == "dropped"
+
+
+def test_evaluate_cli_diagnoses_in_worker_processes(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from tests.core.test_policy import small_model
+    from vla_rl_ros.core.policy.backends import export_onnx
+    from vla_rl_ros.core.policy.checkpoint import save_checkpoint
+
+    m = small_model()
+    onnx = export_onnx(m, tmp_path / "model.onnx")
+    ck = save_checkpoint(m, tmp_path / "ckpt", version=1, extra_files={"model.onnx": onnx})
+    base = [sys.executable, "-m", "vla_rl_ros.cli", "evaluate", "--policy", str(ck), "--episodes", "2",
+            "--seed", "1000", "--max-steps", "4"]
+    bad = subprocess.run(base + ["--diagnose"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "--diagnose needs --direct" in bad.stderr
+    out = subprocess.run(base + ["--direct", "--workers", "2", "--backend", "onnxruntime",
+                                 "--diagnose-plot", str(tmp_path / "f.png"), "--json", str(tmp_path / "r.json")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "why episodes failed" in out.stdout and (tmp_path / "f.png").stat().st_size > 1000
+    res = json.loads((tmp_path / "r.json").read_text())
+    # 4 steps of an untrained policy: nothing succeeds, every episode has a class and its numbers
+    assert [r["success"] for r in res] == [False, False]
+    assert all(r["failure"] in ("no grasp", "short push", "missed grasp") and r["detail"] for r in res)
