@@ -12,7 +12,8 @@ sim_node + policy_node (μ) + exploration_node (a = μ + ε, truncated Gaussian)
    validates it off the control path and swaps it in between two inferences (the next round
    explores with it);
 4. evaluate the noiseless mean on fixed evaluation seeds (direct loop in ``--workers`` processes:
-   the same episodes as the graph on the same seeds, see ``tests/ros/test_evaluate.py``).
+   the same episodes as the graph on the same seeds, see ``tests/ros/test_evaluate.py``), with
+   the failures sorted by class (``evaluate --diagnose``), so a round shows *what* RL changed.
 
 The explored episodes' own success is the noisy policy's success (on the collection seeds).
 ``--direct`` runs the collection without ROS (the same loop and frame layout, in parallel) for
@@ -81,7 +82,9 @@ def finish_rounds_plot(fig, ax, rounds, xlabel: str, title: str, path) -> None:
     plt.close(fig)
 
 
-def _eval(ckpt: str, args) -> dict:
+def _eval(ckpt: str, args) -> tuple[dict, dict]:
+    """Noiseless success per family on the evaluation seeds, and the failures by class
+    (``evaluate --diagnose``), cached by the weights' hash."""
     from tqdm import tqdm
 
     from vla_rl_ros.core.policy.evaluate import evaluate_parallel, success_by_family
@@ -90,12 +93,14 @@ def _eval(ckpt: str, args) -> dict:
     # evaluation is deterministic given the weights and the seeds: cache it by the weights' hash
     # (the baseline is then evaluated once for all training seeds of an experiment)
     manifest = json.loads((Path(ckpt) / "manifest.json").read_text())["files"]
-    key = "|".join([manifest["model.safetensors"]["sha256"], str(seeds[0]), str(len(seeds)), str(args.max_steps)])
+    key = "|".join([manifest["model.safetensors"]["sha256"], str(seeds[0]), str(len(seeds)), str(args.max_steps),
+                    "diagnose"])
     cache = Path.home() / ".cache" / "vla_rl_ros" / "eval"
     cache.mkdir(parents=True, exist_ok=True)
     hit = cache / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".json")
     if hit.is_file():
-        return json.loads(hit.read_text())
+        got = json.loads(hit.read_text())
+        return got["success"], got["failures"]
     bar = tqdm(total=len(seeds), unit="ep", desc="  evaluate (mean)", leave=False, dynamic_ncols=True)
 
     def prog(res, dt):
@@ -103,11 +108,22 @@ def _eval(ckpt: str, args) -> dict:
         bar.set_postfix(success=f"{sum(r.success for r in res)}/{len(res)}")
         bar.refresh()
 
-    res = evaluate_parallel(ckpt, seeds, workers=args.workers, max_steps=args.max_steps, progress=prog)
+    res = evaluate_parallel(ckpt, seeds, workers=args.workers, max_steps=args.max_steps, progress=prog, diagnose=True)
     bar.close()
     table = {k: list(v) for k, v in success_by_family(res).items()}
-    hit.write_text(json.dumps(table))
-    return table
+    failures: dict = {}
+    for r in res:
+        if r.failure:
+            failures[r.failure] = failures.get(r.failure, 0) + 1
+    failures = dict(sorted(failures.items(), key=lambda kv: -kv[1]))
+    hit.write_text(json.dumps({"success": table, "failures": failures}))
+    return table, failures
+
+
+def _failures_line(row: dict) -> str:
+    f = row.get("failures") or {}
+    return f"  v{row['version']} failures on the evaluation seeds: " + (
+        ", ".join(f"{k} {v}" for k, v in f.items()) or "none")
 
 
 class _GraphCollector:
@@ -245,9 +261,11 @@ def run_improve(args) -> int:
     print(f"improve: {args.rounds} rounds x {args.episodes_per_round} explored episodes from v{version} ({ckpt}); "
           f"σ {args.sigma} rad; {scenes_per_round} scenes x {args.group_size} rollouts per round; evaluation on {args.eval_episodes} seeds from {args.eval_seed}; "
           f"{'direct collection' if args.direct else 'collection through the ROS graph'}")
+    ev, fails = _eval(ckpt, args)
     rows = [{"round": 0, "version": version, "checkpoint": ckpt, "collected_total": 0,
-             "explored_success": None, "eval": _eval(ckpt, args)}]
-    print(_table(rows), flush=True)
+             "explored_success": None, "eval": ev, "failures": fails}]
+    print(_table(rows))
+    print(_failures_line(rows[0]), flush=True)
     graph = None
     if not args.direct:
         graph = _GraphCollector(ckpt, data, args, out / "graph_logs")
@@ -286,12 +304,14 @@ def run_improve(args) -> int:
                 swap = graph.announce(res["checkpoint"])
                 print(f"  hot swap: the running policy node validated v{res['version']} in {swap['load_ms']:.0f} ms")
             ckpt, version = res["checkpoint"], res["version"]
-            ev = _eval(ckpt, args)
+            ev, fails = _eval(ckpt, args)
             rows.append({"round": r, "version": version, "checkpoint": ckpt, "collected_total": total,
-                         "explored_success": explored, "eval": ev, "collect_seconds": t_collect,
+                         "explored_success": explored, "eval": ev, "failures": fails, "collect_seconds": t_collect,
                          "train": {k: res[k] for k in ("decisions", "train_seconds", "value_loss", "stopped_early")},
                          "history": res["history"], "swap": swap})
-            print(_table(rows), flush=True)
+            print(_table(rows))
+            print(_failures_line(rows[0]))
+            print(_failures_line(rows[-1]), flush=True)
             (out / "rounds.json").write_text(json.dumps(rows, indent=1))
             plot_rounds(rows, out / "improve.png")
     except RuntimeError as e:

@@ -25,6 +25,10 @@ def test_improve_two_rounds_through_the_graph_hot_swaps_the_running_policy(tmp_p
     assert [x["version"] for x in rows] == [3, 4, 5]
     assert [x["collected_total"] for x in rows] == [0, 2, 4]
     assert all(x["eval"]["overall"][1] == 2 for x in rows)
+    # every evaluation also sorts its failures by class (evaluate --diagnose)
+    for x in rows:
+        assert sum(x["failures"].values()) == 2 - x["eval"]["overall"][0], x
+    assert "failures on the evaluation seeds" in r.stdout
     assert rows[1]["swap"]["event"] == "loaded" and rows[1]["swap"]["version"] == 4
     assert (out / "improve.png").stat().st_size > 1000
     # round 1 explored with v3, round 2 with v4 — swapped into the policy node that never restarted
