@@ -57,6 +57,12 @@ def main() -> int:
     eps = [rows[n_rounds - 1].get("collected_total", 0) for rows in runs.values()]
     print(f"\noverall gain after round {n_rounds - 1}: {gain.mean():+.1f} points (sd {gain.std(ddof=1) if n > 1 else 0:.1f}, "
           f"per seed {', '.join(f'{g:+.1f}' for g in gain)}) over {n} seed(s), {max(eps)} explored episodes per seed")
+    fails = [rows[n_rounds - 1].get("failures") for rows in runs.values()]
+    if all(f is not None for f in fails):  # improve runs that sorted their failures by class
+        classes = sorted({c for f in fails for c in f}, key=lambda c: -sum(f.get(c, 0) for f in fails))
+        base = runs[next(iter(runs))][0].get("failures") or {}
+        print(f"failures after round {n_rounds - 1} (mean over seeds; before RL): "
+              + ", ".join(f"{c} {np.mean([f.get(c, 0) for f in fails]):.1f} ({base.get(c, 0)})" for c in classes))
     if args.plot:
         import matplotlib
 
