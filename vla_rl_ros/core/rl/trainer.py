@@ -18,6 +18,9 @@ Pipeline (``vla-rl-ros train-rl``):
    on the other half), so the advantage A = G − V is not fitted to its own noise. When the
    held-out MSE (in units of the return variance) is not below 1 — the MLP generalises worse
    than a constant — the mean return is the baseline instead (reported as ``baseline``).
+   Its inputs are the privileged simulator state when the data has it (``critic``, see
+   :mod:`.critic`), else the features; ``advantage="gae"`` replaces G − baseline by TD(λ)
+   advantages of that critic.
 4. **Head update.** Backbone frozen: prefix tokens are computed once. Per minibatch,
    μ_θ = head(prefix); log π_θ = Σ_executed log N_[lo,hi](a; μ_θ, σ²) (the explorer's exact
    truncated density); PPO-clipped ratio against the logged behaviour log-likelihood
