@@ -609,6 +609,15 @@ def _evaluate_ros(args, ckpt: str, seeds: list[int]) -> int:
     return 0 if ok else 1
 
 
+def advantage_opts(p: argparse.ArgumentParser) -> None:
+    """train-rl's advantage options, shared by ``train-rl`` and ``improve``."""
+    p.add_argument("--advantage", choices=("mc", "gae"), default="mc",
+                   help="mc: Monte-Carlo return minus the baseline; gae: TD(λ) on the critic (per-step credit)")
+    p.add_argument("--gae-lambda", type=float, default=0.9)
+    p.add_argument("--critic", choices=("auto", "privileged", "features"), default="auto",
+                   help="value net inputs: privileged simulator state when logged (auto) or the frozen features")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="vla-rl-ros", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="verb", required=True)
@@ -711,11 +720,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", choices=("auto", "group", "value"), default="auto",
                    help="advantage baseline: leave-one-out mean of rollouts from the same scene (group; "
                         "auto uses it where scenes repeat) or the value MLP on the frozen features (value)")
-    p.add_argument("--advantage", choices=("mc", "gae"), default="mc",
-                   help="mc: Monte-Carlo return minus the baseline; gae: TD(λ) on the critic (per-step credit)")
-    p.add_argument("--gae-lambda", type=float, default=0.9)
-    p.add_argument("--critic", choices=("auto", "privileged", "features"), default="auto",
-                   help="value net inputs: privileged simulator state when logged (auto) or the frozen features")
+    advantage_opts(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--version", type=int, default=0, help="version of the result (default: init's + 1)")
@@ -743,11 +748,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rollouts per scene (seed) in a row, each with its own noise: train-rl then uses "
                         "the leave-one-out mean of the scene's other rollouts as baseline")
     p.add_argument("--baseline", choices=("auto", "group", "value"), default="auto")
-    p.add_argument("--advantage", choices=("mc", "gae"), default="mc",
-                   help="mc: Monte-Carlo return minus the baseline; gae: TD(λ) on the critic (per-step credit)")
-    p.add_argument("--gae-lambda", type=float, default=0.9)
-    p.add_argument("--critic", choices=("auto", "privileged", "features"), default="auto",
-                   help="value net inputs: privileged simulator state when logged (auto) or the frozen features")
+    advantage_opts(p)
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--clip", type=float, default=0.2, help="PPO ratio clip of train-rl")

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from vla_rl_ros.core.sim.tasks import FAMILIES, OBJECTS, parse_instruction
+from vla_rl_ros.core.sim.tasks import (
+    DIRECTION_SIGN, FAMILIES, OBJECTS, PICK_LIFT, PUSH_DISTANCE, parse_instruction,
+)
 
 #: names of the per-decision privileged critic features (see :func:`privileged_features`)
 PRIVILEGED_NAMES = (
@@ -47,8 +49,6 @@ def privileged_features(env: np.ndarray, env_first: np.ndarray, instruction: str
     ``gripper``: the finger opening (m). The goal of a pick is 8 cm above the cube's start, of a
     push 10 cm along the instructed direction, of a place the pad's centre.
     """
-    from vla_rl_ros.core.sim.tasks import DIRECTION_SIGN, PICK_LIFT, PUSH_DISTANCE
-
     env = np.asarray(env, dtype=np.float64)
     if env.shape[0] != 3 * (len(OBJECTS) + 1):
         raise ValueError(f"environment_state has {env.shape[0]} values, expected {3 * (len(OBJECTS) + 1)}")
