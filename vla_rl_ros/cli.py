@@ -363,7 +363,7 @@ def cmd_train_rl(args) -> int:
     init = args.init or default_checkpoint()
     rl = RLArgs(data=list(args.data), init=init, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
                 baseline=args.baseline, advantage=args.advantage, gae_lambda=args.gae_lambda, critic=args.critic,
-                lr=args.lr, clip=args.clip, kl_coef=args.kl_coef, target_kl=args.target_kl, gamma=args.gamma,
+                ratio=args.ratio, trainable=args.trainable, lr=args.lr, clip=args.clip, kl_coef=args.kl_coef, target_kl=args.target_kl, gamma=args.gamma,
                 seed=args.seed, threads=args.threads, version=args.version)
     try:
         res = train_rl(rl)
@@ -616,6 +616,11 @@ def advantage_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gae-lambda", type=float, default=0.9)
     p.add_argument("--critic", choices=("auto", "privileged", "features"), default="auto",
                    help="value net inputs: privileged simulator state when logged (auto) or the frozen features")
+    p.add_argument("--ratio", choices=("chunk", "dim"), default="chunk",
+                   help="likelihood ratio per decision (chunk: product over executed tokens and joints) or per "
+                        "executed (token, joint) factor, each clipped on its own (dim)")
+    p.add_argument("--trainable", choices=("head", "out"), default="head",
+                   help="what the update changes: the whole action head, or only its linear read-out")
 
 
 def build_parser() -> argparse.ArgumentParser:

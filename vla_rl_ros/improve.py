@@ -296,7 +296,7 @@ def run_improve(args) -> int:
             rl = RLArgs(data=[str(data)], init=ckpt, out=str(out / f"round_{r}"), epochs=args.epochs, lr=args.lr,
                         clip=args.clip, kl_coef=args.kl_coef, seed=args.seed + 1000 * r, threads=2,
                         baseline=args.baseline, advantage=args.advantage, gae_lambda=args.gae_lambda,
-                        critic=args.critic)
+                        critic=args.critic, ratio=args.ratio, trainable=args.trainable)
             res = train_rl(rl)
             print(rl_summary(res))
             swap = None
@@ -307,7 +307,7 @@ def run_improve(args) -> int:
             ev, fails = _eval(ckpt, args)
             rows.append({"round": r, "version": version, "checkpoint": ckpt, "collected_total": total,
                          "explored_success": explored, "eval": ev, "failures": fails, "collect_seconds": t_collect,
-                         "train": {k: res[k] for k in ("decisions", "train_seconds", "value_loss", "stopped_early")},
+                         "train": {k: res[k] for k in ("decisions", "train_seconds", "value_loss", "stopped_early", "critic", "baseline")},
                          "history": res["history"], "swap": swap})
             print(_table(rows))
             print(_failures_line(rows[0]))

@@ -99,3 +99,33 @@ def test_episodes_are_delimited_by_stamps_not_by_event_arrival():
     assert second.task == "second"
     assert [int(f["observation.state"][0]) for f in second.frames] == [7, 8]
     assert not asm.active and not asm.pending
+
+
+def test_environment_state_is_recorded_and_required_when_asked():
+    """A simulation logger (env_size > 0) records observation.environment_state per frame; a tick
+    whose object poses never arrived is dropped, not saved without them; a wrong size is refused."""
+    import pytest
+
+    from vla_rl_ros.core.collect import ENV_STATE_NAMES, environment_state_from_poses
+    from vla_rl_ros.core.sim.tasks import OBJECTS
+
+    poses = {n: (np.array([i, i + 0.1, i + 0.2]), np.array([0, 0, 0, 1.0])) for i, n in enumerate(OBJECTS + ("ee",))}
+    env = environment_state_from_poses(poses)
+    assert env.shape == (len(ENV_STATE_NAMES),) and env[ENV_STATE_NAMES.index("ee.y")] == np.float32(len(OBJECTS) + 0.1)
+    with pytest.raises(ValueError, match="lack"):
+        environment_state_from_poses({k: v for k, v in poses.items() if k != "ee"})
+    with pytest.raises(ValueError, match="NaN"):
+        environment_state_from_poses({**poses, "ee": (np.array([np.nan, 0, 0]), None)})
+
+    asm = EpisodeAssembler(["front"], 8, env_size=len(env))
+    with pytest.raises(ValueError, match="expected"):
+        asm.add_env(1, env[:3])
+    asm.start(0, "t")
+    _feed_tick(asm, 1, 0)
+    asm.add_env(1, env)
+    _feed_tick(asm, 2, 1)  # its poses were lost
+    _feed_tick(asm, 3, 2, done=True)
+    asm.add_env(3, env + 1)
+    ep = asm.end()
+    assert len(ep.frames) == 2 and ep.dropped == 1
+    np.testing.assert_array_equal(ep.frames[1]["observation.environment_state"], env + 1)

@@ -11,7 +11,7 @@ from vla_rl_ros.core.rl.bandit import compare
 from vla_rl_ros.core.rl.exploration import (
     ExplorationConfig, Explorer, truncnorm_logpdf, truncnorm_logpdf_torch, truncnorm_sample,
 )
-from vla_rl_ros.core.rl.objective import chunk_log_prob, policy_loss
+from vla_rl_ros.core.rl.objective import chunk_log_prob, dim_log_prob, policy_loss
 from vla_rl_ros.core.robot import PANDA
 
 
@@ -81,6 +81,44 @@ def test_chunk_log_prob_counts_only_executed_tokens():
     lp = chunk_log_prob(mu, a, s, torch.tensor([[1.0, 1.0, 0.0, 0.0]]))
     expect = 4 * stats.norm.logpdf(1.0)
     assert float(lp) == pytest.approx(expect, abs=1e-5)
+
+
+def test_per_dimension_ratio_matches_the_chunk_gradient_at_the_behaviour_policy():
+    """--ratio dim: the factors sum to the chunk log-likelihood, the surrogate's gradient at the
+    behaviour policy points the same way as the chunk ratio's (the policy gradient), and the clip
+    binds per factor: a shift that saturates the chunk clip leaves most factors unclipped."""
+    g = torch.Generator().manual_seed(0)
+    B, H, D = 64, 4, 7
+    mu_b = torch.randn(B, H, D, generator=g)
+    sig = torch.full((B, H, D), 0.1)
+    sig[..., -1] = 0.0  # a dimension that is not explored stays out of both
+    acts = mu_b + sig * torch.randn(B, H, D, generator=g)
+    mask = torch.ones(B, H)
+    mask[:, 2:] = 0.0
+    adv = torch.randn(B, generator=g)
+    lp_dim, keep = dim_log_prob(mu_b, acts, sig, mask)
+    assert int(keep.sum()) == B * 2 * (D - 1)
+    torch.testing.assert_close(lp_dim.sum(dim=(-1, -2)), chunk_log_prob(mu_b, acts, sig, mask))
+    lpb_chunk, lpb_dim = lp_dim.sum(dim=(-1, -2)), lp_dim
+
+    def grad(kind, mu0):
+        mu = mu0.clone().requires_grad_(True)
+        if kind == "chunk":
+            loss, st = policy_loss(chunk_log_prob(mu, acts, sig, mask), lpb_chunk, adv, clip=0.2)
+        else:
+            lp, k = dim_log_prob(mu, acts, sig, mask)
+            loss, st = policy_loss(lp[k], lpb_dim[k], adv[:, None, None].expand_as(lp)[k], clip=0.2)
+        loss.backward()
+        return mu.grad.flatten(), st
+
+    gc, _ = grad("chunk", mu_b)
+    gd, _ = grad("dim", mu_b)
+    cos = float(gc @ gd / (gc.norm() * gd.norm()))
+    assert cos > 0.999, cos
+    shifted = mu_b + 0.005 * torch.sign(acts - mu_b)  # σ/20 toward every executed action
+    _, st_c = grad("chunk", shifted)
+    _, st_d = grad("dim", shifted)
+    assert st_c.clip_fraction > 0.5 and st_d.clip_fraction < 0.05, (st_c.clip_fraction, st_d.clip_fraction)
 
 
 def test_policy_loss_clipping_and_ess():
@@ -164,6 +202,13 @@ def test_explored_rollouts_train_rl_end_to_end(tmp_path):
     model, conf = load_checkpoint(out["checkpoint"], joint_names=PANDA.joint_names)
     assert conf["version"] == 5 and (tmp_path / "rl" / "rl.png").stat().st_size > 1000
     assert json.loads((tmp_path / "rl" / "history.json").read_text()) == h
+    # per-factor ratios on the same data: the logged μ/σ reproduce the logged log-likelihood
+    dim = train_rl(RLArgs(data=[str(tmp_path / "ds")], init=str(init), out=str(tmp_path / "rl_dim"), epochs=1,
+                          batch_size=8, value_steps=20, threads=1, ratio="dim", export_onnx=False), progress=False)
+    assert dim["args"]["ratio"] == "dim" and 0 < dim["history"][0]["ess"] <= 1.0
+    with pytest.raises(ValueError, match="ratio"):
+        train_rl(RLArgs(data=[str(tmp_path / "ds")], init=str(init), out=str(tmp_path / "x"), ratio="token",
+                        value_steps=1, threads=1), progress=False)
 
 
 def test_group_baseline_is_leave_one_out_over_the_same_scene():

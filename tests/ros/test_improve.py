@@ -42,6 +42,15 @@ def test_improve_two_rounds_through_the_graph_hot_swaps_the_running_policy(tmp_p
     lp = np.concatenate([np.asarray(d[S.LOG_PROB])[a] for d, a in zip(eps, acted)])
     assert np.all(sig[:, :7] == np.float32(0.03)) and np.all(np.isfinite(lp)) and np.all(lp != 0)
     assert np.all(sig[:, 7] == 0)  # the gripper is not explored by default
+    # the logger also recorded the privileged object + grasp-point positions from /sim/object_poses
+    # (sim_node's PoseArray), so train-rl's critic reads the simulator state through the graph too
+    from vla_rl_ros.core.collect import ENV_STATE_NAMES
+
+    env = [np.asarray(d[S.ENV_STATE]) for d in eps]
+    assert all(e.shape == (len(d[S.STATE]), len(ENV_STATE_NAMES)) and np.all(np.isfinite(e)) for e, d in zip(env, eps))
+    ee = np.concatenate(env)[:, -3:]
+    assert np.ptp(ee, axis=0).max() > 0.01  # the grasp point moved with the arm
+    assert all(x["train"]["critic"] == "privileged" for x in rows[1:]), [x["train"] for x in rows[1:]]
     # --group-size 2: each round rolls one scene out twice (sim_node seed_repeat), and train-rl
     # used the leave-one-out group baseline
     from vla_rl_ros.core.data.reader import episode_summaries

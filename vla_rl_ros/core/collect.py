@@ -89,8 +89,20 @@ ENV_STATE_NAMES = tuple(f"{o}.{a}" for o in OBJECTS + ("ee",) for a in "xyz")
 
 def environment_state(world) -> np.ndarray:
     """Privileged positions (see :data:`ENV_STATE_NAMES`) at the current step."""
-    poses = world.object_poses()
-    return np.concatenate([poses[o][0] for o in OBJECTS] + [world.ee_pose()[0]]).astype(np.float32)
+    return environment_state_from_poses({**world.object_poses(), "ee": world.ee_pose()})
+
+
+def environment_state_from_poses(poses: dict) -> np.ndarray:
+    """The :data:`ENV_STATE_NAMES` vector from ``{name: (position, ...)}`` as ``/sim/object_poses``
+    carries it (objects plus the grasp point ``"ee"``); a missing name or a non-finite value is a
+    ``ValueError``."""
+    missing = [n for n in OBJECTS + ("ee",) if n not in poses]
+    if missing:
+        raise ValueError(f"object poses lack {missing} (have {sorted(poses)})")
+    v = np.concatenate([np.asarray(poses[n][0], dtype=np.float64).reshape(3) for n in OBJECTS + ("ee",)])
+    if not np.all(np.isfinite(v)):
+        raise ValueError("object poses contain NaN/Inf")
+    return v.astype(np.float32)
 
 
 def _frame(obs, cams, target, mean, sigma, logp, stamp_ns, index, version, info, env=None) -> dict:

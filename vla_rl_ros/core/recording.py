@@ -43,6 +43,7 @@ class _Pending:
     action: np.ndarray | None = None
     ref: str | None = None
     reward: tuple | None = None
+    env: np.ndarray | None = None
 
 
 @dataclass
@@ -88,9 +89,11 @@ class EpisodeAssembler:
     """
 
     def __init__(self, cameras: list[str], dof: int, max_chunks: int = 512, max_pending: int = 20000,
-                 lower=None, upper=None):
+                 lower=None, upper=None, env_size: int = 0):
         self.cameras = list(cameras)
         self.dof = dof
+        # > 0: every frame also needs the privileged observation.environment_state (simulation)
+        self.env_size = int(env_size)
         # joint limits: the explorer samples a Gaussian *truncated* to them, and the logged
         # log-likelihood is that truncated density (plain Gaussian when no limits are given)
         self.lower = None if lower is None else np.asarray(lower, dtype=np.float64)
@@ -136,6 +139,12 @@ class EpisodeAssembler:
         slot.action = np.asarray(target, dtype=np.float32)
         slot.ref = ref
 
+    def add_env(self, stamp: int, env: np.ndarray) -> None:
+        env = np.asarray(env, dtype=np.float32).reshape(-1)
+        if len(env) != self.env_size:
+            raise ValueError(f"environment state has {len(env)} values, expected {self.env_size}")
+        self._slot(stamp).env = env
+
     def add_reward(self, stamp: int, reward: float, success: bool, done: bool) -> None:
         self._slot(stamp).reward = (float(reward), bool(success), bool(done))
 
@@ -163,6 +172,7 @@ class EpisodeAssembler:
             and p.action is not None
             and p.reward is not None
             and all(c in p.images for c in self.cameras)
+            and (self.env_size == 0 or p.env is not None)
         )
 
     def _frame(self, p: _Pending) -> dict:
@@ -186,6 +196,8 @@ class EpisodeAssembler:
             log_prob = step_log_prob(p.action, mean, sigma, self.lower, self.upper)
         reward, success, done = p.reward
         frame = {f"observation.images.{c}": p.images[c] for c in self.cameras}
+        if self.env_size:
+            frame["observation.environment_state"] = p.env
         frame.update(
             {
                 "observation.state": p.state,

@@ -13,7 +13,7 @@ topic                                          type                             
 ``/joint_trajectory_controller/reference``     sensor_msgs/JointState              target applied per tick
 ``/vla/reward``                                geometry_msgs/Vector3Stamped        x=reward y=success z=done
 ``/vla/episode``                               std_msgs/String (JSON)              episode start/end events
-``/sim/object_poses``                          geometry_msgs/PoseArray             privileged object poses
+``/sim/object_poses``                          geometry_msgs/PoseArray             privileged object + grasp-point poses
 ``/vla/logger/status``                         std_msgs/String (JSON)              logger counters
 =============================================  ==================================  =====================
 
@@ -46,6 +46,7 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
+from geometry_msgs.msg import PoseArray
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
@@ -205,6 +206,21 @@ def chunk_from_msg(msg: JointTrajectory, robot: RobotSpec = PANDA) -> np.ndarray
         except JointLayoutError as e:
             raise MessageError(f"bad trajectory: {e}") from e
     return np.stack(rows)
+
+
+def poses_from_msg(msg: PoseArray) -> dict:
+    """``/sim/object_poses`` -> ``{name: (position (3,), quaternion xyzw (4,))}``; the names are
+    the comma-separated ``header.frame_id``."""
+    names = [n for n in (msg.header.frame_id or "").split(",") if n]
+    if len(names) != len(msg.poses):
+        raise MessageError(f"PoseArray has {len(msg.poses)} poses but {len(names)} names")
+    out = {}
+    for name, p in zip(names, msg.poses):
+        out[name] = (
+            np.array([p.position.x, p.position.y, p.position.z]),
+            np.array([p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w]),
+        )
+    return out
 
 
 def policy_version_of(msg: JointTrajectory) -> int:

@@ -33,22 +33,10 @@ from vla_rl_ros.nodes.common import (
     chunk_msg,
     joint_state_to_array,
     ns_to_stamp,
+    poses_from_msg,
     spin_node,
     stamp_to_ns,
 )
-
-
-def poses_from_msg(msg: PoseArray) -> dict:
-    names = [n for n in (msg.header.frame_id or "").split(",") if n]
-    if len(names) != len(msg.poses):
-        raise MessageError(f"PoseArray has {len(msg.poses)} poses but {len(names)} names")
-    out = {}
-    for name, p in zip(names, msg.poses):
-        out[name] = (
-            np.array([p.position.x, p.position.y, p.position.z]),
-            np.array([p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w]),
-        )
-    return out
 
 
 class ExpertNode(Node):

@@ -169,7 +169,8 @@ class SimNode(Node):
             self.pub_img[cam].publish(image_to_msg(self.world.render(cam), stamp, frame_id=cam))
         poses = PoseArray()
         poses.header.stamp = stamp
-        items = sorted(self.world.object_poses().items())
+        # the objects, then the grasp point ("ee"): privileged state the logger can record
+        items = sorted(self.world.object_poses().items()) + [("ee", self.world.ee_pose())]
         poses.header.frame_id = ",".join(name for name, _ in items)
         for _, (pos, quat) in items:
             pose = Pose()

@@ -12,12 +12,13 @@ import json
 import time
 
 import numpy as np
-from geometry_msgs.msg import Vector3Stamped
+from geometry_msgs.msg import PoseArray, Vector3Stamped
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
+from vla_rl_ros.core.collect import ENV_STATE_NAMES, environment_state_from_poses
 from vla_rl_ros.core.data.schema import make_features
 from vla_rl_ros.core.data.writer import EpisodeWriter
 from vla_rl_ros.core.recording import ChunkRecord, EpisodeAssembler
@@ -30,6 +31,7 @@ from vla_rl_ros.nodes.common import (
     JOINT_STATES_TOPIC,
     LATCHED_QOS,
     LOGGER_STATUS_TOPIC,
+    OBJECT_POSES_TOPIC,
     REFERENCE_TOPIC,
     RELIABLE_QOS,
     REWARD_TOPIC,
@@ -41,6 +43,7 @@ from vla_rl_ros.nodes.common import (
     json_msg,
     msg_to_image,
     policy_version_of,
+    poses_from_msg,
     spin_node,
     stamp_to_ns,
 )
@@ -59,12 +62,18 @@ class TrajectoryLogger(Node):
         h, w = int(p("image_height", 96).value), int(p("image_width", 96).value)
         self.image_hw = (h, w)
         self.end_grace = float(p("end_grace", 0.5).value)
-        features = make_features(list(PANDA.joint_names), self.cameras, image_shape=(h, w))
+        # simulation: also record the privileged object + grasp-point positions from
+        # /sim/object_poses (train-rl's privileged critic reads them); a frame then needs them too
+        self.record_env = bool(p("environment_state", False).value)
+        env_names = ENV_STATE_NAMES if self.record_env else ()
+        features = make_features(list(PANDA.joint_names), self.cameras, image_shape=(h, w),
+                                 environment_state=env_names)
         self.writer = EpisodeWriter(
             root=self.root, repo_id=repo_id, fps=int(round(control_rate)), features=features,
             robot_type="panda",
         )
-        self.assembler = EpisodeAssembler(self.cameras, PANDA.dof, lower=PANDA.lower, upper=PANDA.upper)
+        self.assembler = EpisodeAssembler(self.cameras, PANDA.dof, lower=PANDA.lower, upper=PANDA.upper,
+                                          env_size=len(env_names))
         self.status_pub = self.create_publisher(String, LOGGER_STATUS_TOPIC, LATCHED_QOS)
 
         self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_state, RELIABLE_QOS)
@@ -72,6 +81,8 @@ class TrajectoryLogger(Node):
             self.create_subscription(
                 Image, camera_topic(cam, i), lambda m, c=cam: self._on_image(c, m), DEEP_SENSOR_QOS
             )
+        if self.record_env:
+            self.create_subscription(PoseArray, OBJECT_POSES_TOPIC, self._on_poses, RELIABLE_QOS)
         self.create_subscription(JointState, REFERENCE_TOPIC, self._on_reference, RELIABLE_QOS)
         self.create_subscription(Vector3Stamped, REWARD_TOPIC, self._on_reward, RELIABLE_QOS)
         self.create_subscription(String, EPISODE_TOPIC, self._on_event, LATCHED_QOS)
@@ -93,7 +104,8 @@ class TrajectoryLogger(Node):
         self.max_stall_ms = 0.0
         self.create_timer(self._tick_period, self._watch_stall)
         self.create_timer(0.5, self._publish_status)
-        self.get_logger().info(f"logging to {self.root} (cameras {self.cameras}, {w}x{h})")
+        self.get_logger().info(f"logging to {self.root} (cameras {self.cameras}, {w}x{h}"
+                               f"{', environment state' if self.record_env else ''})")
 
     # ------------------------------------------------------------------ inputs
     def _bad(self, what: str, e: Exception) -> None:
@@ -113,6 +125,14 @@ class TrajectoryLogger(Node):
             self._bad(f"image on camera {cam}", e)
             return
         self.assembler.add_image(cam, stamp_to_ns(msg.header.stamp), img)
+
+    def _on_poses(self, msg: PoseArray) -> None:
+        try:
+            env = environment_state_from_poses(poses_from_msg(msg))
+        except ValueError as e:  # MessageError is a ValueError
+            self._bad("object poses", e)
+            return
+        self.assembler.add_env(stamp_to_ns(msg.header.stamp), env)
 
     def _on_reference(self, msg: JointState) -> None:
         try:

@@ -11,6 +11,15 @@ advantage. With the current head's mean μ_θ
 and the surrogate ``r · A`` has gradient ``r ∇log π_θ · A``, the unbiased importance-weighted
 policy gradient; the PPO clip ``min(r A, clip(r, 1±ε) A)`` trades bias for variance. Tokens that
 were planned but never executed never touched the world: they are excluded by ``mask``.
+
+Ratio granularity (``train-rl --ratio``). ``chunk``: one ratio per decision, the product over its
+executed tokens and explored joints (7 factors when the policy replans every tick, 7·k when k
+tokens of a chunk are executed). A mean shift of δσ toward the sample on every factor moves the
+log-ratio by ≈ δ Σ|z|, so the ±ε clip binds once δ ≈ ε / Σ|z|: the trust region shrinks with
+the number of factors. ``dim``: one ratio per executed (token, joint) factor, each clipped on its
+own, as token-level PPO does for language models; the surrogate's gradient at the behaviour policy
+is the same policy gradient (Σ ∇log π_i · A, up to the 1/n average), and each factor may move
+≈ ε σ / |z| before its clip binds.
 """
 
 from __future__ import annotations
@@ -22,21 +31,27 @@ import torch
 from vla_rl_ros.core.rl.exploration import gaussian_logpdf_torch, truncnorm_logpdf_torch
 
 
-def chunk_log_prob(mu: torch.Tensor, actions: torch.Tensor, sigma: torch.Tensor, mask: torch.Tensor,
-                   lower: torch.Tensor | None = None, upper: torch.Tensor | None = None) -> torch.Tensor:
-    """Σ over executed tokens of the per-dimension log-density: (B, H, D) x3, mask (B, H) -> (B,).
-
-    With ``lower``/``upper`` (D,) the density is the truncated normal the explorer samples from.
-    """
+def dim_log_prob(mu: torch.Tensor, actions: torch.Tensor, sigma: torch.Tensor, mask: torch.Tensor,
+                 lower: torch.Tensor | None = None, upper: torch.Tensor | None = None):
+    """Per (token, dimension) log-density and where it counts: (B, H, D) x3, mask (B, H) ->
+    ((B, H, D) log-density, zero off the executed explored entries; (B, H, D) bool of those entries)."""
     on = sigma > 0  # σ = 0: a dimension executed as μ (not explored), outside the likelihood
     sigma = torch.where(on, sigma, torch.ones_like(sigma))
     if lower is not None and upper is not None:
         lp = truncnorm_logpdf_torch(actions, mu, sigma, lower.expand_as(mu), upper.expand_as(mu))
     else:
         lp = gaussian_logpdf_torch(actions, mu, sigma)
-    # masked tokens may hold anything (padding): zero them before summing so no NaN leaks in
-    lp = torch.where((mask[..., None] > 0) & on, lp, torch.zeros_like(lp))
-    return lp.sum(dim=(-1, -2))
+    keep = (mask[..., None] > 0) & on
+    return torch.where(keep, lp, torch.zeros_like(lp)), keep
+
+
+def chunk_log_prob(mu: torch.Tensor, actions: torch.Tensor, sigma: torch.Tensor, mask: torch.Tensor,
+                   lower: torch.Tensor | None = None, upper: torch.Tensor | None = None) -> torch.Tensor:
+    """Σ over executed tokens of the per-dimension log-density: (B, H, D) x3, mask (B, H) -> (B,).
+
+    With ``lower``/``upper`` (D,) the density is the truncated normal the explorer samples from.
+    """
+    return dim_log_prob(mu, actions, sigma, mask, lower, upper)[0].sum(dim=(-1, -2))
 
 
 @dataclass

@@ -44,7 +44,7 @@ import torch
 from vla_rl_ros.core.data import schema as S
 from vla_rl_ros.core.policy.checkpoint import load_checkpoint, save_checkpoint
 from vla_rl_ros.core.policy.text import InstructionEncoder
-from vla_rl_ros.core.rl.objective import chunk_log_prob, gaussian_kl, policy_loss
+from vla_rl_ros.core.rl.objective import chunk_log_prob, dim_log_prob, gaussian_kl, policy_loss
 from vla_rl_ros.core.robot import PANDA
 
 
@@ -57,6 +57,8 @@ class RLArgs:
     batch_size: int = 128
     lr: float = 5e-5
     clip: float = 0.2
+    trainable: str = "head"  # head: the whole action head | out: only its linear read-out (≈1k parameters)
+    ratio: str = "chunk"  # chunk: one ratio per decision | dim: per executed (token, joint), see objective.py
     kl_coef: float = 0.05
     target_kl: float = 0.5  # per decision, nats (summed over executed tokens and joints)
     gamma: float = 0.95
@@ -340,6 +342,8 @@ def train_rl(args: RLArgs, progress=True) -> dict:
         raise ValueError(f"baseline must be auto, group or value, got {args.baseline!r}")
     if args.advantage not in ("mc", "gae"):
         raise ValueError(f"advantage must be mc or gae, got {args.advantage!r}")
+    if args.ratio not in ("chunk", "dim"):
+        raise ValueError(f"ratio must be chunk or dim, got {args.ratio!r}")
     if args.critic not in ("auto", "privileged", "features"):
         raise ValueError(f"critic must be auto, privileged or features, got {args.critic!r}")
     if args.critic == "privileged" and dec.priv is None:
@@ -389,7 +393,14 @@ def train_rl(args: RLArgs, progress=True) -> dict:
 
     head = model.head
     head.train()
-    opt = torch.optim.AdamW(head.parameters(), lr=args.lr, weight_decay=0.0)
+    if args.trainable not in ("head", "out"):
+        raise ValueError(f"trainable must be head or out, got {args.trainable!r}")
+    params = list(head.parameters() if args.trainable == "head" else head.out.parameters())
+    for p_ in head.parameters():
+        p_.requires_grad_(False)
+    for p_ in params:
+        p_.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(args.seed)
     history = []
     # initial ratio check: the init head should reproduce the logged likelihood when it is the
@@ -397,6 +408,14 @@ def train_rl(args: RLArgs, progress=True) -> dict:
     with torch.no_grad():
         lp0 = chunk_log_prob(torch.clamp(mu_base, lo, hi), acts, sig, mask, lo, hi)
         init_log_ratio = (lp0 - logp_b).abs()
+        if args.ratio == "dim":
+            # per-factor behaviour log-densities from the logged μ_b and σ; their sum is checked
+            # against the logged chunk log-likelihood so a logging bug cannot pass silently
+            lpb_dim, _ = dim_log_prob(torch.minimum(torch.maximum(mu_b, lo), hi), acts, sig, mask, lo, hi)
+            gap = (lpb_dim.sum(dim=(-1, -2)) - logp_b).abs()
+            if float(gap.median()) > 1e-2:
+                raise ValueError(f"logged behaviour log-likelihood disagrees with the logged μ/σ "
+                                 f"(median gap {float(gap.median()):.3g} nats): cannot use --ratio dim")
     bar = tqdm(range(args.epochs), desc="train-rl", disable=not progress, dynamic_ncols=True)
     stopped_early = False
     for epoch in bar:
@@ -406,13 +425,18 @@ def train_rl(args: RLArgs, progress=True) -> dict:
             rows = order[i : i + args.batch_size]
             mu = mu_of(head, rows)
             mu_c = torch.minimum(torch.maximum(mu, lo), hi)
-            lp = chunk_log_prob(mu_c, acts[rows], sig[rows], mask[rows], lo, hi)
-            loss_pi, st = policy_loss(lp, logp_b[rows], adv[rows], clip=args.clip)
+            if args.ratio == "dim":
+                lp, keep = dim_log_prob(mu_c, acts[rows], sig[rows], mask[rows], lo, hi)
+                a_dim = adv[rows][:, None, None].expand_as(lp)
+                loss_pi, st = policy_loss(lp[keep], lpb_dim[rows][keep], a_dim[keep], clip=args.clip)
+            else:
+                lp = chunk_log_prob(mu_c, acts[rows], sig[rows], mask[rows], lo, hi)
+                loss_pi, st = policy_loss(lp, logp_b[rows], adv[rows], clip=args.clip)
             kl_base = gaussian_kl(mu, mu_base[rows], sig_ref[rows]).mean()
             loss = loss_pi + args.kl_coef * kl_base
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             agg["loss"].append(st.loss)
             agg["clip_fraction"].append(st.clip_fraction)
@@ -443,7 +467,7 @@ def train_rl(args: RLArgs, progress=True) -> dict:
         "init_log_ratio_median": float(init_log_ratio.median()),
         "value_loss": value_loss, "baseline": baseline, "critic": critic, "advantage": args.advantage, "group_fraction": group_fraction, "stopped_early": stopped_early, "history": history,
         "train_seconds": time.time() - t0,
-        "params_trained": sum(p.numel() for p in head.parameters()),
+        "params_trained": sum(p.numel() for p in params),
     }
     instructions = dict(config.get("instructions") or {})
     instructions.update(meta["instructions"])
