@@ -532,7 +532,10 @@ def test_kill9_process_group_mid_save_then_replay(killed):
     w = EpisodeWriter(o.root, fps=FPS, mode="thread")
     assert w.close(timeout=120)
     assert all(s.recovered for s in w.saved_episodes())
-    assert len(w.saved_episodes()) == 4 - state["total"]
+    # the spool replays what was not committed; a commit the kill interrupted is rolled forward
+    # by the store instead (not listed as replayed): together, every episode exactly once (below)
+    replayed = len(w.saved_episodes())
+    assert replayed <= 4 - state["total"], (replayed, state["total"])
     ds = open_dataset(o.root)
     rows = episode_summaries(o.root)
     assert [r["task"] for r in rows] == [f"task {k}" for k in range(4)]
