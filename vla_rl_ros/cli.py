@@ -363,7 +363,8 @@ def cmd_train_rl(args) -> int:
     init = args.init or default_checkpoint()
     rl = RLArgs(data=list(args.data), init=init, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
                 baseline=args.baseline, advantage=args.advantage, gae_lambda=args.gae_lambda, critic=args.critic,
-                ratio=args.ratio, trainable=args.trainable, lr=args.lr, clip=args.clip, kl_coef=args.kl_coef, target_kl=args.target_kl, gamma=args.gamma,
+                ratio=args.ratio, trainable=args.trainable, lr=args.lr, clip=args.clip, kl_coef=args.kl_coef,
+                target_kl=args.target_kl, gamma=args.gamma,
                 seed=args.seed, threads=args.threads, version=args.version)
     try:
         res = train_rl(rl)

@@ -84,7 +84,8 @@ def _worker_init(cfg: DirectCollectConfig) -> None:
 
 #: names of the ``observation.environment_state`` vector direct collection records: the position
 #: of every object (``OBJECTS`` order) and of the grasp point, in the world frame (m)
-ENV_STATE_NAMES = tuple(f"{o}.{a}" for o in OBJECTS + ("ee",) for a in "xyz")
+_ENV_BODIES = OBJECTS + ("ee",)
+ENV_STATE_NAMES = tuple(f"{o}.{a}" for o in _ENV_BODIES for a in "xyz")
 
 
 def environment_state(world) -> np.ndarray:
@@ -96,10 +97,10 @@ def environment_state_from_poses(poses: dict) -> np.ndarray:
     """The :data:`ENV_STATE_NAMES` vector from ``{name: (position, ...)}`` as ``/sim/object_poses``
     carries it (objects plus the grasp point ``"ee"``); a missing name or a non-finite value is a
     ``ValueError``."""
-    missing = [n for n in OBJECTS + ("ee",) if n not in poses]
+    missing = [n for n in _ENV_BODIES if n not in poses]
     if missing:
         raise ValueError(f"object poses lack {missing} (have {sorted(poses)})")
-    v = np.concatenate([np.asarray(poses[n][0], dtype=np.float64).reshape(3) for n in OBJECTS + ("ee",)])
+    v = np.concatenate([np.asarray(poses[n][0], dtype=np.float64).reshape(3) for n in _ENV_BODIES])
     if not np.all(np.isfinite(v)):
         raise ValueError("object poses contain NaN/Inf")
     return v.astype(np.float32)

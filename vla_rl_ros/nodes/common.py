@@ -38,6 +38,7 @@ import sys
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Duration, Time
+from geometry_msgs.msg import PoseArray
 from rclpy.executors import ExternalShutdownException
 from rclpy.qos import (
     DurabilityPolicy,
@@ -46,7 +47,6 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
-from geometry_msgs.msg import PoseArray
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint

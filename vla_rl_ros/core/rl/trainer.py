@@ -344,6 +344,8 @@ def train_rl(args: RLArgs, progress=True) -> dict:
         raise ValueError(f"advantage must be mc or gae, got {args.advantage!r}")
     if args.ratio not in ("chunk", "dim"):
         raise ValueError(f"ratio must be chunk or dim, got {args.ratio!r}")
+    if args.trainable not in ("head", "out"):
+        raise ValueError(f"trainable must be head or out, got {args.trainable!r}")
     if args.critic not in ("auto", "privileged", "features"):
         raise ValueError(f"critic must be auto, privileged or features, got {args.critic!r}")
     if args.critic == "privileged" and dec.priv is None:
@@ -393,8 +395,6 @@ def train_rl(args: RLArgs, progress=True) -> dict:
 
     head = model.head
     head.train()
-    if args.trainable not in ("head", "out"):
-        raise ValueError(f"trainable must be head or out, got {args.trainable!r}")
     params = list(head.parameters() if args.trainable == "head" else head.out.parameters())
     for p_ in head.parameters():
         p_.requires_grad_(False)
