@@ -167,6 +167,8 @@ def cmd_collect(args) -> int:
             _die(f"unknown task family {args.family!r}; valid: {', '.join(FAMILIES)}")
     if args.direct:
         return _collect_direct(args, out)
+    if args.policy or args.seed_repeat != 1:
+        _die("--policy and --seed-repeat need --direct (through the ROS graph, explored rollouts are `improve`'s)")
     log_dir = Path(args.log_dir) if args.log_dir else out.parent / f"{out.name}_logs"
     overrides = {
         "out": str(out), "episodes": args.episodes, "seed": args.seed, "family": args.family or "",
@@ -249,9 +251,24 @@ def _collect_direct(args, out: Path) -> int:
     before = len(dataset_summaries(str(out))) if (out / "meta" / "info.json").exists() else 0
     if before:
         print(f"appending to existing dataset at {out} ({before} episodes)")
+    policy = ""
+    if args.policy:  # explored rollouts of a checkpoint instead of expert demonstrations
+        from vla_rl_ros.core.policy.checkpoint import CheckpointError, read_config
+
+        try:
+            pcfg = read_config(args.policy)
+        except CheckpointError as e:
+            _die(str(e))
+        policy = str(Path(args.policy).resolve())
+        if args.image_size != int(pcfg["policy"]["image_size"]):
+            _die(f"--image-size {args.image_size} but {args.policy} was trained on {pcfg['policy']['image_size']} px")
+    if args.seed_repeat < 1:
+        _die("--seed-repeat must be >= 1")
     cfg = DirectCollectConfig(
         seed=args.seed, family=args.family or None, noise=args.noise, image_size=args.image_size,
         control_rate=args.control_rate, max_steps=args.max_steps, renderer=args.renderer,
+        policy=policy, sigma=(args.sigma,), gripper_sigma=args.gripper_sigma, explore_seed=args.explore_seed,
+        seed_repeat=args.seed_repeat,
     )
     bar = tqdm(total=args.episodes, unit="ep", desc="collecting (direct)", dynamic_ncols=True)
 
@@ -361,7 +378,8 @@ def cmd_train_rl(args) -> int:
             _die(f"{d!r} is not a LeRobot dataset (no meta/info.json)")
     check_writable_dir(args.out)
     init = args.init or default_checkpoint()
-    rl = RLArgs(data=list(args.data), init=init, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
+    rl = RLArgs(data=list(args.data), episodes=args.episodes, init=init, out=args.out, epochs=args.epochs,
+                batch_size=args.batch_size,
                 baseline=args.baseline, advantage=args.advantage, gae_lambda=args.gae_lambda, critic=args.critic,
                 ratio=args.ratio, trainable=args.trainable, lr=args.lr, clip=args.clip, kl_coef=args.kl_coef,
                 target_kl=args.target_kl, gamma=args.gamma,
@@ -657,6 +675,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--direct", action="store_true",
                    help="bulk mode: the same episode loop and frame layout without ROS, in --workers processes")
     p.add_argument("--workers", type=int, default=2, help="worker processes for --direct")
+    p.add_argument("--policy", default="", help="--direct: explored rollouts of this checkpoint instead of the expert")
+    p.add_argument("--sigma", type=float, default=0.02, help="--policy: exploration σ of the arm joints (rad)")
+    p.add_argument("--gripper-sigma", type=float, default=0.0, help="--policy: exploration σ of the gripper (m)")
+    p.add_argument("--explore-seed", type=int, default=0, help="--policy: seed of the exploration noise")
+    p.add_argument("--seed-repeat", type=int, default=1,
+                   help="roll each scene (seed) out this many times in a row (groups for train-rl's baseline)")
     ros_opts(p)
     p.set_defaults(fn=cmd_collect)
 
@@ -714,6 +738,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-rl", help="offline likelihood-ratio RL of the action head on logged episodes")
     p.add_argument("--data", nargs="+", required=True, help="LeRobot datasets logged with exploration")
+    p.add_argument("--episodes", default="",
+                   help="train on these episodes of each dataset only: '0:250', '0,3,7', '500:' (default: all)")
     p.add_argument("--init", default="", help="checkpoint to start from (default: the shipped one)")
     p.add_argument("--out", required=True)
     p.add_argument("--epochs", type=int, default=10)

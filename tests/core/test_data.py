@@ -682,3 +682,15 @@ def test_iter_episode_frames_equals_per_episode_reads(written):
     assert len(sub) == 1 and set(sub[0][1]) == {S.STATE, "task"}
     with pytest.raises(IndexError):
         list(iter_episode_frames(root, episodes=[total]))
+
+
+def test_episode_selection_lists_and_ranges():
+    from vla_rl_ros.core.data.reader import parse_episode_list
+
+    assert parse_episode_list("", 3) == [0, 1, 2]
+    assert parse_episode_list("0:250", 1000) == list(range(250))
+    assert parse_episode_list("3,0,3", 5) == [3, 0]  # replay order kept, no repeats
+    assert parse_episode_list(":2,4", 5) == [0, 1, 4] and parse_episode_list("3:", 5) == [3, 4]
+    for bad, msg in (("5", "not in dataset"), ("0:9", "outside"), ("3:1", "empty"), ("a", "not an index")):
+        with pytest.raises(ValueError, match=msg):
+            parse_episode_list(bad, 5)

@@ -110,3 +110,11 @@ def test_collect_refuses_an_unwritable_folder_and_unknown_family(tmp_path):
     r = subprocess.run([sys.executable, "-m", "vla_rl_ros.cli", "collect", "--episodes", "1", "--out",
                         str(tmp_path / "ok"), "--family", "juggle"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "unknown task family 'juggle'" in r.stderr and "pick" in r.stderr
+    # explored rollouts of a checkpoint are a --direct option; a missing checkpoint is named
+    r = subprocess.run([sys.executable, "-m", "vla_rl_ros.cli", "collect", "--episodes", "1", "--out",
+                        str(tmp_path / "ok"), "--policy", "models/vla_bc_v3"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "need --direct" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "vla_rl_ros.cli", "collect", "--direct", "--episodes", "1", "--out",
+                        str(tmp_path / "ok"), "--policy", str(tmp_path / "nope")], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "nope" in r.stderr and "Traceback" not in r.stderr

@@ -17,7 +17,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
-from vla_rl_ros.core.data.reader import episode_frames, open_dataset
+from vla_rl_ros.core.data.reader import episode_frames, open_dataset, parse_episode_list
 from vla_rl_ros.nodes.common import (
     CONTROLLER_TOPIC,
     EPISODE_TOPIC,
@@ -36,18 +36,6 @@ from vla_rl_ros.nodes.common import (
     ns_to_stamp,
     spin_node,
 )
-
-
-def parse_episode_list(text: str, n: int) -> list[int]:
-    if not str(text).strip():
-        return list(range(n))
-    out = []
-    for part in str(text).split(","):
-        i = int(part)
-        if not 0 <= i < n:
-            raise ValueError(f"episode {i} not in dataset (it has {n} episodes)")
-        out.append(i)
-    return out
 
 
 class ReplayNode(Node):

@@ -43,6 +43,34 @@ def _require_dataset(root: Path) -> dict:
     return info
 
 
+def parse_episode_list(text: str, n: int) -> list[int]:
+    """Episode indices from a list such as ``"0,3,7"``, half-open ranges ``"0:250"`` / ``"500:"``,
+    or both (``"0:10,20"``), of a dataset with ``n`` episodes; empty = all. In the order given, no repeats.
+    Anything else, or an index outside the dataset, is a ``ValueError`` that says what is wrong."""
+    if not str(text).strip():
+        return list(range(n))
+    out: dict[int, None] = {}
+    for part in str(text).split(","):
+        part = part.strip()
+        try:
+            if ":" in part:
+                a, b = part.split(":", 1)
+                lo, hi = int(a) if a.strip() else 0, int(b) if b.strip() else n
+                if lo < 0 or hi > n or lo >= hi:
+                    raise ValueError(f"episodes {part!r}: range outside the dataset's 0:{n}, or empty")
+                out.update(dict.fromkeys(range(lo, hi)))
+            else:
+                i = int(part)
+                if not 0 <= i < n:
+                    raise ValueError(f"episode {i} not in dataset (it has {n} episodes)")
+                out[i] = None
+        except ValueError as e:
+            if "episode" in str(e):
+                raise
+            raise ValueError(f"episodes {text!r}: {part!r} is not an index or a range a:b") from None
+    return list(out)
+
+
 def open_dataset(root: str | os.PathLike, repo_id: str | None = None, **kwargs):
     """``LeRobotDataset(repo_id, root=root, **kwargs)``, offline.
 

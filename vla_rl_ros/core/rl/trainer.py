@@ -51,6 +51,7 @@ from vla_rl_ros.core.robot import PANDA
 @dataclass
 class RLArgs:
     data: list = field(default_factory=list)
+    episodes: str = ""  # which episodes of each dataset, e.g. "0:250" or "0,3,7" (default: all)
     init: str = ""
     out: str = "runs/rl"
     epochs: int = 10
@@ -200,10 +201,13 @@ def decisions_from_episode(d: dict, horizon: int, cameras, gamma: float) -> list
     return rows
 
 
-def load_decisions(roots, horizon: int, cameras, gamma: float, progress=True) -> tuple[Decisions, dict]:
+def load_decisions(roots, horizon: int, cameras, gamma: float, progress=True,
+                   episodes: str = "") -> tuple[Decisions, dict]:
+    """Decisions of every explored episode of ``roots`` (``episodes``: a selection of each
+    dataset's episodes, see :func:`~vla_rl_ros.core.data.reader.parse_episode_list`)."""
     from tqdm import tqdm
 
-    from vla_rl_ros.core.data.reader import episode_summaries, iter_episode_frames
+    from vla_rl_ros.core.data.reader import episode_summaries, iter_episode_frames, parse_episode_list
     from vla_rl_ros.core.data.store import read_info
 
     rows, tasks, eps_meta = [], [], {"episodes": 0, "skipped_no_noise": 0, "successes": 0}
@@ -219,10 +223,10 @@ def load_decisions(roots, horizon: int, cameras, gamma: float, progress=True) ->
         ekeys = keys + ([S.ENV_STATE] if S.ENV_STATE in info["features"] else [])
         if missing:
             raise ValueError(f"dataset {root} lacks {missing}: not logged by this stack's trajectory logger?")
-        n = int(info["total_episodes"])
+        sel = parse_episode_list(episodes, int(info["total_episodes"]))
         seeds = {row["episode_index"]: (row.get("meta") or {}).get("seed") for row in episode_summaries(root)}
-        for e_idx, d in tqdm(iter_episode_frames(root, keys=ekeys), total=n, desc=f"loading {Path(root).name}",
-                         disable=not progress, leave=False):
+        for e_idx, d in tqdm(iter_episode_frames(root, keys=ekeys, episodes=sel), total=len(sel),
+                             desc=f"loading {Path(root).name}", disable=not progress, leave=False):
             eps_meta["episodes"] += 1
             success = bool(np.any(np.asarray(d[S.SUCCESS])))
             eps_meta["successes"] += int(success)
@@ -314,7 +318,7 @@ def train_rl(args: RLArgs, progress=True) -> dict:
     model, config = load_checkpoint(args.init, joint_names=PANDA.joint_names)
     base_version = int(config.get("version", 0))
     cfg = model.cfg
-    dec, meta = load_decisions(args.data, cfg.horizon, cfg.cameras, args.gamma, progress)
+    dec, meta = load_decisions(args.data, cfg.horizon, cfg.cameras, args.gamma, progress, args.episodes)
     N = len(dec.ret)
     lo = torch.tensor(PANDA.lower, dtype=torch.float32)
     hi = torch.tensor(PANDA.upper, dtype=torch.float32)
