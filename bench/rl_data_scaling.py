@@ -11,7 +11,8 @@ and noise, and the blocks of all sizes come from the same behaviour policy. Each
 noiselessly on the held-out seeds (the same evaluation, cache included, as ``improve``). Printed: per
 block the success and its gain over ``--init``; per size the mean ± sample sd of the gain; a plot of
 success against episodes. If the gain rises with the size, the update works and the number of
-episodes limits it; if it does not, more episodes of this kind will not help.
+episodes limits it; if it does not, more episodes of this kind will not help. A block whose
+``OUT/n<size>_b<block>/result.json`` exists is not trained again (resume after an interruption).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--clip", type=float, default=0.2)
+    ap.add_argument("--tag", default="", help="suffix of the per-block run folders (several settings in one --out)")
     ap.add_argument("--advantage", choices=("mc", "gae"), default="mc")
     ap.add_argument("--gae-lambda", type=float, default=0.9)
     ap.add_argument("--ratio", choices=("chunk", "dim"), default="chunk")
@@ -79,9 +82,15 @@ def main() -> int:
         for b in range(min(total // size, args.max_blocks)):
             sel = f"{b * size}:{(b + 1) * size}"
             t0 = time.monotonic()
-            res = train_rl(RLArgs(data=[args.data], episodes=sel, init=args.init, out=str(out / f"n{size}_b{b}"),
-                                  epochs=args.epochs, lr=args.lr, advantage=args.advantage,
-                                  gae_lambda=args.gae_lambda, ratio=args.ratio, seed=b))
+            run = out / f"n{size}_b{b}{args.tag}"
+            done = run / "result.json"  # a block trained by an earlier, interrupted run is reused
+            if done.is_file():
+                res = json.loads(done.read_text())
+            else:
+                res = train_rl(RLArgs(data=[args.data], episodes=sel, init=args.init, out=str(run),
+                                      epochs=args.epochs, lr=args.lr, clip=args.clip, advantage=args.advantage,
+                                      gae_lambda=args.gae_lambda, ratio=args.ratio, seed=b))
+                done.write_text(json.dumps(res, default=str))
             ev, fails = _eval(res["checkpoint"], ev_args)
             h = res["history"][-1]
             rows.append({"size": size, "block": b, "episodes": sel, "eval": ev, "failures": fails,
@@ -93,7 +102,7 @@ def main() -> int:
             print(f"  {size:>5} episodes, block {b} ({sel}): " + ", ".join(f"{f} {pct(ev, f):.1f}%" for f in FAMILIES)
                   + f"; gain {r['gain']:+.1f}; explored {100 * r['explored_success']:.0f}%, KL {r['kl_behaviour']:.3f}, "
                   f"ESS {r['ess']:.2f}, {r['seconds']:.0f}s", flush=True)
-            (out / "scaling.json").write_text(json.dumps({"init": args.init, "base": base, "rows": rows}, indent=1))
+            (out / f"scaling{args.tag}.json").write_text(json.dumps({"init": args.init, "base": base, "rows": rows}, indent=1))
     print(f"\n{'episodes':>8} {'blocks':>6} {'success (mean ± sd)':>20} {'gain':>14}   per block")
     for size in sizes:
         g = np.array([r["gain"] for r in rows if r["size"] == size])
@@ -101,7 +110,7 @@ def main() -> int:
         sd = lambda x: float(x.std(ddof=1)) if len(x) > 1 else float("nan")  # noqa: E731
         print(f"{size:>8} {len(g):>6} {s.mean():>12.1f}% ± {sd(s):4.1f} {g.mean():>+8.1f} ± {sd(g):4.1f}   "
               + ", ".join(f"{x:.0f}%" for x in s))
-    plot(rows, pct(base, "overall"), args.init, Path(args.plot or out / "scaling.png"))
+    plot(rows, pct(base, "overall"), args.init, Path(args.plot or out / f"scaling{args.tag}.png"))
     return 0
 
 
@@ -120,6 +129,7 @@ def plot(rows, base: float, init: str, path: Path) -> None:
                label="overall, each block", zorder=3)
     ax.axhline(base, color="grey", ls="--", lw=1, label=f"{Path(init).name} (before RL)")
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks(sizes)
     ax.set_xticklabels([str(s) for s in sizes])
     ax.set_xlabel("explored episodes in the update")
