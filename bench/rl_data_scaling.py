@@ -31,12 +31,8 @@ from vla_rl_ros.core.data.store import read_info  # noqa: E402
 from vla_rl_ros.core.rl.trainer import RLArgs, train_rl  # noqa: E402
 from vla_rl_ros.improve import _eval  # noqa: E402
 
-FAMILIES = ("pick", "push", "place", "overall")
-
-
-def pct(ev: dict, fam: str) -> float:
-    k, n = ev.get(fam, (0, 0))
-    return 100.0 * k / n if n else float("nan")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from improve_seeds import FAMILIES, rate as pct  # noqa: E402  (success % of one family in an eval table)
 
 
 def main() -> int:

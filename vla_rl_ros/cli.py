@@ -168,7 +168,7 @@ def cmd_collect(args) -> int:
     if args.direct:
         return _collect_direct(args, out)
     if args.policy or args.seed_repeat != 1:
-        _die("--policy and --seed-repeat need --direct (through the ROS graph, explored rollouts are `improve`'s)")
+        _die("--policy and --seed-repeat need --direct (explored rollouts through the ROS graph: `vla-rl-ros improve`)")
     log_dir = Path(args.log_dir) if args.log_dir else out.parent / f"{out.name}_logs"
     overrides = {
         "out": str(out), "episodes": args.episodes, "seed": args.seed, "family": args.family or "",

@@ -49,25 +49,28 @@ def parse_episode_list(text: str, n: int) -> list[int]:
     Anything else, or an index outside the dataset, is a ``ValueError`` that says what is wrong."""
     if not str(text).strip():
         return list(range(n))
+
+    def index(s: str, default: int, part: str) -> int:
+        s = s.strip()
+        if not s:
+            return default
+        if not s.lstrip("-").isdigit():
+            raise ValueError(f"episodes {text!r}: {part!r} is not an index or a range a:b")
+        return int(s)
+
     out: dict[int, None] = {}
-    for part in str(text).split(","):
-        part = part.strip()
-        try:
-            if ":" in part:
-                a, b = part.split(":", 1)
-                lo, hi = int(a) if a.strip() else 0, int(b) if b.strip() else n
-                if lo < 0 or hi > n or lo >= hi:
-                    raise ValueError(f"episodes {part!r}: range outside the dataset's 0:{n}, or empty")
-                out.update(dict.fromkeys(range(lo, hi)))
-            else:
-                i = int(part)
-                if not 0 <= i < n:
-                    raise ValueError(f"episode {i} not in dataset (it has {n} episodes)")
-                out[i] = None
-        except ValueError as e:
-            if "episode" in str(e):
-                raise
-            raise ValueError(f"episodes {text!r}: {part!r} is not an index or a range a:b") from None
+    for part in (p.strip() for p in str(text).split(",")):
+        if ":" in part:
+            a, b = part.split(":", 1)
+            lo, hi = index(a, 0, part), index(b, n, part)
+            if lo < 0 or hi > n or lo >= hi:
+                raise ValueError(f"episodes {part!r}: range outside the dataset's 0:{n}, or empty")
+            out.update(dict.fromkeys(range(lo, hi)))
+        else:
+            i = index(part, -1, part)
+            if not 0 <= i < n:
+                raise ValueError(f"episode {part!r} not in dataset (it has {n} episodes)")
+            out[i] = None
     return list(out)
 
 
