@@ -52,7 +52,7 @@ def main() -> int:
     domain = 120 + os.getpid() % 60
     out = Path(tempfile.mkdtemp(prefix="logger_load_")) / "ds"
     g = Graph("load", "", {}, [NodeSpec("trajectory_logger", "trajectory_logger", {
-        "root": str(out), "control_rate": args.rate, "image_width": args.size, "image_height": args.size})])
+        "out": str(out), "control_rate": args.rate, "image_width": args.size, "image_height": args.size})])
     runner = GraphRunner(g, log_dir=str(out.parent / "logs"), domain_id=domain).start()
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=domain)

@@ -25,7 +25,7 @@ def test_include_and_typed_overrides():
     assert set(by) == {"sim_node", "expert_node", "trajectory_logger"}
     assert by["sim_node"].parameters["episodes"] == 5
     assert by["sim_node"].parameters["control_rate"] == 20
-    assert by["trajectory_logger"].parameters["root"] == "/tmp/x"
+    assert by["trajectory_logger"].parameters["out"] == "/tmp/x"
     assert by["trajectory_logger"].required
 
 

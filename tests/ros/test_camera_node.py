@@ -18,7 +18,7 @@ def test_camera_node_publishes_video_file_at_rate(tmp_path, probe, start_nodes):
     w.release()
     probe.collect(Image, "/camera/image_raw", SENSOR_QOS)
     runner = start_nodes(
-        NodeSpec("camera_node", "camera_node", {"source": str(path), "rate": 20.0, "width": 40, "height": 30})
+        NodeSpec("camera_node", "camera_node", {"source": str(path), "rate": 20.0, "image_width": 40, "image_height": 30})
     )
     assert probe.wait_for(lambda: len(probe.msgs("/camera/image_raw")) >= 41, timeout=60), runner.tail("camera_node")
     msgs = probe.msgs("/camera/image_raw")[-40:]

@@ -81,7 +81,7 @@ def test_collect_writes_a_dataset_that_loads_in_a_fresh_process(tmp_path, domain
     probe.collect(JointState, "/joint_states", RELIABLE_QOS)
     probe.collect(String, "/vla/episode", LATCHED_QOS)
     runner = start_nodes(NodeSpec("replay_node", "replay_node",
-                                  {"root": str(out), "speed": 4.0, "episodes": "1"}, required=True))
+                                  {"data": str(out), "real_time_factor": 4.0, "episode_ids": "1"}, required=True))
     finished = lambda: any(json.loads(m.data).get("event") == "finished" for _, m in probe.msgs("/vla/episode"))  # noqa: E731
     assert probe.wait_for(finished, 120), runner.tail("replay_node")
     rec = episode_frames(str(out), 1, keys=["observation.state"])["observation.state"]

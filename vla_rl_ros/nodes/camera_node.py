@@ -1,7 +1,7 @@
 """camera_node: OpenCV capture (device index, video file or stream URL) -> sensor_msgs/Image.
 
 Publishes rgb8 frames at a fixed rate on ``/camera/image_raw`` (sensor-data QoS), resized to
-``width`` x ``height`` (0 keeps the source size). A source that is missing or fails is reported
+``image_width`` x ``image_height`` (0 keeps the source size). A source that is missing or fails is reported
 once per retry with the reason, and reopened every ``retry_period`` seconds — the node never
 exits or crash-loops because a camera went away. Video files loop when ``loop_file`` is true.
 """
@@ -12,24 +12,20 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from vla_rl_ros.core.camera import CameraSource, CameraError
-from vla_rl_ros.nodes.common import SENSOR_QOS, image_to_msg, spin_node
+from vla_rl_ros.core.node_config import CameraNodeConfig
+from vla_rl_ros.nodes.common import SENSOR_QOS, declare_config, image_to_msg, spin_node
 
 
 class CameraNode(Node):
     def __init__(self):
         super().__init__("camera_node")
-        p = self.declare_parameter
-        source = str(p("source", "0").value)
-        self.rate = float(p("rate", 30.0).value)
-        if self.rate <= 0:
-            raise ValueError("rate must be > 0")
-        width, height = int(p("width", 96).value), int(p("height", 96).value)
-        self.retry_period = float(p("retry_period", 2.0).value)
-        self.frame_id = str(p("frame_id", "camera").value)
-        topic = str(p("topic", "/camera/image_raw").value)
-        self.camera = CameraSource(
-            source, width=width, height=height, loop_file=bool(p("loop_file", True).value)
-        )
+        c = self.config = declare_config(self, CameraNodeConfig)
+        source = c.source
+        self.rate = c.rate
+        self.retry_period = c.retry_period
+        self.frame_id = c.frame_id
+        topic = c.topic
+        self.camera = CameraSource(source, width=c.image_width, height=c.image_height, loop_file=c.loop_file)
         self.pub = self.create_publisher(Image, topic, SENSOR_QOS)
         self.published = 0
         self.next_retry = 0.0

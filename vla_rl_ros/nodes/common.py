@@ -52,17 +52,23 @@ from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from vla_rl_ros.core.robot import PANDA, JointLayoutError, RobotSpec
-
-CONTROLLER_TOPIC = "/joint_trajectory_controller/joint_trajectory"
-REFERENCE_TOPIC = "/joint_trajectory_controller/reference"
-ACTION_CHUNK_TOPIC = "/vla/action_chunk"
-JOINT_STATES_TOPIC = "/joint_states"
-INSTRUCTION_TOPIC = "/vla/instruction"
-REWARD_TOPIC = "/vla/reward"
-EPISODE_TOPIC = "/vla/episode"
-OBJECT_POSES_TOPIC = "/sim/object_poses"
-SIGMA_TOPIC = "/vla/exploration/sigma"  # σ rows (positions) of an explored chunk, same stamp as μ
-LOGGER_STATUS_TOPIC = "/vla/logger/status"
+from vla_rl_ros.core.topics import (  # noqa: F401  (re-exported: the nodes import them from here)
+    ACTION_CHUNK_TOPIC,
+    CONTROLLER_TOPIC,
+    EPISODE_TOPIC,
+    EXPLORATION_STATUS_TOPIC,
+    INSTRUCTION_TOPIC,
+    JOINT_STATES_TOPIC,
+    LOGGER_STATUS_TOPIC,
+    OBJECT_POSES_TOPIC,
+    POLICY_ROLLBACK_SERVICE,
+    POLICY_STATUS_TOPIC,
+    POLICY_SWAP_TOPIC,
+    POLICY_WEIGHTS_TOPIC,
+    REFERENCE_TOPIC,
+    REWARD_TOPIC,
+    SIGMA_TOPIC,
+)
 
 SENSOR_QOS = qos_profile_sensor_data
 # Subscribers that must not lose frames when their process is briefly starved (the logger)
@@ -235,6 +241,25 @@ def policy_version_of(msg: JointTrajectory) -> int:
 
 def json_msg(payload: dict) -> String:
     return String(data=json.dumps(payload, sort_keys=True))
+
+
+# --------------------------------------------------------------------------- parameters
+def declare_config(node, cls):
+    """Declare every field of the node's config dataclass ``cls`` (``core/node_config.py``) as a
+    ROS parameter with its default and help, and return ``cls`` built from the values given
+    (graph YAML / ``--ros-args``), coerced to the field types and validated."""
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    from vla_rl_ros.core.config import from_params, param_defaults, param_help
+
+    helps = param_help(cls)
+    values = {}
+    for name, default in param_defaults(cls):
+        # dynamic typing: an int given for a float field (``real_time_factor: 2``) is coerced by the
+        # dataclass's type instead of refused by rclpy
+        desc = ParameterDescriptor(description=helps[name], dynamic_typing=True)
+        values[name] = node.declare_parameter(name, default, desc).value
+    return from_params(cls, values)
 
 
 # --------------------------------------------------------------------------- lifecycle

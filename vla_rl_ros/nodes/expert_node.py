@@ -17,12 +17,13 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
+from vla_rl_ros.core.node_config import ExpertNodeConfig
 from vla_rl_ros.core.robot import PANDA
 from vla_rl_ros.core.sim.expert import ScriptedExpert
 from vla_rl_ros.core.sim.tasks import parse_instruction
 from vla_rl_ros.nodes.common import (
+    declare_config,
     ACTION_CHUNK_TOPIC,
-    CONTROLLER_TOPIC,
     EPISODE_TOPIC,
     INSTRUCTION_TOPIC,
     JOINT_STATES_TOPIC,
@@ -42,15 +43,11 @@ from vla_rl_ros.nodes.common import (
 class ExpertNode(Node):
     def __init__(self):
         super().__init__("expert_node")
-        p = self.declare_parameter
-        self.control_rate = float(p("control_rate", 10.0).value)
-        self.horizon = int(p("horizon", 4).value)
-        noise = float(p("noise_std", 0.0).value)
-        seed = int(p("seed", 0).value)
-        self.expert = ScriptedExpert(noise_std=noise, seed=seed)
-        self.pub_cmd = self.create_publisher(
-            JointTrajectory, str(p("controller_topic", CONTROLLER_TOPIC).value), RELIABLE_QOS
-        )
+        c = self.config = declare_config(self, ExpertNodeConfig)
+        self.control_rate = c.control_rate
+        self.horizon = c.horizon
+        self.expert = ScriptedExpert(noise_std=c.expert_noise, seed=c.seed)
+        self.pub_cmd = self.create_publisher(JointTrajectory, c.controller_topic, RELIABLE_QOS)
         self.pub_mean = self.create_publisher(JointTrajectory, ACTION_CHUNK_TOPIC, RELIABLE_QOS)
         self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_joints, RELIABLE_QOS)
         self.create_subscription(PoseArray, OBJECT_POSES_TOPIC, self._on_poses, RELIABLE_QOS)

@@ -23,17 +23,18 @@ from rclpy.node import Node
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
+from vla_rl_ros.core.node_config import ExplorationNodeConfig
 from vla_rl_ros.core.rl.exploration import ExplorationConfig, Explorer
 from vla_rl_ros.core.robot import PANDA
 from vla_rl_ros.nodes.common import (
     ACTION_CHUNK_TOPIC,
-    CONTROLLER_TOPIC,
     LATCHED_QOS,
     RELIABLE_QOS,
     SIGMA_TOPIC,
     MessageError,
     chunk_from_msg,
     chunk_msg,
+    declare_config,
     json_msg,
     policy_version_of,
     spin_node,
@@ -43,20 +44,14 @@ from vla_rl_ros.nodes.common import (
 class ExplorationNode(Node):
     def __init__(self):
         super().__init__("exploration_node")
-        p = self.declare_parameter
-        self.control_rate = float(p("control_rate", 10.0).value)
-        cfg = ExplorationConfig(
-            sigma=[float(v) for v in p("sigma", [0.03]).value],
-            gripper_sigma=float(p("gripper_sigma", 0.0).value),
-            token_scale=[float(v) for v in p("token_scale", [1.0]).value],
-            schedule=[float(v) for v in p("schedule", [1.0]).value],
-        )
+        c = self.config = declare_config(self, ExplorationNodeConfig)
+        self.control_rate = c.control_rate
+        cfg = ExplorationConfig(sigma=list(c.sigma), gripper_sigma=c.gripper_sigma,
+                                token_scale=list(c.token_scale), schedule=list(c.schedule))
         cfg.sigma_matrix(8, PANDA.dof)  # validate now: a bad σ is a startup error, not a runtime one
-        mode = str(p("mode", "explore").value)
-        self.explorer = Explorer(PANDA.lower, PANDA.upper, cfg, seed=int(p("seed", 0).value), mode=mode,
-                                 round_index=int(p("round_index", 0).value))
-        self.pub_cmd = self.create_publisher(JointTrajectory, str(p("controller_topic", CONTROLLER_TOPIC).value),
-                                             RELIABLE_QOS)
+        mode = c.mode
+        self.explorer = Explorer(PANDA.lower, PANDA.upper, cfg, seed=c.seed, mode=mode, round_index=c.round_index)
+        self.pub_cmd = self.create_publisher(JointTrajectory, c.controller_topic, RELIABLE_QOS)
         self.pub_sigma = self.create_publisher(JointTrajectory, SIGMA_TOPIC, RELIABLE_QOS)
         self.pub_status = self.create_publisher(String, "/vla/exploration/status", LATCHED_QOS)
         self.create_subscription(JointTrajectory, ACTION_CHUNK_TOPIC, self._on_mean, RELIABLE_QOS)

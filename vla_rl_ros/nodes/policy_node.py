@@ -10,7 +10,7 @@ on the controller topic. Latency (observation stamp -> chunk published) is repor
 ``/vla/policy/status`` every second.
 
 Hot swap: a new checkpoint announced on ``/vla/policy/weights`` (std_msgs/String: a path, or
-JSON ``{"path": ...}``) or set as the ``weights_path`` parameter is loaded and validated in a
+JSON ``{"path": ...}``) or set as the ``checkpoint`` parameter at run time is loaded and validated in a
 background thread (checksums, layout, finite probe outputs — ``core/policy/runtime.py``) and
 installed by the inference thread between two inferences; the previous version is kept for
 ``/vla/policy/rollback`` (std_srvs/Trigger, ``vla-rl-ros rollback``). A refused checkpoint is
@@ -28,7 +28,6 @@ import json
 import threading
 import time
 from collections import deque
-from pathlib import Path
 
 import numpy as np
 from rcl_interfaces.msg import SetParametersResult
@@ -39,10 +38,12 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from vla_rl_ros.core.policy.runtime import HotSwapper, Observation, ObservationError, PolicyRuntime, SwapEvent
+from vla_rl_ros.core.node_config import PolicyNodeConfig
+from vla_rl_ros.core.paths import DEFAULT_CHECKPOINT as _DEFAULT_CHECKPOINT
+from vla_rl_ros.core.paths import checkpoint_or_default
 from vla_rl_ros.core.robot import PANDA
 from vla_rl_ros.nodes.common import (
     ACTION_CHUNK_TOPIC,
-    CONTROLLER_TOPIC,
     INSTRUCTION_TOPIC,
     JOINT_STATES_TOPIC,
     LATCHED_QOS,
@@ -51,6 +52,7 @@ from vla_rl_ros.nodes.common import (
     MessageError,
     camera_topic,
     chunk_msg,
+    declare_config,
     joint_state_to_array,
     json_msg,
     msg_to_image,
@@ -59,28 +61,23 @@ from vla_rl_ros.nodes.common import (
     stamp_to_ns,
 )
 
-DEFAULT_CHECKPOINT = str(Path(__file__).resolve().parents[2] / "models" / "vla_bc_v3")
+DEFAULT_CHECKPOINT = _DEFAULT_CHECKPOINT  # kept importable from here; defined in core/paths.py
 
 
 class PolicyNode(Node):
     def __init__(self):
         super().__init__("policy_node")
-        p = self.declare_parameter
-        ckpt = str(p("checkpoint", "").value) or DEFAULT_CHECKPOINT
-        backend = str(p("backend", "auto").value)
-        threads = int(p("threads", 1).value)
-        self.control_rate = float(p("control_rate", 10.0).value)
-        self.replan_every = max(1, int(p("replan_every", 1).value))
-        self.sync = str(p("sync", "exact").value)
-        if self.sync not in ("exact", "latest"):
-            raise ValueError(f"sync must be 'exact' or 'latest', got {self.sync!r}")
-        self.max_state_age = float(p("max_state_age", 0.25).value)
-        self.max_first_jump = float(p("max_first_jump", 0.5).value)
-        self.to_controller = bool(p("publish_to_controller", True).value)
+        c = self.config = declare_config(self, PolicyNodeConfig)
+        self.control_rate = c.control_rate
+        self.replan_every = c.replan_every
+        self.sync = c.sync
+        self.max_state_age = c.max_state_age
+        self.max_first_jump = c.max_first_jump
+        self.to_controller = c.publish_to_controller
 
-        runtime = PolicyRuntime(ckpt, backend=backend, joint_names=PANDA.joint_names, threads=threads)
+        runtime = PolicyRuntime(checkpoint_or_default(c.checkpoint), backend=c.backend,
+                                joint_names=PANDA.joint_names, threads=c.threads)
         self.swapper = HotSwapper(runtime, on_event=self._on_swap_event)
-        p("weights_path", "")
         self.cameras = list(self.runtime.cameras)
         size = self.runtime.cfg.image_size
         self.image_hw = (size, size)
@@ -88,7 +85,7 @@ class PolicyNode(Node):
 
         self.pub_mean = self.create_publisher(JointTrajectory, ACTION_CHUNK_TOPIC, RELIABLE_QOS)
         self.pub_cmd = (
-            self.create_publisher(JointTrajectory, str(p("controller_topic", CONTROLLER_TOPIC).value), RELIABLE_QOS)
+            self.create_publisher(JointTrajectory, c.controller_topic, RELIABLE_QOS)
             if self.to_controller else None
         )
         self.pub_status = self.create_publisher(String, "/vla/policy/status", LATCHED_QOS)
@@ -136,7 +133,7 @@ class PolicyNode(Node):
 
     def _on_params(self, params) -> SetParametersResult:
         for prm in params:
-            if prm.name == "weights_path" and str(prm.value).strip():
+            if prm.name == "checkpoint" and str(prm.value).strip():
                 self.swapper.request(str(prm.value))
         return SetParametersResult(successful=True)
 

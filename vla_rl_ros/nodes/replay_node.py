@@ -2,7 +2,7 @@
 
 Per recorded frame, stamped now: camera images, ``/joint_states`` (the recorded state), the
 recorded reward on ``/vla/reward``, the executed action as the reference, plus the instruction
-and episode start/end events — at the recorded rate times ``speed``. With
+and episode start/end events — at the recorded rate times ``real_time_factor``. With
 ``publish_actions: true`` the recorded actions also go to the controller topic (this moves a
 robot: off by default). Useful for debugging, for re-logging, and for shadow-mode evaluation
 (a policy node answers recorded observations while nothing moves).
@@ -18,7 +18,9 @@ from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
 from vla_rl_ros.core.data.reader import episode_frames, open_dataset, parse_episode_list
+from vla_rl_ros.core.node_config import ReplayNodeConfig
 from vla_rl_ros.nodes.common import (
+    declare_config,
     CONTROLLER_TOPIC,
     EPISODE_TOPIC,
     INSTRUCTION_TOPIC,
@@ -41,18 +43,13 @@ from vla_rl_ros.nodes.common import (
 class ReplayNode(Node):
     def __init__(self):
         super().__init__("replay_node")
-        p = self.declare_parameter
-        root = str(p("root", "").value)
-        if not root:
-            raise ValueError("parameter 'root' (dataset folder) is required")
-        self.speed = float(p("speed", 1.0).value)
-        if self.speed <= 0:
-            raise ValueError("speed must be > 0")
-        self.publish_actions = bool(p("publish_actions", False).value)
-        self.loop = bool(p("loop", False).value)
-        self.ds = open_dataset(root)
+        c = self.config = declare_config(self, ReplayNodeConfig)
+        self.speed = c.real_time_factor
+        self.publish_actions = c.publish_actions
+        self.loop = c.loop
+        self.ds = open_dataset(c.data)
         n = int(self.ds.meta.total_episodes)
-        self.episode_ids = parse_episode_list(str(p("episodes", "").value), n)
+        self.episode_ids = parse_episode_list(c.episode_ids, n)
         self.fps = float(self.ds.meta.fps)
         self.cameras = [
             k.split(".", 2)[2] for k in self.ds.meta.features if k.startswith("observation.images.")
@@ -77,7 +74,7 @@ class ReplayNode(Node):
         self.published = 0
         self.done = False
         self.get_logger().info(
-            f"replaying {len(self.episode_ids)} episode(s) of {root} at {self.fps * self.speed:.1f} Hz"
+            f"replaying {len(self.episode_ids)} episode(s) of {c.data} at {self.fps * self.speed:.1f} Hz"
             f" (x{self.speed}); cameras {self.cameras}; actions to controller: {self.publish_actions}"
         )
         self.create_timer(1.0 / (self.fps * self.speed), self._on_timer)

@@ -20,6 +20,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from vla_rl_ros.core.control import ChunkScheduler
+from vla_rl_ros.core.node_config import SimNodeConfig
 from vla_rl_ros.core.robot import PANDA
 from vla_rl_ros.core.sim.world import PandaWorld, SimConfig
 from vla_rl_ros.nodes.common import (
@@ -36,6 +37,7 @@ from vla_rl_ros.nodes.common import (
     MessageError,
     camera_topic,
     chunk_from_msg,
+    declare_config,
     image_to_msg,
     joint_state_msg,
     json_msg,
@@ -48,42 +50,34 @@ from vla_rl_ros.nodes.common import (
 class SimNode(Node):
     def __init__(self):
         super().__init__("sim_node")
-        p = self.declare_parameter
-        self.control_rate = float(p("control_rate", 10.0).value)
-        self.rtf = float(p("real_time_factor", 1.0).value)
-        cams = list(p("cameras", ["front"]).value)
-        cfg = SimConfig(
-            control_rate=self.control_rate,
-            image_width=int(p("image_width", 96).value),
-            image_height=int(p("image_height", 96).value),
-            cameras=tuple(cams),
-            renderer=str(p("renderer", "auto").value),
-            max_steps=int(p("max_steps", 120).value),
-        )
-        self.family = str(p("family", "").value) or None
-        self.seed = int(p("seed", 0).value)
+        c = self.config = declare_config(self, SimNodeConfig)
+        self.control_rate = c.control_rate
+        self.rtf = c.real_time_factor
+        cams = list(c.cameras)
+        cfg = SimConfig(control_rate=c.control_rate, image_width=c.image_width, image_height=c.image_height,
+                        cameras=tuple(cams), renderer=c.renderer, max_steps=c.max_steps)
+        self.family = c.family or None
+        self.seed = c.seed
         # episode n uses seed + n // seed_repeat: each scene seen seed_repeat times in a row
         # (groups of rollouts from one initial state for train-rl's leave-one-out baseline)
-        self.seed_repeat = max(1, int(p("seed_repeat", 1).value))
-        self.episodes = int(p("episodes", 0).value)  # 0: run forever
-        self.auto_reset = bool(p("auto_reset", True).value)
-        self.reset_pause = float(p("reset_pause", 0.5).value)
-        self.start_delay = float(p("start_delay", 1.0).value)
+        self.seed_repeat = c.seed_repeat
+        self.episodes = c.episodes  # 0: run forever
+        self.auto_reset = c.auto_reset
+        self.reset_pause = c.reset_pause
+        self.start_delay = c.start_delay
         # the first episode waits until these topics (comma-separated) have publishers (e.g. the policy's status, which
         # exists only once its weights are loaded and warmed), so a slow-starting policy does not
         # leave the arm holding through the start of episode 0; after wait_timeout s it starts anyway
-        self.wait_for = str(p("wait_for_publisher", "").value)
-        self.wait_timeout = float(p("wait_timeout", 120.0).value)
+        self.wait_for = c.wait_for_publisher
+        self.wait_timeout = c.wait_timeout
         # time between publishing an episode's instruction and its first observation (a robot's
         # reset phase): consumers switch instruction before the first frame they must act on
-        self.instruction_lead = float(p("instruction_lead", 0.3).value)
+        self.instruction_lead = c.instruction_lead
         # paused: no new episode starts (the running one finishes); settable at run time, e.g. by
         # `vla-rl-ros improve` between collection rounds
-        self.paused = bool(p("paused", False).value)
+        self.paused = c.paused
         self.add_on_set_parameters_callback(self._on_params)
-        controller_topic = str(p("controller_topic", CONTROLLER_TOPIC).value)
-        if self.rtf <= 0 or self.control_rate <= 0:
-            raise ValueError("control_rate and real_time_factor must be > 0")
+        controller_topic = c.controller_topic
 
         self.world = PandaWorld(cfg)
         if self.family is not None:

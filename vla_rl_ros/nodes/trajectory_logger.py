@@ -22,11 +22,11 @@ from vla_rl_ros.core.collect import ENV_STATE_NAMES, environment_state_from_pose
 from vla_rl_ros.core.data.schema import make_features
 from vla_rl_ros.core.data.writer import EpisodeWriter
 from vla_rl_ros.core.recording import ChunkRecord, EpisodeAssembler
+from vla_rl_ros.core.node_config import LoggerConfig
 from vla_rl_ros.core.robot import PANDA
 from vla_rl_ros.nodes.common import (
     ACTION_CHUNK_TOPIC,
     SIGMA_TOPIC,
-    CONTROLLER_TOPIC,
     EPISODE_TOPIC,
     JOINT_STATES_TOPIC,
     LATCHED_QOS,
@@ -39,6 +39,7 @@ from vla_rl_ros.nodes.common import (
     MessageError,
     camera_topic,
     chunk_from_msg,
+    declare_config,
     joint_state_to_array,
     json_msg,
     msg_to_image,
@@ -52,19 +53,17 @@ from vla_rl_ros.nodes.common import (
 class TrajectoryLogger(Node):
     def __init__(self):
         super().__init__("trajectory_logger")
-        p = self.declare_parameter
-        self.root = str(p("root", "").value)
-        if not self.root:
-            raise ValueError("parameter 'root' (output dataset folder) is required")
-        repo_id = str(p("repo_id", "local/vla_rl_ros").value)
-        control_rate = float(p("control_rate", 10.0).value)
-        self.cameras = list(p("cameras", ["front"]).value)
-        h, w = int(p("image_height", 96).value), int(p("image_width", 96).value)
+        c = self.config = declare_config(self, LoggerConfig)
+        self.root = c.out
+        repo_id = c.repo_id
+        control_rate = c.control_rate
+        self.cameras = list(c.cameras)
+        h, w = c.image_height, c.image_width
         self.image_hw = (h, w)
-        self.end_grace = float(p("end_grace", 0.5).value)
+        self.end_grace = c.end_grace
         # simulation: also record the privileged object + grasp-point positions from
         # /sim/object_poses (train-rl's privileged critic reads them); a frame then needs them too
-        self.record_env = bool(p("environment_state", False).value)
+        self.record_env = c.environment_state
         env_names = ENV_STATE_NAMES if self.record_env else ()
         features = make_features(list(PANDA.joint_names), self.cameras, image_shape=(h, w),
                                  environment_state=env_names)
@@ -87,7 +86,7 @@ class TrajectoryLogger(Node):
         self.create_subscription(Vector3Stamped, REWARD_TOPIC, self._on_reward, RELIABLE_QOS)
         self.create_subscription(String, EPISODE_TOPIC, self._on_event, LATCHED_QOS)
         self.create_subscription(
-            JointTrajectory, str(p("controller_topic", CONTROLLER_TOPIC).value),
+            JointTrajectory, c.controller_topic,
             self._on_executed, RELIABLE_QOS,
         )
         self.create_subscription(JointTrajectory, ACTION_CHUNK_TOPIC, self._on_mean, RELIABLE_QOS)

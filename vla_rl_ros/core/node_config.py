@@ -1,0 +1,148 @@
+"""The parameters of every node, one frozen dataclass per node (no rclpy).
+
+``nodes/common.declare_config(node, Cls)`` declares each field as a ROS parameter with its default
+and help, and builds the dataclass back from the values the graph YAML (``config/graphs``) or
+``--ros-args`` gave; ``validate()`` refuses bad values before the node opens anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vla_rl_ros.core.config import opt, require
+from vla_rl_ros.core.topics import CONTROLLER_TOPIC
+
+RENDERERS = ("auto", "egl", "tiny")
+BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
+
+#: exploration σ of the arm joints (rad) wherever it is not given: the measured default
+DEFAULT_SIGMA = 0.02
+#: std of the scripted expert's action noise (rad) wherever it is not given
+DEFAULT_EXPERT_NOISE = 0.0
+
+
+@dataclass(frozen=True)
+class SimNodeConfig:
+    control_rate: float = opt(10.0, "control ticks per simulated second (Hz)")
+    real_time_factor: float = opt(1.0, "simulated seconds per wall-clock second")
+    cameras: tuple[str, ...] = opt(("front",), "camera names (the first publishes /camera/image_raw)")
+    image_width: int = opt(96, "camera image width (px)")
+    image_height: int = opt(96, "camera image height (px)")
+    renderer: str = opt("tiny", "tiny renders identically everywhere; egl is faster at 224 px", choices=RENDERERS)
+    max_steps: int = opt(120, "episode length limit (control ticks)")
+    family: str = opt("", "one task family (empty: drawn from the seed)")
+    seed: int = opt(0, "seed of the first episode (episode n uses seed + n // seed_repeat)")
+    seed_repeat: int = opt(1, "roll each scene out this many times in a row (groups for the RL baseline)")
+    episodes: int = opt(0, "episodes to run (0: forever)")
+    auto_reset: bool = opt(True, "start the next episode when one ends")
+    reset_pause: float = opt(0.5, "pause between two episodes (s)")
+    start_delay: float = opt(1.0, "delay before the first episode (s)")
+    wait_for_publisher: str = opt("", "the first episode waits for publishers on these topics (comma-separated)")
+    wait_timeout: float = opt(120.0, "start anyway after this long without them (s)")
+    instruction_lead: float = opt(0.3, "time between an episode's instruction and its first observation (s)")
+    paused: bool = opt(False, "no new episode starts (the running one finishes); settable at run time")
+    controller_topic: str = opt(CONTROLLER_TOPIC, "topic of the executed chunks")
+
+    def validate(self) -> None:
+        require(self.control_rate > 0 and self.real_time_factor > 0, "control_rate and real_time_factor must be > 0")
+        require(self.image_width > 0 and self.image_height > 0, "image_width and image_height must be > 0")
+        require(self.max_steps > 0, "max_steps must be > 0")
+        require(self.seed_repeat >= 1, "seed_repeat must be >= 1")
+        require(self.episodes >= 0, "episodes must be >= 0 (0: forever)")
+        require(len(self.cameras) >= 1, "cameras: at least one camera")
+
+
+@dataclass(frozen=True)
+class PolicyNodeConfig:
+    checkpoint: str = opt("", "checkpoint directory (empty: the shipped one); set at run time: hot swap")
+    backend: str = opt("auto", "inference backend", choices=BACKENDS)
+    threads: int = opt(1, "inference threads")
+    control_rate: float = opt(10.0, "control rate the chunk's time stamps assume (Hz)")
+    replan_every: int = opt(1, "infer on every n-th observation")
+    sync: str = opt("exact", "pair images and joint states by stamp (exact) or take the newest state (latest)",
+                    choices=("exact", "latest"))
+    max_state_age: float = opt(0.25, "sync latest: largest image-to-state time difference (s)")
+    max_first_jump: float = opt(0.5, "largest first-action distance from the current state (rad)")
+    publish_to_controller: bool = opt(True, "deploy mode: also publish μ on the controller topic")
+    controller_topic: str = opt(CONTROLLER_TOPIC, "topic of the executed chunks")
+
+    def validate(self) -> None:
+        require(self.threads >= 1, "threads must be >= 1")
+        require(self.control_rate > 0, "control_rate must be > 0")
+        require(self.replan_every >= 1, "replan_every must be >= 1")
+
+
+@dataclass(frozen=True)
+class ExplorationNodeConfig:
+    mode: str = opt("explore", "explore: a = μ + ε; deploy: μ passes through", choices=("explore", "deploy"))
+    sigma: tuple[float, ...] = opt((DEFAULT_SIGMA,), "exploration σ: one value for the arm joints or one per joint")
+    gripper_sigma: float = opt(0.0, "exploration σ of the gripper (m); 0: the gripper executes μ")
+    token_scale: tuple[float, ...] = opt((1.0,), "σ multiplier per token index (last repeats)")
+    schedule: tuple[float, ...] = opt((1.0,), "σ multiplier per round (last repeats)")
+    round_index: int = opt(0, "round of the schedule; settable at run time")
+    seed: int = opt(0, "seed of the exploration noise")
+    control_rate: float = opt(10.0, "control rate of the chunks' time stamps (Hz)")
+    controller_topic: str = opt(CONTROLLER_TOPIC, "topic of the executed chunks")
+
+    def validate(self) -> None:
+        require(self.round_index >= 0, "round_index must be >= 0")
+        require(self.control_rate > 0, "control_rate must be > 0")
+
+
+@dataclass(frozen=True)
+class LoggerConfig:
+    out: str = opt("", "output dataset folder (LeRobot v3)", required=True)
+    repo_id: str = opt("local/vla_rl_ros", "dataset repo id")
+    control_rate: float = opt(10.0, "frames per second of the dataset")
+    cameras: tuple[str, ...] = opt(("front",), "camera names to record")
+    image_width: int = opt(96, "image width (px)")
+    image_height: int = opt(96, "image height (px)")
+    end_grace: float = opt(0.5, "wait this long after an episode's end for late messages (s)")
+    environment_state: bool = opt(False, "record privileged object + grasp-point positions (sim only)")
+    controller_topic: str = opt(CONTROLLER_TOPIC, "topic of the executed chunks")
+
+    def validate(self) -> None:
+        require(bool(self.out), "out (output dataset folder) is required")
+        require(self.control_rate > 0, "control_rate must be > 0")
+
+
+@dataclass(frozen=True)
+class ExpertNodeConfig:
+    control_rate: float = opt(10.0, "control rate (Hz)")
+    horizon: int = opt(4, "expert chunk length (tokens)")
+    expert_noise: float = opt(DEFAULT_EXPERT_NOISE, "std of the expert's action noise (rad)")
+    seed: int = opt(0, "seed of the expert's noise")
+    controller_topic: str = opt(CONTROLLER_TOPIC, "topic of the executed chunks")
+
+    def validate(self) -> None:
+        require(self.expert_noise >= 0, "expert_noise must be >= 0")
+        require(self.horizon >= 1, "horizon must be >= 1")
+
+
+@dataclass(frozen=True)
+class ReplayNodeConfig:
+    data: str = opt("", "LeRobot dataset folder to publish", required=True)
+    real_time_factor: float = opt(1.0, "playback speed (1: the recorded rate)")
+    episode_ids: str = opt("", "episodes to publish: '0,3,5:9' (empty: all)")
+    publish_actions: bool = opt(False, "also command the controller with the recorded actions")
+    loop: bool = opt(False, "start again after the last episode")
+
+    def validate(self) -> None:
+        require(bool(self.data), "data (dataset folder) is required")
+        require(self.real_time_factor > 0, "real_time_factor must be > 0")
+
+
+@dataclass(frozen=True)
+class CameraNodeConfig:
+    source: str = opt("0", "device index, video file or image folder")
+    rate: float = opt(30.0, "frames per second")
+    image_width: int = opt(96, "image width (px; 0 keeps the source's)")
+    image_height: int = opt(96, "image height (px; 0 keeps the source's)")
+    retry_period: float = opt(2.0, "retry opening a lost source after this long (s)")
+    frame_id: str = opt("camera", "header frame id")
+    topic: str = opt("/camera/image_raw", "image topic")
+    loop_file: bool = opt(True, "restart a video file at its end")
+
+    def validate(self) -> None:
+        require(self.rate > 0, "rate must be > 0")
+        require(self.image_width >= 0 and self.image_height >= 0, "image_width and image_height must be >= 0")

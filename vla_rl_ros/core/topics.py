@@ -1,0 +1,18 @@
+"""Topic names of the graph (defaults; the nodes take the controller topic as a parameter).
+No rclpy: configs and ROS-free tools read them too. ``nodes/common.py`` documents the contract."""
+
+CONTROLLER_TOPIC = "/joint_trajectory_controller/joint_trajectory"
+REFERENCE_TOPIC = "/joint_trajectory_controller/reference"
+ACTION_CHUNK_TOPIC = "/vla/action_chunk"
+JOINT_STATES_TOPIC = "/joint_states"
+INSTRUCTION_TOPIC = "/vla/instruction"
+REWARD_TOPIC = "/vla/reward"
+EPISODE_TOPIC = "/vla/episode"
+OBJECT_POSES_TOPIC = "/sim/object_poses"
+SIGMA_TOPIC = "/vla/exploration/sigma"  # σ rows (positions) of an explored chunk, same stamp as μ
+LOGGER_STATUS_TOPIC = "/vla/logger/status"
+POLICY_STATUS_TOPIC = "/vla/policy/status"
+POLICY_SWAP_TOPIC = "/vla/policy/swap"
+POLICY_WEIGHTS_TOPIC = "/vla/policy/weights"
+POLICY_ROLLBACK_SERVICE = "/vla/policy/rollback"
+EXPLORATION_STATUS_TOPIC = "/vla/exploration/status"
