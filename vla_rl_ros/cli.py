@@ -371,19 +371,24 @@ def cmd_train_bc(args) -> int:
 
 def cmd_train_rl(args) -> int:
     from vla_rl_ros.core.policy.checkpoint import CheckpointError
-    from vla_rl_ros.core.rl.trainer import RLArgs, train_rl
+    from vla_rl_ros.core.rl.config import RLConfig
+    from vla_rl_ros.core.rl.trainer import train_rl
 
+    init = args.init or default_checkpoint()
+    rl = RLConfig(data=list(args.data), episodes=args.episodes, init=init, out=args.out, epochs=args.epochs,
+                  batch_size=args.batch_size,
+                  baseline=args.baseline, advantage=args.advantage, gae_lambda=args.gae_lambda, critic=args.critic,
+                  ratio=args.ratio, trainable=args.trainable, lr=args.lr, clip=args.clip, kl_coef=args.kl_coef,
+                  target_kl=args.target_kl, gamma=args.gamma,
+                  seed=args.seed, threads=args.threads, version=args.version)
+    try:
+        rl.validate()
+    except ValueError as e:
+        _die(str(e))
     for d in args.data:
         if not (Path(d) / "meta" / "info.json").exists():
             _die(f"{d!r} is not a LeRobot dataset (no meta/info.json)")
     check_writable_dir(args.out)
-    init = args.init or default_checkpoint()
-    rl = RLArgs(data=list(args.data), episodes=args.episodes, init=init, out=args.out, epochs=args.epochs,
-                batch_size=args.batch_size,
-                baseline=args.baseline, advantage=args.advantage, gae_lambda=args.gae_lambda, critic=args.critic,
-                ratio=args.ratio, trainable=args.trainable, lr=args.lr, clip=args.clip, kl_coef=args.kl_coef,
-                target_kl=args.target_kl, gamma=args.gamma,
-                seed=args.seed, threads=args.threads, version=args.version)
     try:
         res = train_rl(rl)
     except (CheckpointError, ValueError, FileNotFoundError) as e:

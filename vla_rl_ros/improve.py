@@ -240,7 +240,8 @@ def run_improve(args) -> int:
     from vla_rl_ros.cli import _die, check_writable_dir, default_checkpoint, rl_summary
     from vla_rl_ros.core.collect import DirectCollectConfig, collect_direct
     from vla_rl_ros.core.policy.checkpoint import CheckpointError, read_config
-    from vla_rl_ros.core.rl.trainer import RLArgs, train_rl
+    from vla_rl_ros.core.rl.config import RLConfig
+    from vla_rl_ros.core.rl.trainer import train_rl
 
     if args.rounds < 1 or args.episodes_per_round < 1:
         _die("--rounds and --episodes-per-round must be >= 1")
@@ -293,10 +294,10 @@ def run_improve(args) -> int:
                 explored = res["success"] / max(res["episodes"], 1)
             bar.close()
             t_collect = time.monotonic() - t0
-            rl = RLArgs(data=[str(data)], init=ckpt, out=str(out / f"round_{r}"), epochs=args.epochs, lr=args.lr,
-                        clip=args.clip, kl_coef=args.kl_coef, seed=args.seed + 1000 * r, threads=2,
-                        baseline=args.baseline, advantage=args.advantage, gae_lambda=args.gae_lambda,
-                        critic=args.critic, ratio=args.ratio, trainable=args.trainable)
+            rl = RLConfig(data=[str(data)], init=ckpt, out=str(out / f"round_{r}"), epochs=args.epochs, lr=args.lr,
+                          clip=args.clip, kl_coef=args.kl_coef, seed=args.seed + 1000 * r, threads=2,
+                          baseline=args.baseline, advantage=args.advantage, gae_lambda=args.gae_lambda,
+                          critic=args.critic, ratio=args.ratio, trainable=args.trainable)
             res = train_rl(rl)
             print(rl_summary(res))
             swap = None

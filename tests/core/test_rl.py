@@ -157,7 +157,8 @@ def test_explored_rollouts_train_rl_end_to_end(tmp_path):
     from vla_rl_ros.core.data import schema as S
     from vla_rl_ros.core.data.reader import iter_episode_frames
     from vla_rl_ros.core.policy.checkpoint import load_checkpoint, save_checkpoint
-    from vla_rl_ros.core.rl.trainer import RLArgs, decisions_from_episode, train_rl
+    from vla_rl_ros.core.rl.config import RLConfig
+    from vla_rl_ros.core.rl.trainer import decisions_from_episode, train_rl
     from vla_rl_ros.core.robot import PANDA
 
     init = save_checkpoint(small_model(), tmp_path / "init", version=4)
@@ -189,8 +190,8 @@ def test_explored_rollouts_train_rl_end_to_end(tmp_path):
     np.testing.assert_array_equal(rows_lag[2]["state"], d[S.STATE][2])
     np.testing.assert_array_equal(rows_lag[1]["actions"][1], d[S.ACTION][2])
 
-    out = train_rl(RLArgs(data=[str(tmp_path / "ds")], init=str(init), out=str(tmp_path / "rl"), epochs=2,
-                          batch_size=8, value_steps=20, threads=1), progress=False)
+    out = train_rl(RLConfig(data=[str(tmp_path / "ds")], init=str(init), out=str(tmp_path / "rl"), epochs=2,
+                            batch_size=8, value_steps=20, threads=1), progress=False)
     assert out["version"] == 5 and out["decisions"] == sum(len(e[1][S.ACTION]) for e in eps)
     assert out["init_log_ratio_median"] < 1e-3, out["init_log_ratio_median"]
     assert out["group_fraction"] == 1.0 and out["baseline"].startswith("group")  # every scene twice
@@ -203,20 +204,20 @@ def test_explored_rollouts_train_rl_end_to_end(tmp_path):
     assert conf["version"] == 5 and (tmp_path / "rl" / "rl.png").stat().st_size > 1000
     assert json.loads((tmp_path / "rl" / "history.json").read_text()) == h
     # per-factor ratios on the same data: the logged μ/σ reproduce the logged log-likelihood
-    dim = train_rl(RLArgs(data=[str(tmp_path / "ds")], init=str(init), out=str(tmp_path / "rl_dim"), epochs=1,
-                          batch_size=8, value_steps=20, threads=1, ratio="dim", export_onnx=False), progress=False)
+    dim = train_rl(RLConfig(data=[str(tmp_path / "ds")], init=str(init), out=str(tmp_path / "rl_dim"), epochs=1,
+                            batch_size=8, value_steps=20, threads=1, ratio="dim", export_onnx=False), progress=False)
     assert dim["args"]["ratio"] == "dim" and 0 < dim["history"][0]["ess"] <= 1.0
     with pytest.raises(ValueError, match="ratio"):
-        train_rl(RLArgs(data=[str(tmp_path / "ds")], init=str(init), out=str(tmp_path / "x"), ratio="token",
-                        value_steps=1, threads=1), progress=False)
+        train_rl(RLConfig(data=[str(tmp_path / "ds")], init=str(init), out=str(tmp_path / "x"), ratio="token",
+                          value_steps=1, threads=1), progress=False)
     # a selection of the dataset's episodes (train-rl --episodes): only those are loaded
-    sub = train_rl(RLArgs(data=[str(tmp_path / "ds")], episodes="1:3", init=str(init), out=str(tmp_path / "rl_sub"),
-                          epochs=1, batch_size=8, value_steps=20, threads=1, export_onnx=False), progress=False)
+    sub = train_rl(RLConfig(data=[str(tmp_path / "ds")], episodes="1:3", init=str(init), out=str(tmp_path / "rl_sub"),
+                            epochs=1, batch_size=8, value_steps=20, threads=1, export_onnx=False), progress=False)
     assert sub["episodes"] == 2 and sub["decisions"] == sum(len(e[1][S.ACTION]) for e in eps[1:3])
     for bad in ("2:9", "x"):
         with pytest.raises(ValueError, match="episode"):
-            train_rl(RLArgs(data=[str(tmp_path / "ds")], episodes=bad, init=str(init), out=str(tmp_path / "x"),
-                            value_steps=1, threads=1), progress=False)
+            train_rl(RLConfig(data=[str(tmp_path / "ds")], episodes=bad, init=str(init), out=str(tmp_path / "x"),
+                              value_steps=1, threads=1), progress=False)
 
 
 def test_group_baseline_is_leave_one_out_over_the_same_scene():
@@ -292,3 +293,27 @@ def test_privileged_critic_features():
     assert np.isclose(pick[PRIVILEGED_NAMES.index("cube_to_goal.dist")], 0.03)
     with pytest.raises(ValueError, match="environment_state"):
         privileged_features(env[:-3], env0, "pick up the red cube", 0.0, 0)
+
+
+def test_rl_config_validate_rejects_bad_values_before_reading_files(tmp_path):
+    """Every bad value is refused by RLConfig.validate with the field's name, before any file is read
+    (the dataset and checkpoint paths here do not exist)."""
+    import dataclasses
+
+    from vla_rl_ros.core.rl.config import RLConfig
+
+    ok = RLConfig(data=[str(tmp_path / "none")], init=str(tmp_path / "none"), out=str(tmp_path / "o"))
+    assert ok.validate() is ok and ok.data == (str(tmp_path / "none"),)
+    for f in dataclasses.fields(RLConfig):
+        assert f.metadata.get("help"), f"RLConfig.{f.name} has no help"
+    bad = {"advantage": "td", "ratio": "token", "trainable": "all", "critic": "oracle", "baseline": "median",
+           "lr": 0.0, "clip": -0.1, "epochs": 0, "batch_size": -1, "gamma": 1.0, "gae_lambda": 1.5,
+           "value_lr": float("nan"), "value_hidden": 0, "grad_clip_norm": 0.0, "log_ratio_max": 0.0,
+           "kl_coef": -1.0, "data": (), "init": ""}
+    for name, value in bad.items():
+        with pytest.raises(ValueError, match=name):
+            dataclasses.replace(ok, **{name: value}).validate()
+    with pytest.raises(ValueError, match="group"):
+        dataclasses.replace(ok, advantage="gae", baseline="group").validate()
+    saved = ok.save(tmp_path / "config.json")
+    assert RLConfig.load(saved) == ok

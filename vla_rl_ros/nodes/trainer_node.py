@@ -63,12 +63,13 @@ class TrainerNode(Node):
         return response
 
     def _train(self, out: Path) -> None:
-        from vla_rl_ros.core.rl.trainer import RLArgs, train_rl
+        from vla_rl_ros.core.rl.config import RLConfig
+        from vla_rl_ros.core.rl.trainer import train_rl
 
         try:
             self._status({"state": "training", "round": self.round, "init": self.current})
-            res = train_rl(RLArgs(data=self.data, init=self.current, out=str(out), epochs=self.epochs, lr=self.lr,
-                                  kl_coef=self.kl_coef, threads=self.threads, seed=self.seed + self.round),
+            res = train_rl(RLConfig(data=self.data, init=self.current, out=str(out), epochs=self.epochs, lr=self.lr,
+                                    kl_coef=self.kl_coef, threads=self.threads, seed=self.seed + self.round),
                            progress=False)
             self.current = res["checkpoint"]
             self.pub_weights.publish(String(data=json.dumps({"path": res["checkpoint"], "version": res["version"]})))

@@ -64,14 +64,16 @@ class PolicyLossStats:
 
 
 def policy_loss(logp_new: torch.Tensor, logp_behaviour: torch.Tensor, advantages: torch.Tensor,
-                clip: float | None = 0.2, weights: torch.Tensor | None = None):
+                clip: float | None = 0.2, weights: torch.Tensor | None = None,
+                log_ratio_max: float = 20.0):
     """Surrogate loss (to minimise) and its statistics.
 
     ``clip=None`` gives the plain importance-weighted estimator (unbiased); otherwise PPO's
-    pessimistic clipped surrogate.
+    pessimistic clipped surrogate. ``log_ratio_max``: the log-ratio is clamped from above before
+    ``exp`` (an overflow guard; ``RLConfig.log_ratio_max``).
     """
     log_ratio = logp_new - logp_behaviour.detach()
-    ratio = torch.exp(torch.clamp(log_ratio, max=20.0))
+    ratio = torch.exp(torch.clamp(log_ratio, max=log_ratio_max))
     adv = advantages.detach()
     surr = ratio * adv
     clipped = torch.zeros_like(ratio, dtype=torch.bool)

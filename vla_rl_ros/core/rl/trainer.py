@@ -35,7 +35,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,35 +44,9 @@ import torch
 from vla_rl_ros.core.data import schema as S
 from vla_rl_ros.core.policy.checkpoint import load_checkpoint, save_checkpoint
 from vla_rl_ros.core.policy.text import InstructionEncoder
+from vla_rl_ros.core.rl.config import RLConfig
 from vla_rl_ros.core.rl.objective import chunk_log_prob, dim_log_prob, gaussian_kl, policy_loss
 from vla_rl_ros.core.robot import PANDA
-
-
-@dataclass
-class RLArgs:
-    data: list = field(default_factory=list)
-    episodes: str = ""  # which episodes of each dataset, e.g. "0:250" or "0,3,7" (default: all)
-    init: str = ""
-    out: str = "runs/rl"
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 5e-5
-    clip: float = 0.2
-    trainable: str = "head"  # head: the whole action head | out: only its linear read-out (≈1k parameters)
-    ratio: str = "chunk"  # chunk: one ratio per decision | dim: per executed (token, joint), see objective.py
-    kl_coef: float = 0.05
-    target_kl: float = 0.5  # per decision, nats (summed over executed tokens and joints)
-    gamma: float = 0.95
-    baseline: str = "auto"  # auto | group | value (see group_baseline); advantage "mc" only
-    advantage: str = "mc"  # mc: G − baseline | gae: TD(λ) on the critic (see core/rl/critic.py)
-    gae_lambda: float = 0.9
-    critic: str = "auto"  # auto | privileged | features: the value net's inputs (see core/rl/critic.py)
-    anchor_sigma: float = 0.002  # KL-to-base scale of dimensions logged with σ = 0 (not explored)
-    value_steps: int = 400
-    seed: int = 0
-    threads: int = 2
-    version: int = 0  # 0: init's version + 1
-    export_onnx: bool = True
 
 
 @dataclass
@@ -275,9 +249,10 @@ class ValueNet(torch.nn.Module):
         return self.net(x).squeeze(-1)
 
 
-def fit_values(feats: torch.Tensor, ret: torch.Tensor, episodes: np.ndarray, steps: int, seed: int):
-    """Cross-fitted values: each half (by episode) predicted by a net trained on the other half.
-    Returns (values, held-out MSE in normalised return units)."""
+def fit_values(feats: torch.Tensor, ret: torch.Tensor, episodes: np.ndarray, cfg: RLConfig):
+    """Cross-fitted values: each half (by episode) predicted by a net trained on the other half
+    (``cfg.value_*``, ``cfg.seed``). Returns (values, held-out MSE in normalised return units)."""
+    steps, seed = cfg.value_steps, cfg.seed
     g = torch.Generator().manual_seed(seed)
     mu, sd = ret.mean(), ret.std().clamp(min=1e-6)
     y = (ret - mu) / sd
@@ -291,11 +266,11 @@ def fit_values(feats: torch.Tensor, ret: torch.Tensor, episodes: np.ndarray, ste
     mse = []
     for f in (True, False):
         tr, te = fold != f, fold == f
-        net = ValueNet(feats.shape[1])
-        opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
+        net = ValueNet(feats.shape[1], cfg.value_hidden)
+        opt = torch.optim.AdamW(net.parameters(), lr=cfg.value_lr, weight_decay=cfg.value_weight_decay)
         xt, yt = feats[tr], y[tr]
         for _ in range(steps):
-            i = torch.randint(0, len(xt), (min(256, len(xt)),), generator=g)
+            i = torch.randint(0, len(xt), (min(cfg.value_batch, len(xt)),), generator=g)
             loss = torch.nn.functional.mse_loss(net(xt[i]), yt[i])
             opt.zero_grad()
             loss.backward()
@@ -307,13 +282,15 @@ def fit_values(feats: torch.Tensor, ret: torch.Tensor, episodes: np.ndarray, ste
     return values, float(np.mean(mse))
 
 
-def train_rl(args: RLArgs, progress=True) -> dict:
+def train_rl(args: RLConfig, progress=True) -> dict:
     from tqdm import tqdm
 
+    args.validate()
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    args.save(out / "config.json")  # the resolved configuration, next to the outputs
     t0 = time.time()
     model, config = load_checkpoint(args.init, joint_names=PANDA.joint_names)
     base_version = int(config.get("version", 0))
@@ -342,21 +319,9 @@ def train_rl(args: RLArgs, progress=True) -> dict:
         d = head(prefix[rows]) * model.delta_std + model.delta_mean
         return state[rows][:, None, : cfg.action_dim] + d
 
-    if args.baseline not in ("auto", "group", "value"):
-        raise ValueError(f"baseline must be auto, group or value, got {args.baseline!r}")
-    if args.advantage not in ("mc", "gae"):
-        raise ValueError(f"advantage must be mc or gae, got {args.advantage!r}")
-    if args.ratio not in ("chunk", "dim"):
-        raise ValueError(f"ratio must be chunk or dim, got {args.ratio!r}")
-    if args.trainable not in ("head", "out"):
-        raise ValueError(f"trainable must be head or out, got {args.trainable!r}")
-    if args.critic not in ("auto", "privileged", "features"):
-        raise ValueError(f"critic must be auto, privileged or features, got {args.critic!r}")
     if args.critic == "privileged" and dec.priv is None:
         raise ValueError("--critic privileged needs observation.environment_state in every dataset "
                          "(simulation data collected by this stack)")
-    if not 0.0 <= args.gae_lambda <= 1.0:
-        raise ValueError(f"gae_lambda must be in [0, 1], got {args.gae_lambda}")
     critic = "privileged" if args.critic != "features" and dec.priv is not None else "features"
     if critic == "privileged":
         pv = torch.from_numpy(dec.priv).float()
@@ -364,9 +329,9 @@ def train_rl(args: RLArgs, progress=True) -> dict:
     else:
         cfeat = feat
     ret = torch.from_numpy(dec.ret).float()
-    values, value_loss = fit_values(cfeat, ret, dec.episode, args.value_steps, args.seed)
+    values, value_loss = fit_values(cfeat, ret, dec.episode, args)
     baseline = f"value_mlp ({critic})"
-    critic_ok = value_loss < 1.0
+    critic_ok = value_loss < args.critic_max_mse
     if not critic_ok:  # held out, the MLP predicts worse than the mean return: don't use it
         values, baseline = torch.full_like(ret, float(ret.mean())), "mean_return"
     gb, has_group = group_baseline(dec.t, dec.episode, meta["ep_returns"], meta["ep_group"], args.gamma)
@@ -382,7 +347,8 @@ def train_rl(args: RLArgs, progress=True) -> dict:
             values = torch.where(torch.from_numpy(has_group), torch.from_numpy(gb).float(), values)
             baseline = f"group ({100 * group_fraction:.0f}% of decisions), else {baseline}"
         adv = ret - values
-    adv = (adv - adv.mean()) / adv.std().clamp(min=1e-6)
+    if args.normalize_advantages:
+        adv = (adv - adv.mean()) / adv.std().clamp(min=1e-6)
 
     acts, sig, mask = (torch.from_numpy(x) for x in (dec.actions, dec.sigma, dec.mask))
     mu_b = torch.from_numpy(dec.mu_b)
@@ -404,7 +370,7 @@ def train_rl(args: RLArgs, progress=True) -> dict:
         p_.requires_grad_(False)
     for p_ in params:
         p_.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     gen = torch.Generator().manual_seed(args.seed)
     history = []
     # initial ratio check: the init head should reproduce the logged likelihood when it is the
@@ -417,7 +383,7 @@ def train_rl(args: RLArgs, progress=True) -> dict:
             # against the logged chunk log-likelihood so a logging bug cannot pass silently
             lpb_dim, _ = dim_log_prob(torch.minimum(torch.maximum(mu_b, lo), hi), acts, sig, mask, lo, hi)
             gap = (lpb_dim.sum(dim=(-1, -2)) - logp_b).abs()
-            if float(gap.median()) > 1e-2:
+            if float(gap.median()) > args.logp_check_tol:
                 raise ValueError(f"logged behaviour log-likelihood disagrees with the logged μ/σ "
                                  f"(median gap {float(gap.median()):.3g} nats): cannot use --ratio dim")
     bar = tqdm(range(args.epochs), desc="train-rl", disable=not progress, dynamic_ncols=True)
@@ -432,15 +398,15 @@ def train_rl(args: RLArgs, progress=True) -> dict:
             if args.ratio == "dim":
                 lp, keep = dim_log_prob(mu_c, acts[rows], sig[rows], mask[rows], lo, hi)
                 a_dim = adv[rows][:, None, None].expand_as(lp)
-                loss_pi, st = policy_loss(lp[keep], lpb_dim[rows][keep], a_dim[keep], clip=args.clip)
+                loss_pi, st = policy_loss(lp[keep], lpb_dim[rows][keep], a_dim[keep], clip=args.clip, log_ratio_max=args.log_ratio_max)
             else:
                 lp = chunk_log_prob(mu_c, acts[rows], sig[rows], mask[rows], lo, hi)
-                loss_pi, st = policy_loss(lp, logp_b[rows], adv[rows], clip=args.clip)
+                loss_pi, st = policy_loss(lp, logp_b[rows], adv[rows], clip=args.clip, log_ratio_max=args.log_ratio_max)
             kl_base = gaussian_kl(mu, mu_base[rows], sig_ref[rows]).mean()
             loss = loss_pi + args.kl_coef * kl_base
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            torch.nn.utils.clip_grad_norm_(params, args.grad_clip_norm)
             opt.step()
             agg["loss"].append(st.loss)
             agg["clip_fraction"].append(st.clip_fraction)
@@ -450,7 +416,7 @@ def train_rl(args: RLArgs, progress=True) -> dict:
             mu_all = torch.cat([mu_of(head, torch.arange(i, min(i + 512, N))) for i in range(0, N, 512)])
             kl_b = float(gaussian_kl(mu_all, mu_b, sig, mask).mean())
             lp = chunk_log_prob(torch.clamp(mu_all, lo, hi), acts, sig, mask, lo, hi)
-            r = torch.exp(torch.clamp(lp - logp_b, max=20))
+            r = torch.exp(torch.clamp(lp - logp_b, max=args.log_ratio_max))
             ess_all = float(r.sum() ** 2 / (N * (r**2).sum()))
         h = {"epoch": epoch + 1, "policy_loss": float(np.mean(agg["loss"])),
              "clip_fraction": float(np.mean(agg["clip_fraction"])), "ess": ess_all,
