@@ -74,7 +74,7 @@ def main() -> int:
     from vla_rl_ros.graph import GraphRunner, load_graph
     from vla_rl_ros.nodes.background import BackgroundNode
     from vla_rl_ros.nodes.common import CONTROLLER_TOPIC, LATCHED_QOS, REFERENCE_TOPIC, RELIABLE_QOS, policy_version_of
-    from vla_rl_ros.nodes.policy_node import DEFAULT_CHECKPOINT
+    from vla_rl_ros.core.paths import DEFAULT_CHECKPOINT
 
     ckpt = str(Path(args.policy or DEFAULT_CHECKPOINT).resolve())
     tmp = Path(tempfile.mkdtemp(prefix="bench_swap_"))

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from vla_rl_ros.improve import finish_rounds_plot  # noqa: E402
+from vla_rl_ros.core.improve import finish_rounds_plot  # noqa: E402
 
 FAMILIES = ("pick", "push", "place", "overall")
 

@@ -32,7 +32,7 @@ def main() -> int:
     from vla_rl_ros.core.robot import PANDA
     from vla_rl_ros.core.sim.tasks import CUBES, TaskSpec
     from vla_rl_ros.core.sim.world import PandaWorld, SimConfig
-    from vla_rl_ros.nodes.policy_node import DEFAULT_CHECKPOINT
+    from vla_rl_ros.core.paths import DEFAULT_CHECKPOINT
 
     rt = PolicyRuntime(args.policy or DEFAULT_CHECKPOINT, joint_names=PANDA.joint_names, threads=args.threads)
     world = PandaWorld(SimConfig(image_width=rt.cfg.image_size, image_height=rt.cfg.image_size,

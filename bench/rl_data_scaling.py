@@ -22,7 +22,6 @@ import json
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -30,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vla_rl_ros.core.data.store import read_info  # noqa: E402
 from vla_rl_ros.core.rl.config import RLConfig  # noqa: E402
 from vla_rl_ros.core.rl.trainer import train_rl  # noqa: E402
-from vla_rl_ros.improve import _eval  # noqa: E402
+from vla_rl_ros.core.improve import ImproveConfig, evaluate_cached  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from improve_seeds import FAMILIES, rate as pct  # noqa: E402  (success % of one family in an eval table)
@@ -70,9 +69,9 @@ def main() -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    ev_args = SimpleNamespace(eval_seed=args.eval_seed, eval_episodes=args.eval_episodes, max_steps=120,
-                              workers=args.workers)
-    base, _ = _eval(str(Path(args.init).resolve()), ev_args)
+    ev_args = ImproveConfig(eval_seed=args.eval_seed, eval_episodes=args.eval_episodes, max_steps=120,
+                            workers=args.workers)
+    base, _ = evaluate_cached(str(Path(args.init).resolve()), ev_args)
     print(f"{args.init}: {pct(base, 'overall'):.1f}% on {args.eval_episodes} seeds from {args.eval_seed}")
     rows = []
     for size in sizes:
@@ -88,7 +87,7 @@ def main() -> int:
                                         epochs=args.epochs, lr=args.lr, clip=args.clip, advantage=args.advantage,
                                         gae_lambda=args.gae_lambda, ratio=args.ratio, seed=b))
                 done.write_text(json.dumps(res, default=str))
-            ev, fails = _eval(res["checkpoint"], ev_args)
+            ev, fails = evaluate_cached(res["checkpoint"], ev_args)
             h = res["history"][-1]
             rows.append({"size": size, "block": b, "episodes": sel, "eval": ev, "failures": fails,
                          "gain": pct(ev, "overall") - pct(base, "overall"), "explored_success": res["episode_success_rate"],

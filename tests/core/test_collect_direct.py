@@ -14,7 +14,7 @@ from vla_rl_ros.core.policy.bc import load_episodes
 @pytest.fixture(scope="module")
 def noisy_dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp("direct") / "ds"
-    cfg = DirectCollectConfig(seed=7, noise=0.03, image_size=48, renderer="tiny")
+    cfg = DirectCollectConfig(seed=7, expert_noise=0.03, image_size=48, renderer="tiny")
     res = collect_direct(str(out), 2, cfg, workers=2)
     return out, res
 

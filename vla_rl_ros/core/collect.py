@@ -29,7 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vla_rl_ros.core.config import opt
 from vla_rl_ros.core.control import ChunkScheduler
+from vla_rl_ros.core.node_config import BACKENDS, DEFAULT_EXPERT_NOISE, DEFAULT_SIGMA, RENDERERS
 from vla_rl_ros.core.recording import parse_reference
 from vla_rl_ros.core.robot import PANDA
 from vla_rl_ros.core.sim.tasks import OBJECTS
@@ -37,23 +39,22 @@ from vla_rl_ros.core.sim.tasks import OBJECTS
 
 @dataclass(frozen=True)
 class DirectCollectConfig:
-    seed: int = 0
-    family: str | None = None
-    noise: float = 0.02
-    image_size: int = 96
-    control_rate: float = 10.0
-    max_steps: int = 120
-    renderer: str = "tiny"
-    horizon: int = 8
-    policy: str = ""  # checkpoint: explored policy rollouts instead of expert demonstrations
-    sigma: tuple = (0.03,)
-    gripper_sigma: float = 0.0
-    mode: str = "explore"  # explore | deploy (μ executed as is)
-    explore_seed: int = 0
-    backend: str = "onnxruntime"
-    # each scene (seed) is rolled out this many times in a row, with different exploration noise:
-    # groups for train-rl's leave-one-out baseline
-    seed_repeat: int = 1
+    seed: int = opt(0, "seed of the first scene (episode i: seed + i // seed_repeat)")
+    family: str | None = opt(None, "one task family (None: drawn from the seed)")
+    expert_noise: float = opt(DEFAULT_EXPERT_NOISE, "std of the expert's action noise (rad)")
+    image_size: int = opt(96, "camera image size (px, square)")
+    control_rate: float = opt(10.0, "control ticks per simulated second (Hz)")
+    max_steps: int = opt(120, "episode length limit (control ticks)")
+    renderer: str = opt("tiny", "PyBullet renderer", choices=RENDERERS)
+    horizon: int = opt(8, "expert chunk length (tokens)")
+    policy: str = opt("", "checkpoint: explored policy rollouts instead of expert demonstrations")
+    sigma: tuple[float, ...] = opt((DEFAULT_SIGMA,), "exploration σ of the arm joints (rad)")
+    gripper_sigma: float = opt(0.0, "exploration σ of the gripper (m)")
+    mode: str = opt("explore", "explore | deploy (μ executed as is)", choices=("explore", "deploy"))
+    explore_seed: int = opt(0, "seed of the exploration noise")
+    backend: str = opt("onnxruntime", "inference backend of the policy", choices=BACKENDS)
+    seed_repeat: int = opt(1, "each scene (seed) is rolled out this many times in a row, with different "
+                              "exploration noise: groups for train-rl's leave-one-out baseline")
 
 
 _WORLD = None
@@ -74,7 +75,7 @@ def _worker_init(cfg: DirectCollectConfig) -> None:
         control_rate=cfg.control_rate, image_width=cfg.image_size, image_height=cfg.image_size,
         renderer=cfg.renderer, max_steps=cfg.max_steps,
     ))
-    _EXPERT = ScriptedExpert(noise_std=cfg.noise, seed=cfg.seed)
+    _EXPERT = ScriptedExpert(noise_std=cfg.expert_noise, seed=cfg.seed)
     _CFG = cfg
     if cfg.policy:
         from vla_rl_ros.core.policy.runtime import PolicyRuntime

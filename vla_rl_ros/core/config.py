@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import types
 import typing
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def _base(tp):
     if origin in (tuple, list):
         args = [a for a in typing.get_args(tp) if a is not Ellipsis]
         return (args[0] if args else str), True
-    if origin is typing.Union or str(origin) == "types.UnionType":
+    if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return _base(args[0])
     return tp, False
@@ -58,9 +59,12 @@ def cli_fields(cls, exclude=()) -> list:
     return [f for f in dataclasses.fields(cls) if f.metadata.get("cli", True) and f.name not in exclude]
 
 
-def add_fields(parser: argparse.ArgumentParser, cls, exclude=()) -> None:
-    """One argparse option per field of ``cls`` (``--field-name``; same default and help)."""
+def add_fields(parser: argparse.ArgumentParser, cls, exclude=(), rename=None, required=()) -> None:
+    """One argparse option per field of ``cls`` (``--field-name``; same default and help).
+    ``rename`` maps a field to another option name (for a config owned elsewhere whose field name
+    clashes with this verb's vocabulary); ``required`` makes these fields required options."""
     hints = _hints(cls)
+    rename = rename or {}
     for f in cli_fields(cls, exclude):
         base, seq = _base(hints[f.name])
         m = f.metadata
@@ -77,16 +81,20 @@ def add_fields(parser: argparse.ArgumentParser, cls, exclude=()) -> None:
             if seq:
                 kw["nargs"] = "+"
         if m.get("positional"):
-            if seq:
-                kw["nargs"] = "+"
+            if seq and f.default is not dataclasses.MISSING:
+                kw.update(nargs="*", default=default)
             parser.add_argument(f.name, **kw)
             continue
-        if m.get("required"):
+        if m.get("required") or f.name in required:
             kw["required"] = True
         else:
             kw["default"] = default
             kw["help"] += f" [default: {_show(default)}]"
-        parser.add_argument(flag(f.name), *m.get("aliases", ()), dest=f.name, **kw)
+        aliases = tuple(m.get("aliases", ()))
+        if f.name in rename:  # the field's own name stays accepted
+            aliases += (flag(f.name),)
+            kw["help"] += f" (deprecated: {flag(f.name)})"
+        parser.add_argument(flag(rename.get(f.name, f.name)), *aliases, dest=f.name, **kw)
 
 
 def _show(v) -> str:

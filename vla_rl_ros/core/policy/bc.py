@@ -21,33 +21,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from vla_rl_ros.core.policy.bc_config import BCArgs, BCConfig  # noqa: F401  (BCArgs: the former name)
 from vla_rl_ros.core.policy.checkpoint import load_checkpoint, save_checkpoint
 from vla_rl_ros.core.policy.model import Normalization, PolicyConfig, VLAPolicy
 from vla_rl_ros.core.policy.text import InstructionEncoder
-
-
-@dataclass
-class BCArgs:
-    data: list = field(default_factory=list)
-    out: str = "runs/bc"
-    steps: int = 3000
-    batch_size: int = 64
-    lr: float = 3e-4
-    weight_decay: float = 1e-4
-    warmup: int = 200
-    val_fraction: float = 0.1
-    val_every: int = 250
-    seed: int = 0
-    threads: int = 2
-    horizon: int = 8
-    d_model: int = 128
-    keypoints: int = 16
-    augment_shift: int = 4
-    resume: str = ""
-    init: str = ""  # start from this checkpoint's weights (fresh optimiser and schedule)
-    aux_weight: float = 0.5  # weight of the auxiliary grounding loss (used when the data carry env state)
-    export_onnx: bool = True
-    version: int = 1
 
 
 @dataclass
@@ -284,7 +261,7 @@ def evaluate_loss(model: VLAPolicy, ds: ChunkDataset, batch_size: int = 128, max
     return total / max(weight, 1.0)
 
 
-def train_bc(args: BCArgs, episodes: list[EpisodeData], cameras, joint_names, progress=True) -> dict:
+def train_bc(args: BCConfig, episodes: list[EpisodeData], cameras, joint_names, progress=True) -> dict:
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     torch.set_num_threads(args.threads)

@@ -1,0 +1,50 @@
+"""``vla-rl-ros <verb>``: the command line, one module per verb.
+
+Verbs: ``run <graph>`` (start a node graph as real ROS 2 processes), ``collect`` (sim + expert +
+logger -> LeRobot dataset, with a progress bar and a success table), ``replay DIR`` (publish a
+dataset back onto the topics), ``summary DIR`` (the success table of a dataset), ``graphs``,
+``train-bc``, ``evaluate``, ``train-rl``, ``rollback``, ``improve``.
+
+Each verb module has ``HELP``, ``add_arguments(parser)`` (options generated from the verb's config
+dataclass, ``core/config.py``) and ``main(args) -> int``; none imports rclpy at import time, so
+``--help`` and the ROS-free verbs never load it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+#: verb -> module of vla_rl_ros.cli
+VERBS = {
+    "graphs": "graphs",
+    "run": "run",
+    "collect": "collect",
+    "replay": "replay",
+    "train-bc": "train_bc",
+    "evaluate": "evaluate",
+    "train-rl": "train_rl",
+    "rollback": "rollback",
+    "improve": "improve",
+    "summary": "summary",
+}
+
+
+def verb_module(verb: str):
+    return importlib.import_module(f"vla_rl_ros.cli.{VERBS[verb]}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="vla-rl-ros", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="verb", required=True)
+    for verb in VERBS:
+        mod = verb_module(verb)
+        p = sub.add_parser(verb, help=mod.HELP, description=mod.HELP)
+        mod.add_arguments(p)
+        p.set_defaults(fn=mod.main)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.fn(args) or 0)

@@ -1,0 +1,289 @@
+"""``vla-rl-ros improve``: rounds of collect (with exploration) → train-rl → hot swap → evaluate.
+
+ROS-free: the episodes come from a :class:`Collector`. :class:`DirectCollector` runs the episode
+loop in worker processes (``core/collect.py``); ``vla_rl_ros.rosio.GraphCollector`` keeps one
+explore graph running for the whole run (``config/graphs/explore.yaml``: sim_node + policy_node
+(μ) + exploration_node (a = μ + ε, truncated Gaussian) + trajectory_logger, one LeRobot dataset
+for all rounds). Per round:
+
+1. the collector runs the round's episodes (graph: resume the simulator with sim_node's
+   ``paused`` parameter, pause it once the round's last episode has started, wait until the
+   logger has saved them all);
+2. ``train_rl`` on everything logged so far (each frame carries its behaviour log-likelihood and
+   the policy version that produced it), starting from the current version, with ONNX export;
+3. ``collector.announce``: graph — the *still-running* policy node validates the new checkpoint
+   off the control path and swaps it in between two inferences; direct — the next round's
+   workers load it;
+4. evaluate the noiseless mean on fixed evaluation seeds (direct loop in ``workers`` processes:
+   the same episodes as the graph on the same seeds, see ``tests/ros/test_evaluate.py``), with
+   the failures sorted by class (``evaluate --diagnose``), so a round shows *what* RL changed.
+
+The explored episodes' own success is the noisy policy's success (on the collection seeds).
+Writes ``config.json``, ``rounds.json``, ``improve.png`` and prints a per-round table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from vla_rl_ros.core.config import opt, require, write_config
+from vla_rl_ros.core.node_config import DEFAULT_SIGMA
+from vla_rl_ros.core.sim.tasks import FAMILIES
+
+#: RLConfig fields that improve sets itself (per round) instead of taking from the command line
+RL_FIELDS_SET_BY_IMPROVE = ("data", "episodes", "init", "out", "seed", "threads", "version", "export_onnx")
+
+
+@dataclass(frozen=True)
+class ImproveConfig:
+    rounds: int = opt(2, "rounds of collect -> train-rl -> hot swap -> evaluate")
+    episodes_per_round: int = opt(60, "explored episodes collected per round")
+    init: str = opt("", "checkpoint to start from (default: the shipped one)")
+    out: str = opt("runs/improve", "output folder (a fresh one per run)")
+    eval_episodes: int = opt(100, "evaluation episodes per round (noiseless mean policy)")
+    eval_seed: int = opt(1000, "first evaluation seed")
+    collect_seed: int = opt(200000, "first collection seed (disjoint from the evaluation seeds)")
+    sigma: tuple[float, ...] = opt((DEFAULT_SIGMA,), "exploration σ of the arm joints (rad): one value or one per joint")
+    gripper_sigma: float = opt(0.0, "exploration σ of the gripper (m); 0: not explored, the gripper executes μ")
+    seed_repeat: int = opt(5, "rollouts per scene (seed) in a row, each with its own noise: train-rl's group "
+                              "baseline is the leave-one-out mean of the scene's other rollouts", aliases=("--group-size",))
+    seed: int = opt(0, "training seed (exploration noise; round r's RL update uses seed + 1000 r)")
+    rl_threads: int = opt(2, "torch threads of each RL update")
+    real_time_factor: float = opt(3.0, "real-time factor of the simulated collection (graph)", aliases=("--speed",))
+    workers: int = opt(2, "processes for evaluation (and direct collection)")
+    direct: bool = opt(False, "collect without ROS (same loop and frames, parallel); the new weights are then "
+                              "loaded between rounds by the worker processes, not hot swapped into a policy_node")
+    max_steps: int = opt(120, "episode length limit (collection and evaluation)")
+    stall_timeout: float = opt(180.0, "graph: give up when no episode ended for this long (s)")
+    domain_id: int | None = opt(None, "ROS_DOMAIN_ID for the graph (default: the environment's)")
+
+    def validate(self) -> None:
+        require(self.rounds >= 1, "rounds must be >= 1")
+        require(self.episodes_per_round >= 1, "episodes_per_round must be >= 1")
+        require(self.seed_repeat >= 1 and self.episodes_per_round % self.seed_repeat == 0,
+                f"seed_repeat must be >= 1 and divide episodes_per_round ({self.episodes_per_round})")
+        require(self.eval_episodes >= 1, "eval_episodes must be >= 1")
+        require(self.workers >= 1, "workers must be >= 1")
+        require(self.max_steps >= 1, "max_steps must be >= 1")
+        require(self.real_time_factor > 0, "real_time_factor must be > 0")
+        require(all(s >= 0 for s in self.sigma) and self.gripper_sigma >= 0, "sigma and gripper_sigma must be >= 0")
+
+    @property
+    def scenes_per_round(self) -> int:
+        return self.episodes_per_round // self.seed_repeat
+
+
+class Collector(Protocol):
+    """Where a round's explored episodes come from (direct workers or the explore graph)."""
+
+    def collect(self, round_index: int, checkpoint: str, progress) -> list[dict]:
+        """Collect round ``round_index`` (0-based) into the run's dataset with ``checkpoint``;
+        ``progress(n)`` after each episode; returns the round's episodes (``success`` each)."""
+
+    def announce(self, checkpoint: str) -> dict | None:
+        """Make ``checkpoint`` the policy of the next round; the swap event, if any."""
+
+    def close(self) -> None: ...
+
+
+class DirectCollector:
+    """Explored rollouts in worker processes (``core/collect.collect_direct``), no ROS."""
+
+    def __init__(self, cfg: ImproveConfig, data: Path, image_size: int):
+        self.cfg, self.data, self.image_size = cfg, data, image_size
+
+    def collect(self, round_index: int, checkpoint: str, progress) -> list[dict]:
+        from vla_rl_ros.core.collect import DirectCollectConfig, collect_direct
+
+        c = self.cfg
+        dc = DirectCollectConfig(seed=c.collect_seed + round_index * c.scenes_per_round, seed_repeat=c.seed_repeat,
+                                 image_size=self.image_size, policy=checkpoint, sigma=tuple(c.sigma),
+                                 gripper_sigma=c.gripper_sigma, explore_seed=c.seed, max_steps=c.max_steps)
+        res = collect_direct(str(self.data), c.episodes_per_round, dc, workers=c.workers,
+                             progress=lambda n, ok: progress(n))
+        k, n = res["success"], res["episodes"]
+        return [{"success": i < k} for i in range(n)]
+
+    def announce(self, checkpoint: str) -> None:
+        return None  # the next round's workers load it
+
+    def close(self) -> None:
+        pass
+
+
+# ----------------------------------------------------------------------------- evaluation
+def evaluate_cached(ckpt: str, cfg: ImproveConfig) -> tuple[dict, dict]:
+    """Noiseless success per family on the evaluation seeds, and the failures by class
+    (``evaluate --diagnose``), cached by the weights' hash."""
+    from tqdm import tqdm
+
+    from vla_rl_ros.core.policy.evaluate import evaluate_parallel, success_by_family
+
+    seeds = list(range(cfg.eval_seed, cfg.eval_seed + cfg.eval_episodes))
+    # evaluation is deterministic given the weights and the seeds: cache it by the weights' hash
+    # (the baseline is then evaluated once for all training seeds of an experiment)
+    manifest = json.loads((Path(ckpt) / "manifest.json").read_text())["files"]
+    key = "|".join([manifest["model.safetensors"]["sha256"], str(seeds[0]), str(len(seeds)), str(cfg.max_steps),
+                    "diagnose"])
+    cache = Path.home() / ".cache" / "vla_rl_ros" / "eval"
+    cache.mkdir(parents=True, exist_ok=True)
+    hit = cache / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".json")
+    if hit.is_file():
+        got = json.loads(hit.read_text())
+        return got["success"], got["failures"]
+    bar = tqdm(total=len(seeds), unit="ep", desc="  evaluate (mean)", leave=False, dynamic_ncols=True)
+
+    def prog(res, dt):
+        bar.n = len(res)
+        bar.set_postfix(success=f"{sum(r.success for r in res)}/{len(res)}")
+        bar.refresh()
+
+    res = evaluate_parallel(ckpt, seeds, workers=cfg.workers, max_steps=cfg.max_steps, progress=prog, diagnose=True)
+    bar.close()
+    table = {k: list(v) for k, v in success_by_family(res).items()}
+    failures: dict = {}
+    for r in res:
+        if r.failure:
+            failures[r.failure] = failures.get(r.failure, 0) + 1
+    failures = dict(sorted(failures.items(), key=lambda kv: -kv[1]))
+    hit.write_text(json.dumps({"success": table, "failures": failures}))
+    return table, failures
+
+
+# ----------------------------------------------------------------------------- tables and plots
+def rounds_table(rows: list[dict]) -> str:
+    fams = list(FAMILIES)
+    head = ["round", "version", "episodes", "explored"] + [f"eval {f}" for f in fams] + ["eval overall"]
+    lines = [head]
+    for r in rows:
+        ev = r["eval"]
+        cells = [str(r["round"]), f"v{r['version']}", str(r["collected_total"]),
+                 "-" if r.get("explored_success") is None else f"{100 * r['explored_success']:.1f}%"]
+        for f in fams + ["overall"]:
+            k, n = ev.get(f, (0, 0))
+            cells.append(f"{100.0 * k / max(n, 1):.1f}% ({k}/{n})")
+        lines.append(cells)
+    w = [max(len(x[i]) for x in lines) for i in range(len(head))]
+    out = ["  ".join(c.rjust(w[i]) for i, c in enumerate(x)) for x in lines]
+    out.insert(1, "-" * len(out[0]))
+    return "\n".join(out)
+
+
+def failures_line(row: dict) -> str:
+    f = row.get("failures") or {}
+    return f"  v{row['version']} failures on the evaluation seeds: " + (
+        ", ".join(f"{k} {v}" for k, v in f.items()) or "none")
+
+
+def plot_rounds(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    x = [r["round"] for r in rows]
+    for f in list(FAMILIES) + ["overall"]:
+        y = [100.0 * r["eval"].get(f, (0, 1))[0] / max(r["eval"].get(f, (0, 1))[1], 1) for r in rows]
+        ax.plot(x, y, "o-", lw=2.5 if f == "overall" else 1.2, label=f"mean policy: {f}")
+    ex = [(r["round"], 100 * r["explored_success"]) for r in rows if r.get("explored_success") is not None]
+    if ex:
+        ax.plot([a for a, _ in ex], [b for _, b in ex], "k--", lw=1, label="explored (noisy) episodes")
+    finish_rounds_plot(fig, ax, x, "round (0 = before RL)", "vla-rl-ros improve", path)
+
+
+def finish_rounds_plot(fig, ax, rounds, xlabel: str, title: str, path) -> None:
+    """Shared axes of the per-round success plots (improve.png, bench/improve_seeds.py): save, close."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xticks(rounds)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("noiseless success %")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- the loop
+def rl_summary(res: dict) -> str:
+    h = res["history"][-1] if res["history"] else {}
+    return (f"checkpoint v{res['version']}: {res['checkpoint']}\n"
+            f"{res['decisions']} decisions from {res['episodes']} episodes (success {res['episode_success_rate']:.0%}); "
+            f"{len(res['history'])} epochs{' (stopped early: KL to behaviour)' if res['stopped_early'] else ''}; "
+            f"ESS {h.get('ess', float('nan')):.2f}, clip fraction {h.get('clip_fraction', float('nan')):.2f}, "
+            f"KL to behaviour {h.get('kl_behaviour', float('nan')):.3f}, value loss {res['value_loss']:.3f} "
+            f"(baseline: {res.get('baseline', 'value_mlp')}); "
+            f"{res['train_seconds']:.0f}s; plots {Path(res['checkpoint']).parent / 'rl.png'}")
+
+
+def round_rl_config(rl, cfg: ImproveConfig, data: Path, ckpt: str, out: Path, r: int):
+    """Round ``r``'s RL update: the command line's RL options, on everything logged so far, from
+    the current checkpoint."""
+    return dataclasses.replace(rl, data=(str(data),), init=ckpt, out=str(out / f"round_{r}"),
+                               seed=cfg.seed + 1000 * r, threads=cfg.rl_threads).validate()
+
+
+def run_rounds(cfg: ImproveConfig, rl, ckpt: str, version: int, out: Path, make_collector) -> list[dict]:
+    """The improve loop from ``ckpt`` (version ``version``) with the :class:`Collector` that
+    ``make_collector()`` returns after the baseline evaluation (closed at the end); writes
+    ``rounds.json`` and ``improve.png`` after each round and returns the per-round rows. A
+    ``RuntimeError`` from the collector ends it."""
+    write_config(out / "config.json", "improve", cfg, rl)
+    ev, fails = evaluate_cached(ckpt, cfg)
+    rows = [{"round": 0, "version": version, "checkpoint": ckpt, "collected_total": 0,
+             "explored_success": None, "eval": ev, "failures": fails}]
+    print(rounds_table(rows))
+    print(failures_line(rows[0]), flush=True)
+    collector = make_collector()
+    try:
+        _rounds(cfg, rl, ckpt, out, collector, rows)
+    finally:
+        collector.close()
+    return rows
+
+
+def _rounds(cfg: ImproveConfig, rl, ckpt: str, out: Path, collector: Collector, rows: list[dict]) -> None:
+    from tqdm import tqdm
+
+    from vla_rl_ros.core.rl.trainer import train_rl
+
+    data = out / "data"
+    for r in range(1, cfg.rounds + 1):
+        t0 = time.monotonic()
+        bar = tqdm(total=cfg.episodes_per_round, unit="ep", desc=f"round {r}: collect", leave=False, dynamic_ncols=True)
+
+        def progress(n):
+            bar.n = n
+            bar.refresh()
+
+        ended = collector.collect(r - 1, ckpt, progress)
+        bar.close()
+        explored = sum(bool(e.get("success")) for e in ended) / max(len(ended), 1)
+        t_collect = time.monotonic() - t0
+        res = train_rl(round_rl_config(rl, cfg, data, ckpt, out, r))
+        print(rl_summary(res))
+        swap = collector.announce(res["checkpoint"])
+        if swap:
+            print(f"  hot swap: the running policy node validated v{res['version']} in {swap['load_ms']:.0f} ms")
+        ckpt, version = res["checkpoint"], res["version"]
+        ev, fails = evaluate_cached(ckpt, cfg)
+        rows.append({"round": r, "version": version, "checkpoint": ckpt, "collected_total": r * cfg.episodes_per_round,
+                     "explored_success": explored, "eval": ev, "failures": fails, "collect_seconds": t_collect,
+                     "train": {k: res[k] for k in ("decisions", "train_seconds", "value_loss", "stopped_early",
+                                                   "critic", "baseline")},
+                     "history": res["history"], "swap": swap})
+        print(rounds_table(rows))
+        print(failures_line(rows[0]))
+        print(failures_line(rows[-1]), flush=True)
+        (out / "rounds.json").write_text(json.dumps(rows, indent=1))
+        plot_rounds(rows, out / "improve.png")
