@@ -159,12 +159,14 @@ def _scalar(base, v):
 
 
 # ----------------------------------------------------------------------------- ROS parameters
-def param_defaults(cls) -> list[tuple[str, object]]:
+def param_defaults(cls, exclude=()) -> list[tuple[str, object]]:
     """``(name, default)`` of every field as a ROS parameter declares it: tuples become lists, an
-    empty list of strings ``[""]`` (ROS cannot type an empty list), ``None`` ``""``."""
+    empty list ``[base()]`` (ROS cannot type an empty list), ``None`` ``""``."""
     hints = _hints(cls)
     out = []
     for f in dataclasses.fields(cls):
+        if f.name in exclude:
+            continue
         d = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         base, seq = _base(hints[f.name])
         if seq:
@@ -179,8 +181,9 @@ def param_help(cls) -> dict:
     return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
 
 
-def from_params(cls, values: dict):
-    """The node's config from its declared parameter values (coerced to the field types), validated."""
+def from_params(cls, values: dict, validate: bool = True):
+    """The node's config from its declared parameter values (coerced to the field types),
+    validated unless ``validate`` is false (a template completed later)."""
     hints = _hints(cls)
     kw = {}
     for f in dataclasses.fields(cls):
@@ -190,7 +193,7 @@ def from_params(cls, values: dict):
             if v == "" and not seq and base is not str:
                 v = None  # "" is how a ROS parameter says "none"
             kw[f.name] = _coerce(f.name, v, hints[f.name])
-    return validated(cls(**kw))
+    return validated(cls(**kw)) if validate else cls(**kw)
 
 
 # ----------------------------------------------------------------------------- resolved config

@@ -146,3 +146,21 @@ class CameraNodeConfig:
     def validate(self) -> None:
         require(self.rate > 0, "rate must be > 0")
         require(self.image_width >= 0 and self.image_height >= 0, "image_width and image_height must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrainerNodeConfig:
+    """trainer_node's own parameters; it also declares every field of ``core/rl/config.RLConfig``
+    except :data:`TRAINER_SETS_RL_FIELDS` (the RL update's hyper-parameters, same defaults)."""
+
+    data: tuple[str, ...] = opt((), "LeRobot datasets to train on")
+    init: str = opt("", "checkpoint of the first round (default: the shipped one); then each result")
+    out_root: str = opt("runs/trainer", "round n writes <out_root>/round_<n>")
+    seed: int = opt(0, "round n's RL update uses seed + n")
+
+    def validate(self) -> None:
+        pass  # an empty data list is reported per request, the node stays up
+
+
+#: RLConfig fields trainer_node sets per round instead of declaring them as parameters
+TRAINER_SETS_RL_FIELDS = ("data", "episodes", "init", "out", "seed", "version", "export_onnx")

@@ -244,22 +244,22 @@ def json_msg(payload: dict) -> String:
 
 
 # --------------------------------------------------------------------------- parameters
-def declare_config(node, cls):
-    """Declare every field of the node's config dataclass ``cls`` (``core/node_config.py``) as a
-    ROS parameter with its default and help, and return ``cls`` built from the values given
-    (graph YAML / ``--ros-args``), coerced to the field types and validated."""
+def declare_config(node, cls, exclude=(), validate: bool = True):
+    """Declare every field of the node's config dataclass ``cls`` (``core/node_config.py``; but
+    ``exclude``) as a ROS parameter with its default and help, and return ``cls`` built from the
+    values given (graph YAML / ``--ros-args``), coerced to the field types and validated."""
     from rcl_interfaces.msg import ParameterDescriptor
 
     from vla_rl_ros.core.config import from_params, param_defaults, param_help
 
     helps = param_help(cls)
     values = {}
-    for name, default in param_defaults(cls):
+    for name, default in param_defaults(cls, exclude):
         # dynamic typing: an int given for a float field (``real_time_factor: 2``) is coerced by the
         # dataclass's type instead of refused by rclpy
         desc = ParameterDescriptor(description=helps[name], dynamic_typing=True)
         values[name] = node.declare_parameter(name, default, desc).value
-    return from_params(cls, values)
+    return from_params(cls, values, validate)
 
 
 # --------------------------------------------------------------------------- lifecycle

@@ -11,6 +11,7 @@ training is refused; a failed update is reported and announces nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -20,25 +21,22 @@ from rclpy.node import Node
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from vla_rl_ros.nodes.common import LATCHED_QOS, RELIABLE_QOS, json_msg, spin_node
+from vla_rl_ros.core.node_config import TRAINER_SETS_RL_FIELDS, TrainerNodeConfig
+from vla_rl_ros.core.paths import checkpoint_or_default
+from vla_rl_ros.core.rl.config import RLConfig
+from vla_rl_ros.nodes.common import LATCHED_QOS, RELIABLE_QOS, declare_config, json_msg, spin_node
 
 
 class TrainerNode(Node):
     def __init__(self):
         super().__init__("trainer_node")
-        p = self.declare_parameter
-        self.data = [str(d) for d in p("data", [""]).value if str(d)]
-        self.current = str(p("init", "").value)
-        if not self.current:
-            from vla_rl_ros.nodes.policy_node import DEFAULT_CHECKPOINT
-
-            self.current = DEFAULT_CHECKPOINT
-        self.out_root = Path(str(p("out_root", "runs/trainer").value))
-        self.epochs = int(p("epochs", 8).value)
-        self.lr = float(p("lr", 5e-5).value)
-        self.kl_coef = float(p("kl_coef", 0.05).value)
-        self.threads = int(p("threads", 2).value)
-        self.seed = int(p("seed", 0).value)
+        c = self.config = declare_config(self, TrainerNodeConfig)
+        # the RL update's hyper-parameters: every RLConfig field, same defaults as train-rl
+        self.rl = declare_config(self, RLConfig, exclude=TRAINER_SETS_RL_FIELDS, validate=False)
+        self.data = list(c.data)
+        self.current = checkpoint_or_default(c.init)
+        self.out_root = Path(c.out_root)
+        self.seed = c.seed
         self.pub_weights = self.create_publisher(String, "/vla/policy/weights", RELIABLE_QOS)
         self.pub_status = self.create_publisher(String, "/vla/trainer/status", LATCHED_QOS)
         self.create_service(Trigger, "/vla/trainer/train", self._on_train)
@@ -63,14 +61,13 @@ class TrainerNode(Node):
         return response
 
     def _train(self, out: Path) -> None:
-        from vla_rl_ros.core.rl.config import RLConfig
         from vla_rl_ros.core.rl.trainer import train_rl
 
         try:
             self._status({"state": "training", "round": self.round, "init": self.current})
-            res = train_rl(RLConfig(data=self.data, init=self.current, out=str(out), epochs=self.epochs, lr=self.lr,
-                                    kl_coef=self.kl_coef, threads=self.threads, seed=self.seed + self.round),
-                           progress=False)
+            rl = dataclasses.replace(self.rl, data=tuple(self.data), init=self.current, out=str(out),
+                                     seed=self.seed + self.round).validate()
+            res = train_rl(rl, progress=False)
             self.current = res["checkpoint"]
             self.pub_weights.publish(String(data=json.dumps({"path": res["checkpoint"], "version": res["version"]})))
             self.get_logger().info(f"round {self.round}: v{res['version']} written and announced ({res['checkpoint']})")
