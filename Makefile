@@ -19,12 +19,12 @@ venv: $(STAMP)
 
 run: $(STAMP)
 	rm -rf $(OUT)
-	$(VENV)/bin/vla-rl-ros evaluate --episodes 10 --speed 1.0
-	$(VENV)/bin/vla-rl-ros improve --rounds 1 --episodes-per-round $(EPISODES) --eval-episodes $(EVAL) --out $(OUT)
+	$(VENV)/bin/vla-rl-ros evaluate --episodes 10 --real-time-factor 1.0
+	$(VENV)/bin/vla-rl-ros improve --rounds 1 --episodes-per-round $(EPISODES) --eval-episodes $(EVAL) --epochs 8 --out $(OUT)
 
 collect: $(STAMP)
 	rm -rf $(OUT)_demos $(OUT)_demos_logs
-	$(VENV)/bin/vla-rl-ros collect --episodes 6 --out $(OUT)_demos --speed 2.0
+	$(VENV)/bin/vla-rl-ros collect --episodes 6 --out $(OUT)_demos --real-time-factor 2.0
 
 test: $(STAMP)
 	$(VPY) -m pytest -q -rs tests

@@ -54,7 +54,7 @@ def render_fps(renderer: str, size: int, frames: int = 30) -> tuple[str, float]:
 def collect_rate(episodes: int, speed: float) -> tuple[float, str]:
     out = tempfile.mkdtemp(prefix="bench_collect_")
     cli = [sys.executable, "-m", "vla_rl_ros.cli", "collect", "--episodes", str(episodes),
-           "--out", os.path.join(out, "ds"), "--speed", str(speed), "--domain-id", "177"]
+           "--out", os.path.join(out, "ds"), "--real-time-factor", str(speed), "--domain-id", "177"]
     t0 = time.perf_counter()
     r = subprocess.run(cli, capture_output=True, text=True)
     dt = time.perf_counter() - t0

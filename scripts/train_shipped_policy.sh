@@ -17,13 +17,13 @@ cd "$(dirname "$0")/.."
 WORK=${WORK:-runs}
 VRR=.venv/bin/vla-rl-ros
 mkdir -p "$WORK"
-$VRR collect --direct --workers 2 --episodes 1200 --seed 100000 --noise 0.02 --out "$WORK/demos_env"
+$VRR collect --direct --workers 2 --episodes 1200 --seed 100000 --expert-noise 0.02 --out "$WORK/demos_env"
 $VRR train-bc --data "$WORK/demos_env" --out "$WORK/bc2" --steps 6000 --lr 5e-4 --seed 0 --version 1 --aux-weight 0
 $VRR train-bc --data "$WORK/demos_env" --out "$WORK/bc3" --init "$WORK/bc2/checkpoint" --steps 6000 --lr 5e-4 \
     --seed 0 --version 1 --aux-weight 0.5
 $VRR train-bc --data "$WORK/demos_env" --out "$WORK/bc4" --init "$WORK/bc3/checkpoint" --steps 3000 --lr 3e-4 \
     --seed 1 --version 1 --aux-weight 0.5
-$VRR evaluate --policy "$WORK/bc4/checkpoint" --episodes 100 --seed 1000 --direct --workers 2 --json "$WORK/eval_bc4.json"
+$VRR evaluate --checkpoint "$WORK/bc4/checkpoint" --episodes 100 --seed 1000 --direct --workers 2 --json "$WORK/eval_bc4.json"
 rm -rf models/vla_bc_v3
 cp -r "$WORK/bc4/checkpoint" models/vla_bc_v3
 rm -f models/vla_bc_v3/train_state.*

@@ -90,7 +90,7 @@ def test_evaluate_cli_diagnoses_in_worker_processes(tmp_path):
     m = small_model()
     onnx = export_onnx(m, tmp_path / "model.onnx")
     ck = save_checkpoint(m, tmp_path / "ckpt", version=1, extra_files={"model.onnx": onnx})
-    base = [sys.executable, "-m", "vla_rl_ros.cli", "evaluate", "--policy", str(ck), "--episodes", "2",
+    base = [sys.executable, "-m", "vla_rl_ros.cli", "evaluate", "--checkpoint", str(ck), "--episodes", "2",
             "--seed", "1000", "--max-steps", "4"]
     bad = subprocess.run(base + ["--diagnose"], capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "--diagnose needs --direct" in bad.stderr

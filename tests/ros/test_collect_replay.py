@@ -36,7 +36,7 @@ def test_collect_writes_a_dataset_that_loads_in_a_fresh_process(tmp_path, domain
     out, logs = tmp_path / "ds", tmp_path / "logs"
     r = subprocess.run(
         [sys.executable, "-m", "vla_rl_ros.cli", "collect", "--episodes", "3", "--out", str(out),
-         "--speed", "2", "--image-size", "64", "--domain-id", str(domain_id), "--log-dir", str(logs)],
+         "--real-time-factor", "2", "--image-size", "64", "--domain-id", str(domain_id), "--log-dir", str(logs)],
         capture_output=True, text=True, timeout=400,
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -112,9 +112,9 @@ def test_collect_refuses_an_unwritable_folder_and_unknown_family(tmp_path):
     assert r.returncode == 2 and "unknown task family 'juggle'" in r.stderr and "pick" in r.stderr
     # explored rollouts of a checkpoint are a --direct option; a missing checkpoint is named
     r = subprocess.run([sys.executable, "-m", "vla_rl_ros.cli", "collect", "--episodes", "1", "--out",
-                        str(tmp_path / "ok"), "--policy", "models/vla_bc_v3"], capture_output=True, text=True, timeout=120)
+                        str(tmp_path / "ok"), "--checkpoint", "models/vla_bc_v3"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "need --direct" in r.stderr
     r = subprocess.run([sys.executable, "-m", "vla_rl_ros.cli", "collect", "--direct", "--episodes", "1", "--out",
-                        str(tmp_path / "ok"), "--policy", str(tmp_path / "nope")], capture_output=True, text=True,
+                        str(tmp_path / "ok"), "--checkpoint", str(tmp_path / "nope")], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2 and "nope" in r.stderr and "Traceback" not in r.stderr

@@ -14,7 +14,7 @@ SHIPPED = Path(__file__).resolve().parents[2] / "models" / "vla_bc_v3"
 @pytest.mark.skipif(not (SHIPPED / "config.json").is_file(), reason="no shipped checkpoint")
 def test_graph_and_direct_evaluation_agree(tmp_path, domain_id):
     common = ["--episodes", "3", "--seed", "1000", "--threads", "1", "--backend", "onnxruntime"]
-    ros = subprocess.run([sys.executable, "-m", "vla_rl_ros.cli", "evaluate", *common, "--speed", "1",
+    ros = subprocess.run([sys.executable, "-m", "vla_rl_ros.cli", "evaluate", *common, "--real-time-factor", "1",
                           "--domain-id", str(domain_id), "--json", str(tmp_path / "ros.json")],
                          capture_output=True, text=True, timeout=600)
     assert ros.returncode == 0, ros.stdout[-3000:] + ros.stderr[-3000:]

@@ -18,7 +18,7 @@ def test_improve_two_rounds_through_the_graph_hot_swaps_the_running_policy(tmp_p
     out = tmp_path / "improve"
     cmd = [sys.executable, "-m", "vla_rl_ros.cli", "improve", "--init", str(init), "--out", str(out),
            "--rounds", "2", "--episodes-per-round", "2", "--eval-episodes", "2", "--max-steps", "20",
-           "--epochs", "2", "--speed", "2", "--sigma", "0.03", "--group-size", "2", "--workers", "1", "--domain-id", str(domain_id)]
+           "--epochs", "2", "--real-time-factor", "2", "--sigma", "0.03", "--seed-repeat", "2", "--workers", "1", "--domain-id", str(domain_id)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rows = json.loads((out / "rounds.json").read_text())
@@ -51,7 +51,7 @@ def test_improve_two_rounds_through_the_graph_hot_swaps_the_running_policy(tmp_p
     ee = np.concatenate(env)[:, -3:]
     assert np.ptp(ee, axis=0).max() > 0.01  # the grasp point moved with the arm
     assert all(x["train"]["critic"] == "privileged" for x in rows[1:]), [x["train"] for x in rows[1:]]
-    # --group-size 2: each round rolls one scene out twice (sim_node seed_repeat), and train-rl
+    # --seed-repeat 2: each round rolls one scene out twice (sim_node seed_repeat), and train-rl
     # used the leave-one-out group baseline
     from vla_rl_ros.core.data.reader import episode_summaries
 

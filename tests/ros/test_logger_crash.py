@@ -68,7 +68,7 @@ def test_kill_logger_mid_episode(tmp_path, domain_id, probe, whole_group):
 
     # a new logger on the same folder recovers/continues and appends
     r2 = subprocess.run(
-        [sys.executable, "-m", "vla_rl_ros.cli", "collect", "--episodes", "1", "--out", str(out), "--speed", "3",
+        [sys.executable, "-m", "vla_rl_ros.cli", "collect", "--episodes", "1", "--out", str(out), "--real-time-factor", "3",
          "--image-size", "48", "--family", "push", "--domain-id", str(domain_id), "--log-dir", str(tmp_path / "logs2")],
         capture_output=True, text=True, timeout=300,
     )
