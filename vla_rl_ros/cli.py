@@ -138,18 +138,7 @@ def cmd_run(args) -> int:
     except GraphError as e:
         _die(str(e))
     print(f"starting graph {graph.name!r}: " + ", ".join(n.name for n in graph.nodes))
-    runner = GraphRunner(graph, log_dir=args.log_dir, domain_id=args.domain_id).start()
-    try:
-        runner.wait()
-    except KeyboardInterrupt:
-        print("\nstopping ...")
-    codes = runner.stop()
-    bad = {n: c for n, c in codes.items() if c not in (0, -2, None)}
-    for n, c in bad.items():
-        print(f"node {n} exited with code {c}", file=sys.stderr)
-        if args.log_dir:
-            print(runner.tail(n), file=sys.stderr)
-    return 1 if bad else 0
+    return GraphRunner(graph, log_dir=args.log_dir, domain_id=args.domain_id).run()
 
 
 def cmd_collect(args) -> int:
@@ -802,8 +791,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from vla_rl_ros.lifetime import StopRequested
+
     args = build_parser().parse_args(argv)
-    return int(args.fn(args) or 0)
+    try:
+        return int(args.fn(args) or 0)
+    except StopRequested as e:  # SIGTERM/SIGHUP in a verb without its own Ctrl-C handling (graphs stopped)
+        print(f"\nstopped by {e}", file=sys.stderr)
+        return 128 + e.signum
 
 
 if __name__ == "__main__":
