@@ -24,6 +24,17 @@ from pathlib import Path
 
 import yaml
 
+from vla_rl_ros.lifetime import (
+    PARENT_PID_ENV,
+    STOP,
+    STOP_SIGNALS,
+    StopConfig,
+    node_preexec,
+    reap_group,
+    stop_signals_interrupt,
+    stop_signals_release,
+)
+
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -180,35 +191,68 @@ def _ros_param(v):
     return v
 
 
-class GraphRunner:
-    """Starts every node of a graph as its own process; stops them all (SIGINT, then SIGKILL)."""
+# exit codes of a graph run (``vla-rl-ros run``, :meth:`GraphRunner.run`)
+EXIT_CLEAN = 0  # stopped on request (Ctrl-C, SIGTERM, SIGHUP) or ended by itself; every node exited cleanly
+EXIT_NODE_FAILED = 1  # a node exited with an error while the graph was running
+EXIT_UNCLEAN_STOP = 3  # on stop, a node had to be killed (no exit within the grace period) or exited with an error
+# how a node may end when it is asked to stop: its own clean exit, or the stop signal itself
+# (a node still importing its modules when the stop came has no handler yet)
+_CLEAN_AT_STOP = (0, -int(signal.SIGINT), -int(signal.SIGTERM))
 
-    def __init__(self, graph: Graph, log_dir: str | None = None, domain_id: int | None = None):
+
+class GraphRunner:
+    """Starts every node of a graph as its own process; stops them all (SIGINT, then SIGKILL).
+
+    Each node leads its own process group (what it starts, e.g. the logger's writer worker, stays
+    in it) and, on Linux, gets SIGTERM from the kernel if this process dies, even by SIGKILL
+    (``PR_SET_PDEATHSIG``); every node also watches this process and stops when it is gone
+    (:mod:`vla_rl_ros.lifetime`). While a runner is started, SIGTERM and SIGHUP raise
+    :class:`~vla_rl_ros.lifetime.StopRequested` (a ``KeyboardInterrupt``) in the main thread,
+    so a program's Ctrl-C handling stops the graph on them as well.
+
+    Start it from the thread that keeps running while the graph runs (the main thread): the
+    kernel's parent-death signal fires when the *thread* that started a node ends.
+    """
+
+    def __init__(self, graph: Graph, log_dir: str | None = None, domain_id: int | None = None,
+                 stop_cfg: StopConfig = STOP):
         self.graph = graph
         self.log_dir = Path(log_dir) if log_dir else None
         self.env = ros_env(domain_id)
+        self.stop_cfg = stop_cfg
         self.procs: dict[str, subprocess.Popen] = {}
+        self.killed: dict[str, list[int]] = {}  # node -> pids SIGKILLed at stop (the node and/or its group)
         self._tmp = tempfile.TemporaryDirectory(prefix="vla_rl_ros_graph_")
         self._logs = {}
+        self._signals = False
+        self._codes: dict[str, int] | None = None
 
     def log_path(self, name: str) -> Path | None:
         return self.log_dir / f"{name}.log" if self.log_dir else None
 
     def start(self) -> "GraphRunner":
-        if self.log_dir:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-        for spec in self.graph.nodes:
-            pfile = Path(self._tmp.name) / f"{spec.name}.yaml"
-            params = {k: _ros_param(v) for k, v in spec.parameters.items()}
-            pfile.write_text(yaml.safe_dump({spec.name: {"ros__parameters": params}}))
-            out = None
+        self._signals = stop_signals_interrupt()
+        try:
             if self.log_dir:
-                out = open(self.log_path(spec.name), "w")
-                self._logs[spec.name] = out
-            self.procs[spec.name] = subprocess.Popen(
-                node_command(spec, str(pfile)), env=self.env, stdout=out,
-                stderr=subprocess.STDOUT if out else None, start_new_session=True,
-            )
+                self.log_dir.mkdir(parents=True, exist_ok=True)
+            env = dict(self.env)
+            env[PARENT_PID_ENV] = str(os.getpid())
+            for spec in self.graph.nodes:
+                pfile = Path(self._tmp.name) / f"{spec.name}.yaml"
+                params = {k: _ros_param(v) for k, v in spec.parameters.items()}
+                pfile.write_text(yaml.safe_dump({spec.name: {"ros__parameters": params}}))
+                out = None
+                if self.log_dir:
+                    out = open(self.log_path(spec.name), "w")
+                    self._logs[spec.name] = out
+                self.procs[spec.name] = subprocess.Popen(
+                    node_command(spec, str(pfile)), env=env, stdout=out,
+                    stderr=subprocess.STDOUT if out else None, start_new_session=True,
+                    preexec_fn=node_preexec(os.getpid(), self.stop_cfg.death_signal),
+                )
+        except BaseException:  # a stop signal or a failure half-way: stop what was started
+            self.stop()
+            raise
         return self
 
     def dead(self) -> dict[str, int]:
@@ -225,40 +269,99 @@ class GraphRunner:
             return ""
         return "\n".join(p.read_text(errors="replace").splitlines()[-lines:])
 
-    def stop(self, timeout: float = 60.0, order: list[str] | None = None) -> dict[str, int]:
-        """SIGINT each node (in ``order`` first, if given), wait, then SIGKILL stragglers."""
-        names = list(order or []) + [n for n in self.procs if n not in (order or [])]
-        for n in names:
-            p = self.procs[n]
-            if p.poll() is None:
-                try:
-                    p.send_signal(signal.SIGINT)
-                except ProcessLookupError:
-                    pass
-            if order and n in order:  # ordered: wait for this one before the next
-                self._wait(p, timeout)
-        for p in self.procs.values():
-            self._wait(p, timeout)
-        for f in self._logs.values():
-            f.close()
-        self._tmp.cleanup()
-        return {n: p.returncode for n, p in self.procs.items()}
-
-    @staticmethod
-    def _wait(p: subprocess.Popen, timeout: float) -> None:
+    def stop(self, timeout: float | None = None, order: list[str] | None = None) -> dict[str, int]:
+        """SIGINT each node (in ``order`` first, if given, each waited for before the next),
+        wait up to ``timeout`` (default ``stop_cfg.grace_s``), then SIGKILL the node's whole
+        process group; what a node that exited leaves in its group gets ``stop_cfg.group_grace_s``
+        to finish, then is killed too. A stop signal (or Ctrl-C) during the stop kills what is
+        left at once. Returns every node's exit code; calling it again returns the same."""
+        if self._codes is not None:
+            return dict(self._codes)
+        timeout = self.stop_cfg.grace_s if timeout is None else timeout
+        STOP_SIGNALS.stopping += 1
         try:
-            p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
+            names = list(order or []) + [n for n in self.procs if n not in (order or [])]
+            try:
+                for n in names:
+                    p = self.procs[n]
+                    if p.poll() is None:
+                        try:
+                            p.send_signal(signal.SIGINT)
+                        except ProcessLookupError:
+                            pass
+                    if order and n in order:  # ordered: wait for this one before the next
+                        self._wait(n, timeout)
+                for n in self.procs:
+                    self._wait(n, timeout)
+            except KeyboardInterrupt:  # Ctrl-C while stopping: no more waiting
+                STOP_SIGNALS.hurried = True
+                for n in self.procs:
+                    self._wait(n, 0.0)
+            for n, p in self.procs.items():  # grandchildren: nothing of a node outlives the stop
+                left = reap_group(p.pid, 0.0 if STOP_SIGNALS.hurry() else self.stop_cfg.group_grace_s,
+                                  self.stop_cfg.poll_s)
+                if left:
+                    self.killed.setdefault(n, []).extend(left)
+        finally:
+            STOP_SIGNALS.stopping -= 1
+            for f in self._logs.values():
+                f.close()
+            self._tmp.cleanup()
+            if self._signals:
+                stop_signals_release()
+                self._signals = False
+        self._codes = {n: p.returncode for n, p in self.procs.items()}
+        return dict(self._codes)
+
+    def _wait(self, name: str, timeout: float) -> None:
+        p = self.procs[name]
+        deadline = time.monotonic() + timeout
+        while p.poll() is None and time.monotonic() < deadline and not STOP_SIGNALS.hurry():
+            time.sleep(self.stop_cfg.poll_s)
+        if p.poll() is None:
             try:
                 os.killpg(p.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+            self.killed.setdefault(name, []).append(p.pid)
             p.wait(timeout=10)
 
     def wait(self, poll: float = 0.5) -> None:
-        """Block until a required node exits or Ctrl-C."""
+        """Block until a required node exits, every node has exited, or Ctrl-C."""
         while not self.failed_required() and any(p.poll() is None for p in self.procs.values()):
             time.sleep(poll)
+
+    def run(self, out=None) -> int:
+        """``vla-rl-ros run``: start (if not started), run until a required node ends, every node
+        ended, or Ctrl-C / SIGTERM / SIGHUP; stop in order; report; return an exit code
+        (:data:`EXIT_CLEAN`, :data:`EXIT_NODE_FAILED` or :data:`EXIT_UNCLEAN_STOP`)."""
+        out = out or sys.stderr
+        reason = "the graph ended"
+        failed: dict[str, int] = {}
+        try:
+            if not self.procs:
+                self.start()
+            self.wait()
+        except KeyboardInterrupt as e:
+            reason = f"stopped by {signal.Signals(getattr(e, 'signum', signal.SIGINT)).name}"
+            print(f"\n{reason}: stopping {', '.join(self.procs) or 'nothing'} ...", file=out, flush=True)
+        failed = {n: c for n, c in self.dead().items() if c != 0}
+        t0 = time.monotonic()
+        codes = self.stop()
+        unclean = {n: c for n, c in codes.items() if n not in failed and (n in self.killed or c not in _CLEAN_AT_STOP)}
+        for n, c in failed.items():
+            print(f"node {n} exited with code {c} while the graph was running", file=out)
+            if self.log_dir:
+                print(self.tail(n), file=out)
+        for n, c in unclean.items():
+            how = (f"was killed (no exit within {self.stop_cfg.grace_s:.0f} s)" if n in self.killed and
+                   self.procs[n].pid in self.killed[n] else
+                   f"left processes {self.killed[n]} that were killed" if n in self.killed else f"exited with code {c}")
+            print(f"node {n} {how} when stopped", file=out)
+        print(f"{self.graph.name}: {reason}; every node stopped in {time.monotonic() - t0:.1f} s", file=out, flush=True)
+        if failed:
+            return EXIT_NODE_FAILED
+        return EXIT_UNCLEAN_STOP if unclean else EXIT_CLEAN
 
     def __enter__(self):
         return self.start()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 
 #: verb -> module of vla_rl_ros.cli
 VERBS = {
@@ -46,5 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from vla_rl_ros.lifetime import StopRequested
+
     args = build_parser().parse_args(argv)
-    return int(args.fn(args) or 0)
+    try:
+        return int(args.fn(args) or 0)
+    except StopRequested as e:  # SIGTERM/SIGHUP in a verb without its own Ctrl-C handling (graphs stopped)
+        print(f"\nstopped by {e}", file=sys.stderr)
+        return 128 + e.signum

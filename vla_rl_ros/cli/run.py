@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from vla_rl_ros.cli.common import RosOptions, die
 from vla_rl_ros.core.config import add_fields
 
@@ -24,15 +22,4 @@ def main(args) -> int:
     except GraphError as e:
         die(str(e))
     print(f"starting graph {graph.name!r}: " + ", ".join(n.name for n in graph.nodes))
-    runner = GraphRunner(graph, log_dir=args.log_dir, domain_id=args.domain_id).start()
-    try:
-        runner.wait()
-    except KeyboardInterrupt:
-        print("\nstopping ...")
-    codes = runner.stop()
-    bad = {n: c for n, c in codes.items() if c not in (0, -2, None)}
-    for n, c in bad.items():
-        print(f"node {n} exited with code {c}", file=sys.stderr)
-        if args.log_dir:
-            print(runner.tail(n), file=sys.stderr)
-    return 1 if bad else 0
+    return GraphRunner(graph, log_dir=args.log_dir or None, domain_id=args.domain_id).run()

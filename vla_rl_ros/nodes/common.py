@@ -33,13 +33,15 @@ Field layouts (documented in the README as well):
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Duration, Time
 from geometry_msgs.msg import PoseArray
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
@@ -69,6 +71,9 @@ from vla_rl_ros.core.topics import (  # noqa: F401  (re-exported: the nodes impo
     REWARD_TOPIC,
     SIGMA_TOPIC,
 )
+from vla_rl_ros.lifetime import watch_parent
+
+STOP_EXECUTOR_TIMEOUT_S = 0.5  # a stopping node waits this long for callbacks still running
 
 SENSOR_QOS = qos_profile_sensor_data
 # Subscribers that must not lose frames when their process is briefly starved (the logger)
@@ -266,18 +271,22 @@ def declare_config(node, cls, exclude=(), validate: bool = True):
 def spin_node(node_factory, args=None, executor=None) -> int:
     """Create the node, spin until Ctrl-C / SIGTERM, shut down cleanly. Returns an exit code.
 
-    rclpy's own signal handlers (SIGINT and SIGTERM) shut the context down, which ends the spin.
+    rclpy's own signal handlers (SIGINT and SIGTERM) shut the context down, which ends the spin;
+    then the node's ``shutdown()`` (its threads, its writer), the executor, the node and the
+    context are closed in that order, so no native thread is left running when the interpreter
+    exits. Started by the graph runner, the node also stops when the runner is gone
+    (``vla_rl_ros.lifetime.watch_parent``).
     """
     rclpy.init(args=args if args is not None else sys.argv)
+    watch_parent(lambda: os.kill(os.getpid(), signal.SIGTERM))  # -> rclpy's handler: the same graceful stop
     node = None
     code = 0
     try:
         node = node_factory()
         if executor is None:
-            rclpy.spin(node)
-        else:
-            executor.add_node(node)
-            executor.spin()
+            executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception as e:  # a node that cannot start says why, once, and exits non-zero
@@ -289,6 +298,12 @@ def spin_node(node_factory, args=None, executor=None) -> int:
                 node.shutdown() if hasattr(node, "shutdown") else None
             except Exception as e:  # pragma: no cover - best effort
                 print(f"[shutdown] {e}", file=sys.stderr, flush=True)
+        if executor is not None:
+            try:
+                executor.shutdown(timeout_sec=STOP_EXECUTOR_TIMEOUT_S)
+            except Exception:  # pragma: no cover - best effort
+                pass
+        if node is not None:
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
