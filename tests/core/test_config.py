@@ -113,9 +113,8 @@ def test_one_default_per_setting():
     sigma = {CollectConfig().sigma, ImproveConfig().sigma, nc.ExplorationNodeConfig().sigma, DirectCollectConfig().sigma}
     assert sigma == {(0.02,)}
     assert {CollectConfig().expert_noise, nc.ExpertNodeConfig().expert_noise, DirectCollectConfig().expert_noise} == {0.0}
-    renderers = {CollectConfig().renderer, EvaluateConfig().renderer, nc.SimNodeConfig().renderer,
-                 DirectCollectConfig().renderer}
-    assert renderers == {"tiny"}
+    # every graph passes the verbs' renderer; sim_node alone keeps its former default (auto)
+    assert {CollectConfig().renderer, EvaluateConfig().renderer, DirectCollectConfig().renderer} == {"tiny"}
 
 
 def test_validate_runs_before_any_file_is_read(tmp_path):

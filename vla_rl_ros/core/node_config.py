@@ -28,7 +28,8 @@ class SimNodeConfig:
     cameras: tuple[str, ...] = opt(("front",), "camera names (the first publishes /camera/image_raw)")
     image_width: int = opt(96, "camera image width (px)")
     image_height: int = opt(96, "camera image height (px)")
-    renderer: str = opt("tiny", "tiny renders identically everywhere; egl is faster at 224 px", choices=RENDERERS)
+    renderer: str = opt("auto", "auto: EGL when it loads, else tiny (the graphs and the CLI pass tiny: identical "
+                                "images everywhere); egl is faster at 224 px", choices=RENDERERS)
     max_steps: int = opt(120, "episode length limit (control ticks)")
     family: str = opt("", "one task family (empty: drawn from the seed)")
     seed: int = opt(0, "seed of the first episode (episode n uses seed + n // seed_repeat)")
