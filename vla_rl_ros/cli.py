@@ -352,7 +352,10 @@ def cmd_train_bc(args) -> int:
         _die(f"--init {args.init!r}: no checkpoint there (config.json missing)")
     if args.init and args.resume:
         _die("--init and --resume are exclusive (resume continues a run; init starts a new one from weights)")
-    episodes, cams, joints = load_episodes(args.data, success_only=not args.all_episodes, label=args.label)
+    from vla_rl_ros.core.sim.task_features import aux_targets
+
+    episodes, cams, joints = load_episodes(args.data, success_only=not args.all_episodes, label=args.label,
+                                           aux_targets=aux_targets)
     n_frames = sum(len(e.state) for e in episodes)
     if not episodes:
         _die("no (successful) episodes in the given datasets")
@@ -389,8 +392,10 @@ def cmd_train_rl(args) -> int:
         if not (Path(d) / "meta" / "info.json").exists():
             _die(f"{d!r} is not a LeRobot dataset (no meta/info.json)")
     check_writable_dir(args.out)
+    from vla_rl_ros.core.sim.task_features import episode_privileged_features
+
     try:
-        res = train_rl(rl)
+        res = train_rl(rl, privileged=episode_privileged_features)
     except (CheckpointError, ValueError, FileNotFoundError) as e:
         _die(str(e))
     print(rl_summary(res))

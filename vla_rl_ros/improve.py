@@ -242,6 +242,7 @@ def run_improve(args) -> int:
     from vla_rl_ros.core.policy.checkpoint import CheckpointError, read_config
     from vla_rl_ros.core.rl.config import RLConfig
     from vla_rl_ros.core.rl.trainer import train_rl
+    from vla_rl_ros.core.sim.task_features import episode_privileged_features
 
     if args.rounds < 1 or args.episodes_per_round < 1:
         _die("--rounds and --episodes-per-round must be >= 1")
@@ -298,7 +299,7 @@ def run_improve(args) -> int:
                           clip=args.clip, kl_coef=args.kl_coef, seed=args.seed + 1000 * r, threads=2,
                           baseline=args.baseline, advantage=args.advantage, gae_lambda=args.gae_lambda,
                           critic=args.critic, ratio=args.ratio, trainable=args.trainable)
-            res = train_rl(rl)
+            res = train_rl(rl, privileged=episode_privileged_features)
             print(rl_summary(res))
             swap = None
             if graph is not None:
@@ -308,7 +309,8 @@ def run_improve(args) -> int:
             ev, fails = _eval(ckpt, args)
             rows.append({"round": r, "version": version, "checkpoint": ckpt, "collected_total": total,
                          "explored_success": explored, "eval": ev, "failures": fails, "collect_seconds": t_collect,
-                         "train": {k: res[k] for k in ("decisions", "train_seconds", "value_loss", "stopped_early", "critic", "baseline")},
+                         "train": {k: res[k] for k in ("decisions", "train_seconds", "value_loss", "stopped_early",
+                                                       "critic", "baseline", "logged_logp_gap_max", "init_log_ratio_max")},
                          "history": res["history"], "swap": swap})
             print(_table(rows))
             print(_failures_line(rows[0]))
