@@ -126,6 +126,9 @@ def main() -> int:
             else:
                 verdict = "failed (caught)" if caught else "PASSED (mutation survived)"
             bad |= not caught or code == -1
+            why = next((ln[2:].strip() for ln in out.splitlines() if ln.startswith("E ")), "")
+            if caught and why:
+                verdict += f": {why[:90]}"
             rows.append((m.name, m.test, verdict, secs))
         if args.keep:
             print(f"kept {tmp}")
