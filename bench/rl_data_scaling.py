@@ -30,6 +30,7 @@ from vla_rl_ros.core.data.store import read_info  # noqa: E402
 from vla_rl_ros.core.rl.config import RLConfig  # noqa: E402
 from vla_rl_ros.core.rl.trainer import train_rl  # noqa: E402
 from vla_rl_ros.core.improve import ImproveConfig, evaluate_cached  # noqa: E402
+from vla_rl_ros.core.sim.task_features import episode_privileged_features  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from improve_seeds import FAMILIES, rate as pct  # noqa: E402  (success % of one family in an eval table)
@@ -85,7 +86,8 @@ def main() -> int:
             else:
                 res = train_rl(RLConfig(data=[args.data], episodes=sel, init=args.init, out=str(run),
                                         epochs=args.epochs, lr=args.lr, clip=args.clip, advantage=args.advantage,
-                                        gae_lambda=args.gae_lambda, ratio=args.ratio, seed=b))
+                                        gae_lambda=args.gae_lambda, ratio=args.ratio, seed=b),
+                               privileged=episode_privileged_features)
                 done.write_text(json.dumps(res, default=str))
             ev, fails = evaluate_cached(res["checkpoint"], ev_args)
             h = res["history"][-1]

@@ -38,7 +38,9 @@ def test_direct_collection_writes_loadable_episodes_with_clean_labels(noisy_data
         env = d[S.ENV_STATE]
         assert env.shape == (n, 18) and np.all(np.isfinite(env))
         assert np.all(np.abs(env[:, 2:15:3]) < 0.2)  # objects rest near the table (z)
-    eps, cams, joints = load_episodes([str(out)], progress=False)
+    from vla_rl_ros.core.sim.task_features import aux_targets
+
+    eps, cams, joints = load_episodes([str(out)], progress=False, aux_targets=aux_targets)
     assert cams == ["front"] and len(joints) == 8
     assert all(e.label is not None for e in eps)  # auto -> imitate the clean mean
     assert all(e.aux is not None and e.aux.shape == (len(e.state), 22) for e in eps)

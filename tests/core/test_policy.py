@@ -177,7 +177,7 @@ def test_bc_learns_and_is_deterministic(tmp_path):
 
 
 def test_aux_targets_follow_the_instruction():
-    from vla_rl_ros.core.policy.bc import AUX_DIM, aux_targets
+    from vla_rl_ros.core.sim.task_features import AUX_DIM, aux_targets
     from vla_rl_ros.core.sim.tasks import OBJECTS, PICK_LIFT, PUSH_DISTANCE
 
     T = 3
@@ -212,7 +212,7 @@ def test_aux_grounding_loss_localises_and_init_keeps_weights(tmp_path):
         img[:, y : y + 5, x : x + 5] = (220, 30, 30)
         env = np.zeros((T, 18), np.float32)
         env[:, 0], env[:, 1] = x / 32.0, y / 32.0  # red cube position <-> pixel position
-        from vla_rl_ros.core.policy.bc import aux_targets
+        from vla_rl_ros.core.sim.task_features import aux_targets
 
         eps.append(EpisodeData({"front": img}, state, state + 0.01, "pick up the red cube",
                                aux=aux_targets(env, "pick up the red cube")))

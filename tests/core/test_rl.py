@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from scipy import stats
 
-from vla_rl_ros.core.rl.bandit import compare
+from vla_rl_ros.core.rl.bandit import NO_CLIP, TruncatedChunkBandit, clip_bias, estimate
+from vla_rl_ros.core.rl.config import RLConfig
 from vla_rl_ros.core.rl.exploration import (
     ExplorationConfig, Explorer, truncnorm_logpdf, truncnorm_logpdf_torch, truncnorm_sample,
 )
@@ -133,15 +136,57 @@ def test_policy_loss_clipping_and_ess():
     assert st.ess == pytest.approx(r.sum() ** 2 / (4 * (r**2).sum()), rel=1e-5)
 
 
-def test_estimator_is_unbiased_and_naive_alternatives_are_worse():
-    res = compare(seeds=60, n=2000)
-    ok, no_b, all_t = res["correct"], res["no_behaviour"], res["all_tokens"]
-    # unbiased: every gradient entry within 4 standard errors of the analytic value
-    assert ok["max_abs_z"] < 4.0, ok
-    # ignoring the behaviour likelihood is biased, far outside the noise
-    assert no_b["max_abs_z"] > 10.0 and no_b["bias_norm"] > 10 * ok["bias_norm"] + 0.5
-    # including unexecuted tokens: unbiased in expectation but a much noisier estimate
-    assert all_t["mse"] > 2.0 * ok["mse"]
+def test_estimator_is_unbiased_as_train_rl_runs_it_and_a_5pct_bias_would_fail():
+    """The gradient of train-rl's own minibatch loss (objective.rl_objective with RLConfig()'s
+    settings: chunk ratio over executed tokens — single, multi-token and lagging chunks —,
+    truncated density near the joint limits, the clip 0.2, the KL to the initial head) against
+    the exact gradient of a bandit with joint limits (core/rl/bandit.py). At the behaviour (where
+    every train-rl update starts) it must be unbiased; the test's power is explicit: a bias of
+    5% moves the projection statistic by ``power_z_5pct`` standard errors, and an estimate
+    scaled ×1.05 is flagged."""
+    cfg = RLConfig()
+    b = TruncatedChunkBandit()
+    # truncation matters on these data: half the behaviour means lie within 1.5 σ of a limit
+    mu_b = np.einsum("idk,jk->jid", b.w_b, b.o)
+    near = np.minimum(mu_b - b.lo, b.hi - mu_b) / b.sigma
+    assert (near < 1.5).mean() > 0.4 and near.min() > 0, near.min()
+    res = estimate(b, b.w_b, cfg, batches=40, n=25000)
+    print(f"\nprojection s = {res['projection']:.4f} ± {res['projection_se']:.4f} (z {res['projection_z']:+.2f}), "
+          f"5% bias would be z {res['power_z_5pct']:.1f}; max |z| {res['max_abs_z']:.2f}; "
+          f"min |∇J|/se {res['min_entry_snr']:.1f}")
+    assert abs(res["projection_z"]) < 4.0, res["projection_z"]
+    assert res["max_abs_z"] < 4.5, res["max_abs_z"]
+    # non-degenerate: every executed entry's gradient is far from 0; the never-executed token's
+    # rows are 0 in the estimate (masked; the KL to the initial head is flat at W_b) as analytically
+    live = res["analytic"] != 0
+    assert live.sum() == 3 * 2 * 3 and res["min_entry_snr"] > 5.0, res["min_entry_snr"]
+    assert res["dead_entries_max_abs"] < 1e-9, res["dead_entries_max_abs"]
+    # power: a 5% bias is >= 8 standard errors away; an estimate biased x1.05 fails the same bound
+    assert res["power_z_5pct"] > 8.0, res["power_z_5pct"]
+    biased = estimate(b, b.w_b, cfg, batches=40, n=25000, bias=1.05)
+    assert abs(biased["projection_z"]) > 4.0, biased["projection_z"]
+
+
+def test_clip_bias_is_measured_and_naive_estimators_are_worse():
+    """Off the behaviour, the unclipped importance-weighted estimator is unbiased, the clip is not:
+    its bias is measured (and printed by ``python -m vla_rl_ros.core.rl.bandit``); ignoring the
+    behaviour likelihood is biased; putting unexecuted tokens into the ratio adds variance."""
+    import dataclasses
+
+    cfg = RLConfig()
+    b = TruncatedChunkBandit()
+    cb = clip_bias(b, cfg, batches=30, n=20000)
+    un, cl = cb["unclipped"], cb["clipped"]
+    print(f"\nclip {cfg.clip}: projection {cl['projection']:.3f} ± {cl['projection_se']:.3f}, "
+          f"relative bias {cl['rel_bias']:.3f} (unclipped {un['rel_bias']:.3f})")
+    assert abs(un["projection_z"]) < 4.0 and un["max_abs_z"] < 4.5, un
+    assert abs(cl["projection_z"]) > 10.0 and cl["projection"] < 1.0  # the clip shrinks the step
+    off = dataclasses.replace(cfg, clip=NO_CLIP, kl_coef=0.0)
+    ok = estimate(b, b.w_eval, off, batches=20, n=10000)
+    no_b = estimate(b, b.w_eval, off, batches=20, n=10000, kind="no_behaviour")
+    all_t = estimate(b, b.w_eval, off, batches=20, n=10000, kind="all_tokens")
+    assert no_b["max_abs_z"] > 6.0 and no_b["rel_bias"] > 2 * ok["rel_bias"], (no_b["max_abs_z"], ok["rel_bias"])
+    assert all_t["mse"] > 1.5 * ok["mse"], (all_t["mse"], ok["mse"])
 
 
 def test_explored_rollouts_train_rl_end_to_end(tmp_path):
@@ -157,8 +202,9 @@ def test_explored_rollouts_train_rl_end_to_end(tmp_path):
     from vla_rl_ros.core.data import schema as S
     from vla_rl_ros.core.data.reader import iter_episode_frames
     from vla_rl_ros.core.policy.checkpoint import load_checkpoint, save_checkpoint
-    from vla_rl_ros.core.rl.config import RLConfig
-    from vla_rl_ros.core.rl.trainer import decisions_from_episode, train_rl
+    from vla_rl_ros.core.rl.samples import decisions_from_episode
+    from vla_rl_ros.core.rl.trainer import train_rl
+    from vla_rl_ros.core.sim.task_features import episode_privileged_features as priv
     from vla_rl_ros.core.robot import PANDA
 
     init = save_checkpoint(small_model(), tmp_path / "init", version=4)
@@ -191,7 +237,7 @@ def test_explored_rollouts_train_rl_end_to_end(tmp_path):
     np.testing.assert_array_equal(rows_lag[1]["actions"][1], d[S.ACTION][2])
 
     out = train_rl(RLConfig(data=[str(tmp_path / "ds")], init=str(init), out=str(tmp_path / "rl"), epochs=2,
-                            batch_size=8, value_steps=20, threads=1), progress=False)
+                            batch_size=8, value_steps=20, threads=1), progress=False, privileged=priv)
     assert out["version"] == 5 and out["decisions"] == sum(len(e[1][S.ACTION]) for e in eps)
     assert out["init_log_ratio_median"] < 1e-3, out["init_log_ratio_median"]
     assert out["group_fraction"] == 1.0 and out["baseline"].startswith("group")  # every scene twice
@@ -223,7 +269,8 @@ def test_explored_rollouts_train_rl_end_to_end(tmp_path):
 def test_group_baseline_is_leave_one_out_over_the_same_scene():
     import numpy as np
 
-    from vla_rl_ros.core.rl.trainer import group_baseline, returns
+    from vla_rl_ros.core.rl.advantages import group_baseline
+    from vla_rl_ros.core.rl.samples import returns
 
     gamma = 0.9
     ep_returns = {0: (returns(np.array([0.1, 0.2, 0.3]), True, gamma), True),
@@ -248,8 +295,8 @@ def test_group_baseline_is_leave_one_out_over_the_same_scene():
 def test_gae_limits_and_segments():
     """λ = 1 is the Monte-Carlo advantage G − V (the trainer's return convention: success absorbing);
     λ = 0 is the one-step TD residual; a decision spanning several frames discounts over all of them."""
-    from vla_rl_ros.core.rl.critic import gae
-    from vla_rl_ros.core.rl.trainer import returns
+    from vla_rl_ros.core.rl.advantages import gae
+    from vla_rl_ros.core.rl.samples import returns
 
     gamma = 0.9
     rew = np.array([0.1, 0.2, 0.0, 0.4, 0.3])
@@ -269,7 +316,7 @@ def test_gae_limits_and_segments():
 
 
 def test_privileged_critic_features():
-    from vla_rl_ros.core.rl.critic import PRIVILEGED_NAMES, privileged_features
+    from vla_rl_ros.core.sim.task_features import PRIVILEGED_NAMES, privileged_features
     from vla_rl_ros.core.sim.tasks import OBJECTS
 
     env0 = np.zeros(3 * (len(OBJECTS) + 1))
@@ -300,8 +347,6 @@ def test_rl_config_validate_rejects_bad_values_before_reading_files(tmp_path):
     (the dataset and checkpoint paths here do not exist)."""
     import dataclasses
 
-    from vla_rl_ros.core.rl.config import RLConfig
-
     ok = RLConfig(data=[str(tmp_path / "none")], init=str(tmp_path / "none"), out=str(tmp_path / "o"))
     assert ok.validate() is ok and ok.data == (str(tmp_path / "none"),)
     for f in dataclasses.fields(RLConfig):
@@ -317,3 +362,165 @@ def test_rl_config_validate_rejects_bad_values_before_reading_files(tmp_path):
         dataclasses.replace(ok, advantage="gae", baseline="group").validate()
     saved = ok.save(tmp_path / "config.json")
     assert RLConfig.load(saved) == ok
+
+
+# --- real logged data with lagging chunks, near the joint limits ---------------------------------
+
+LAG_SIGMA = 0.4  # rad: large enough that the truncation at the joint limits changes the density
+
+
+def _lagging_episode(world, runtime, explorer, seed: int) -> tuple[list, str, dict]:
+    """One explored rollout where the policy answers one tick late, as a slow policy node does:
+    the chunk computed from the observation of tick k is first executed at tick k+1, from its
+    token 1 (``rl.chunk_index`` 1); tick 0 executes token 0 of the first chunk. Frames and log-
+    likelihoods are logged exactly as core/collect.policy_episode does (same helpers)."""
+    from vla_rl_ros.core.collect import _frame, environment_state
+    from vla_rl_ros.core.control import ChunkScheduler
+    from vla_rl_ros.core.policy.runtime import Observation
+    from vla_rl_ros.core.recording import parse_reference, step_log_prob
+
+    world.reset(seed=seed)
+    task = world.task
+    sched = ChunkScheduler(world.joint_positions())
+    dt = 1.0 / world.config.control_rate
+    frames, k, pending, chunks = [], 0, None, {}
+    while True:
+        obs = world.observe(render=True)
+        env = environment_state(world)
+        mu = np.clip(runtime.infer(Observation(obs["images"], obs["state"], task.instruction)), PANDA.lower, PANDA.upper)
+        executed, sigma = explorer.perturb(mu)
+        stamp = int(round(k * dt * 1e9))
+        chunks[stamp] = (mu, sigma)
+        if k == 0:
+            sched.offer(executed, k, stamp)
+        if pending is not None:  # the chunk of the previous tick arrives now
+            sched.offer(*pending)
+        pending = (executed, k, stamp)
+        target, ref = sched.target(k)
+        cid, index = parse_reference(ref)
+        cmu, csig = chunks[int(cid)]
+        logp = step_log_prob(target, cmu[index], csig[index], PANDA.lower, PANDA.upper)
+        world.apply_action(target)
+        info = world.step_control()
+        frames.append(_frame(obs, ["front"], target, cmu[index], csig[index], logp, int(cid), index,
+                             runtime.version, info, env))
+        k += 1
+        if info.done:
+            return frames, task.instruction, {"seed": seed, "success": bool(info.success), "steps": k}
+
+
+@pytest.fixture(scope="module")
+def lagging_data(tmp_path_factory):
+    """4 lagging explored episodes (2 scenes × 2 noise draws) of a small policy, written through
+    the real LeRobot writer -> (dataset root, init checkpoint)."""
+    from tests.core.test_policy import small_model
+    from vla_rl_ros.core.collect import ENV_STATE_NAMES
+    from vla_rl_ros.core.data.schema import make_features
+    from vla_rl_ros.core.data.writer import EpisodeWriter
+    from vla_rl_ros.core.policy.checkpoint import save_checkpoint
+    from vla_rl_ros.core.policy.runtime import PolicyRuntime
+    from vla_rl_ros.core.rl.exploration import ExplorationConfig, Explorer
+    from vla_rl_ros.core.sim.world import PandaWorld, SimConfig
+
+    root = tmp_path_factory.mktemp("lag")
+    init = save_checkpoint(small_model(), root / "init", version=2)
+    world = PandaWorld(SimConfig(control_rate=10.0, image_width=32, image_height=32, renderer="tiny", max_steps=10))
+    runtime = PolicyRuntime(str(init), backend="onnxruntime", joint_names=PANDA.joint_names, threads=1)
+    features = make_features(list(PANDA.joint_names), ("front",), image_shape=(32, 32), environment_state=ENV_STATE_NAMES)
+    writer = EpisodeWriter(root=root / "ds", repo_id="local/lag", fps=10, features=features, robot_type="panda")
+    try:
+        for i in range(4):
+            ex = Explorer(PANDA.lower, PANDA.upper, ExplorationConfig(sigma=[LAG_SIGMA]), seed=100 + i)
+            writer.submit(*_lagging_episode(world, runtime, ex, seed=30 + i // 2))
+    finally:
+        writer.close(timeout=600.0)
+        world.close()
+    assert len(writer.saved_episodes()) == 4 and not writer.failed_episodes()
+    return root / "ds", init
+
+
+def test_every_logged_log_likelihood_is_recomputed_row_by_row_including_lagging_chunks(lagging_data):
+    """Each explored frame's logged log-likelihood (the logger's numpy truncated density) against
+    scipy's truncated normal, row by row; then train-rl's decisions (core/rl/samples.py) —
+    multi-token, lagging chunks whose token 0 never ran — recomputed from the logged μ/σ and from
+    the init head at the anchor observation (the behaviour policy itself), row by row. The data
+    lie near joint limits, so a density without the truncation term fails here."""
+    from vla_rl_ros.core.data import schema as S
+    from vla_rl_ros.core.data.reader import iter_episode_frames
+    from vla_rl_ros.core.policy.checkpoint import load_checkpoint
+    from vla_rl_ros.core.rl.samples import load_decisions
+    from vla_rl_ros.core.rl.trainer import FrozenPolicy
+
+    ds, init = lagging_data
+    n_frames, n_lag, trunc = 0, 0, []
+    for _, d in iter_episode_frames(ds):
+        a, m, s = (np.asarray(d[k], dtype=np.float64) for k in (S.ACTION, S.ACTION_MEAN, S.SIGMA))
+        idx = np.asarray(d[S.CHUNK_INDEX])
+        lo, hi = PANDA.lower[None], PANDA.upper[None]
+        on = s > 0
+        sd = np.where(on, s, 1.0)
+        ref = stats.truncnorm.logpdf(a, (lo - m) / sd, (hi - m) / sd, loc=m, scale=sd)
+        ref = np.where(on, ref, 0.0).sum(1)
+        plain = np.where(on, stats.norm.logpdf(a, m, sd), 0.0).sum(1)
+        np.testing.assert_allclose(np.asarray(d[S.LOG_PROB], dtype=np.float64), ref, rtol=0, atol=2e-4)
+        trunc.append(ref - plain)
+        n_frames += len(a)
+        n_lag += int(np.sum(idx > 0))
+    trunc = np.concatenate(trunc)
+    assert n_lag >= n_frames // 2  # every frame after the first of an episode runs a lagging chunk
+    assert np.mean(np.abs(trunc) > 1e-3) > 0.5, np.abs(trunc).max()  # the truncation term is not negligible
+
+    model, _ = load_checkpoint(init, joint_names=PANDA.joint_names)
+    dec, _, summary = load_decisions([str(ds)], model.cfg.horizon, model.cfg.cameras, 0.95, progress=False)
+    assert int(dec.mask.sum()) == n_frames  # every logged frame is an executed token of one decision
+    lagging = dec.mask[:, 0] == 0
+    assert lagging.sum() >= len(dec.ret) - 4, dec.mask[:, :3]  # all but each episode's first
+    lo, hi = (torch.tensor(x, dtype=torch.float64) for x in (PANDA.lower, PANDA.upper))
+    t64 = lambda x: torch.from_numpy(np.asarray(x, dtype=np.float64))  # noqa: E731
+    acts, sig, mask = t64(dec.actions), t64(dec.sigma), t64(dec.mask)
+    from_logged = chunk_log_prob(torch.minimum(torch.maximum(t64(dec.mu_b), lo), hi), acts, sig, mask, lo, hi)
+    np.testing.assert_allclose(from_logged.numpy(), dec.logp_b, rtol=0, atol=2e-4)
+    pol = FrozenPolicy(model, dec, progress=False)
+    with torch.no_grad():
+        mu0 = pol.all_means(model.head).double()
+    from_head = chunk_log_prob(torch.minimum(torch.maximum(mu0, lo), hi), acts, sig, mask, lo, hi)
+    np.testing.assert_allclose(from_head.numpy(), dec.logp_b, rtol=0, atol=2e-3)
+
+
+def test_one_update_step_raises_likelihood_of_positive_advantage_actions(lagging_data, tmp_path):
+    """One train-rl step (one epoch, one minibatch of every decision) on real logged data: the
+    log-likelihood of the logged actions rises where the advantage is positive and falls where it
+    is negative (group baseline: the advantages do not depend on the critic)."""
+    from vla_rl_ros.core.policy.checkpoint import load_checkpoint
+    from vla_rl_ros.core.rl.advantages import estimate_advantages
+    from vla_rl_ros.core.rl.critic import Critic
+    from vla_rl_ros.core.rl.samples import load_decisions
+    from vla_rl_ros.core.rl.trainer import FrozenPolicy, train_rl
+
+    ds, init = lagging_data
+    cfg = RLConfig(data=(str(ds),), init=str(init), out=str(tmp_path / "rl"), epochs=1, batch_size=100_000,
+                   lr=5e-4, baseline="group", value_steps=5, threads=1, export_onnx=False)
+    res = train_rl(cfg, progress=False)
+    assert res["group_fraction"] == 1.0 and res["history"][0]["clip_fraction"] == 0.0  # ratio 1: first step
+    assert json.loads((tmp_path / "rl" / "config.json").read_text())["lr"] == 5e-4
+    m0, _ = load_checkpoint(init, joint_names=PANDA.joint_names)
+    m1, _ = load_checkpoint(res["checkpoint"], joint_names=PANDA.joint_names)
+    dec, episodes, _ = load_decisions([str(ds)], m0.cfg.horizon, m0.cfg.cameras, cfg.gamma, progress=False)
+    adv, what, _ = estimate_advantages(cfg, dec, episodes, Critic(torch.zeros(len(dec.ret)), 0.0, "features", True))
+    assert what.startswith("group (100%")
+    lo, hi = (torch.tensor(x) for x in (PANDA.lower, PANDA.upper))
+    t = lambda x: torch.from_numpy(x)  # noqa: E731
+
+    def loglik(model):
+        pol = FrozenPolicy(model, dec, progress=False)
+        with torch.no_grad():
+            mu = pol.all_means(model.head)
+        return chunk_log_prob(torch.minimum(torch.maximum(mu, lo), hi), t(dec.actions), t(dec.sigma), t(dec.mask), lo, hi)
+
+    delta = (loglik(m1) - loglik(m0)).double().numpy()
+    a = adv.numpy()
+    pos, neg = a > 0.1, a < -0.1
+    print(f"\nΔ log π: A>0 {delta[pos].mean():+.4f} ({pos.sum()} rows), A<0 {delta[neg].mean():+.4f} ({neg.sum()} rows)")
+    assert pos.sum() >= 5 and neg.sum() >= 5
+    assert delta[pos].mean() > 0 > delta[neg].mean()
+    assert float(np.dot(a, delta)) > 0  # the surrogate Σ A·Δlog π rose

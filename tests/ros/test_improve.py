@@ -42,6 +42,22 @@ def test_improve_two_rounds_through_the_graph_hot_swaps_the_running_policy(tmp_p
     lp = np.concatenate([np.asarray(d[S.LOG_PROB])[a] for d, a in zip(eps, acted)])
     assert np.all(sig[:, :7] == np.float32(0.03)) and np.all(np.isfinite(lp)) and np.all(lp != 0)
     assert np.all(sig[:, 7] == 0)  # the gripper is not explored by default
+    # every logged log-likelihood, row by row — lagging chunks (rl.chunk_index > 0) included —
+    # equals scipy's truncated normal at the logged action, mean and σ (explored joints only)
+    from scipy import stats
+
+    act = np.concatenate([np.asarray(d[S.ACTION], np.float64)[a] for d, a in zip(eps, acted)])
+    mean = np.concatenate([np.asarray(d[S.ACTION_MEAN], np.float64)[a] for d, a in zip(eps, acted)])
+    lo, hi, sd = PANDA.lower[None], PANDA.upper[None], np.where(sig > 0, sig, 1.0).astype(np.float64)
+    mean_c = np.clip(mean, lo, hi)
+    ref = np.where(sig > 0, stats.truncnorm.logpdf(act, (lo - mean_c) / sd, (hi - mean_c) / sd, loc=mean_c, scale=sd), 0.0)
+    np.testing.assert_allclose(lp, ref.sum(1), rtol=0, atol=2e-4)
+    lagging = np.concatenate([np.asarray(d[S.CHUNK_INDEX])[a] > 0 for d, a in zip(eps, acted)])
+    print(f"logged log-likelihoods checked row by row: {len(lp)} frames, {int(lagging.sum())} on lagging chunks")
+    # and through train-rl's decisions: round 1 was explored by v3 = the init, so the init head at
+    # each decision's anchor recomputes its logged log-likelihood (report of train-rl, every row)
+    r1 = rows[1]["train"]
+    assert r1["logged_logp_gap_max"] < 2e-4, r1
     # the logger also recorded the privileged object + grasp-point positions from /sim/object_poses
     # (sim_node's PoseArray), so train-rl's critic reads the simulator state through the graph too
     from vla_rl_ros.core.collect import ENV_STATE_NAMES

@@ -24,8 +24,10 @@ def main(args) -> int:
     out = check_writable_dir(cfg.out)
     write_config(out / "train_bc_config.json", "train-bc", cfg)
     from vla_rl_ros.core.policy.bc import load_episodes, train_bc
+    from vla_rl_ros.core.sim.task_features import aux_targets
 
-    episodes, cams, joints = load_episodes(list(cfg.data), success_only=not cfg.all_episodes, label=cfg.label)
+    episodes, cams, joints = load_episodes(list(cfg.data), success_only=not cfg.all_episodes, label=cfg.label,
+                                           aux_targets=aux_targets)
     if not episodes:
         die("no (successful) episodes in the given datasets")
     n_frames = sum(len(e.state) for e in episodes)

@@ -33,8 +33,10 @@ def main(args) -> int:
     opts = build(TrainRLOptions, args)
     require_datasets(rl.data)
     check_writable_dir(rl.out)
+    from vla_rl_ros.core.sim.task_features import episode_privileged_features
+
     try:
-        res = train_rl(rl)  # writes the resolved configuration next to the checkpoint (config.json)
+        res = train_rl(rl, privileged=episode_privileged_features)  # writes the resolved configuration next to the checkpoint (config.json)
     except (CheckpointError, ValueError, FileNotFoundError) as e:
         die(str(e))
     from vla_rl_ros.core.improve import rl_summary

@@ -256,6 +256,7 @@ def _rounds(cfg: ImproveConfig, rl, ckpt: str, out: Path, collector: Collector, 
     from tqdm import tqdm
 
     from vla_rl_ros.core.rl.trainer import train_rl
+    from vla_rl_ros.core.sim.task_features import episode_privileged_features
 
     data = out / "data"
     for r in range(1, cfg.rounds + 1):
@@ -270,7 +271,7 @@ def _rounds(cfg: ImproveConfig, rl, ckpt: str, out: Path, collector: Collector, 
         bar.close()
         explored = sum(bool(e.get("success")) for e in ended) / max(len(ended), 1)
         t_collect = time.monotonic() - t0
-        res = train_rl(round_rl_config(rl, cfg, data, ckpt, out, r))
+        res = train_rl(round_rl_config(rl, cfg, data, ckpt, out, r), privileged=episode_privileged_features)
         print(rl_summary(res))
         swap = collector.announce(res["checkpoint"])
         if swap:
@@ -280,7 +281,8 @@ def _rounds(cfg: ImproveConfig, rl, ckpt: str, out: Path, collector: Collector, 
         rows.append({"round": r, "version": version, "checkpoint": ckpt, "collected_total": r * cfg.episodes_per_round,
                      "explored_success": explored, "eval": ev, "failures": fails, "collect_seconds": t_collect,
                      "train": {k: res[k] for k in ("decisions", "train_seconds", "value_loss", "stopped_early",
-                                                   "critic", "baseline")},
+                                                   "critic", "baseline", "logged_logp_gap_max",
+                                                   "init_log_ratio_max")},
                      "history": res["history"], "swap": swap})
         print(rounds_table(rows))
         print(failures_line(rows[0]))

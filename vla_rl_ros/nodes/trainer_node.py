@@ -62,12 +62,13 @@ class TrainerNode(Node):
 
     def _train(self, out: Path) -> None:
         from vla_rl_ros.core.rl.trainer import train_rl
+        from vla_rl_ros.core.sim.task_features import episode_privileged_features
 
         try:
             self._status({"state": "training", "round": self.round, "init": self.current})
             rl = dataclasses.replace(self.rl, data=tuple(self.data), init=self.current, out=str(out),
                                      seed=self.seed + self.round).validate()
-            res = train_rl(rl, progress=False)
+            res = train_rl(rl, progress=False, privileged=episode_privileged_features)
             self.current = res["checkpoint"]
             self.pub_weights.publish(String(data=json.dumps({"path": res["checkpoint"], "version": res["version"]})))
             self.get_logger().info(f"round {self.round}: v{res['version']} written and announced ({res['checkpoint']})")

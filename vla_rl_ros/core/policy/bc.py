@@ -34,40 +34,7 @@ class EpisodeData:
     action: np.ndarray  # (T, A) float32
     task: str
     label: np.ndarray | None = None  # (T, A) what to imitate, when it differs from ``action``
-    aux: np.ndarray | None = None  # (T, AUX_DIM) auxiliary grounding targets (see aux_targets)
-
-
-#: auxiliary grounding targets, all world-frame metres: the instructed cube's position, the goal
-#: (pick: the cube lifted; push: the cube moved along y; place: on the pad), cube − grasp point,
-#: goal − cube, and the (x, y) of every object (in ``OBJECTS`` order)
-AUX_DIM = 22
-
-
-def aux_targets(env: np.ndarray, task: str) -> np.ndarray:
-    """(T, 18) ``observation.environment_state`` (see ``core/collect.ENV_STATE_NAMES``) of one
-    episode + its instruction -> (T, AUX_DIM) targets for :class:`~.model.AuxHead`."""
-    from vla_rl_ros.core.sim.tasks import (
-        DIRECTION_SIGN, OBJECTS, PICK_LIFT, PUSH_DISTANCE, parse_instruction,
-    )
-
-    env = np.asarray(env, dtype=np.float32)
-    n_obj = len(OBJECTS)
-    if env.ndim != 2 or env.shape[1] != 3 * (n_obj + 1):
-        raise ValueError(f"environment_state must be (T, {3 * (n_obj + 1)}), got {env.shape}")
-    spec = parse_instruction(task)
-    pos = env[:, : 3 * n_obj].reshape(len(env), n_obj, 3)
-    ee = env[:, 3 * n_obj:]
-    cube = pos[:, OBJECTS.index(spec.target)]
-    start = cube[0]
-    if spec.family == "pick":
-        goal = start + np.array([0.0, 0.0, PICK_LIFT], np.float32)
-    elif spec.family == "push":
-        goal = start + np.array([0.0, DIRECTION_SIGN[spec.direction] * PUSH_DISTANCE, 0.0], np.float32)
-    else:
-        pad = pos[0, OBJECTS.index(spec.pad)]
-        goal = np.array([pad[0], pad[1], start[2]], np.float32)
-    goal = np.broadcast_to(goal, cube.shape)
-    return np.concatenate([cube, goal, cube - ee, goal - cube, pos[:, :, :2].reshape(len(env), -1)], axis=1)
+    aux: np.ndarray | None = None  # (T, A) auxiliary grounding targets (core/sim/task_features.aux_targets)
 
 
 class ChunkDataset:
@@ -93,13 +60,18 @@ class ChunkDataset:
     def has_aux(self) -> bool:
         return any(ep.aux is not None for ep in self.episodes)
 
+    @property
+    def aux_dim(self) -> int:
+        """Width of the auxiliary targets (0 without any)."""
+        return next((ep.aux.shape[1] for ep in self.episodes if ep.aux is not None), 0)
+
     def aux_stats(self) -> tuple[np.ndarray, np.ndarray]:
         a = np.concatenate([ep.aux for ep in self.episodes if ep.aux is not None])
         return a.mean(0), np.maximum(a.std(0), 1e-3)
 
     def aux_batch(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, AUX_DIM) targets (zeros where absent) and a (B,) mask of rows that have them."""
-        out, mask = np.zeros((len(rows), AUX_DIM), np.float32), np.zeros(len(rows), np.float32)
+        """(B, aux_dim) targets (zeros where absent) and a (B,) mask of rows that have them."""
+        out, mask = np.zeros((len(rows), self.aux_dim), np.float32), np.zeros(len(rows), np.float32)
         for i, (e, t) in enumerate(self.index[rows]):
             a = self.episodes[e].aux
             if a is not None:
@@ -278,7 +250,7 @@ def train_bc(args: BCConfig, episodes: list[EpisodeData], cameras, joint_names, 
     val_ds = ChunkDataset([episodes[i] for i in val_ids], cameras, args.horizon, lang)
 
     start_step, history = 0, []
-    aux_dim = AUX_DIM if train_ds.has_aux and args.aux_weight > 0 else 0
+    aux_dim = train_ds.aux_dim if train_ds.has_aux and args.aux_weight > 0 else 0
     if args.resume:
         model, _ = load_checkpoint(args.resume, joint_names=joint_names)
         model.train()
@@ -382,15 +354,18 @@ def _save(model, opt, args, out, step, history, gen, lang, t0, train_ids, val_id
     return {"checkpoint": str(ckpt), **meta}
 
 
-def load_episodes(roots, cameras=None, progress=True, success_only=False,
-                  label: str = "auto") -> tuple[list[EpisodeData], list[str], list[str]]:
+def load_episodes(roots, cameras=None, progress=True, success_only=False, label: str = "auto",
+                  aux_targets=None) -> tuple[list[EpisodeData], list[str], list[str]]:
     """Read every episode (or only the successful ones) of the given LeRobot datasets into memory.
 
     ``label`` picks what behaviour cloning imitates: ``action`` (what was executed), ``mean``
     (``rl.action_mean``: the demonstrator's intention), or ``auto`` — the mean for steps logged
     without exploration noise (``rl.sigma`` all zero: scripted experts publish their noise-free
     chunk there, so noisy demonstrations are imitated clean, DART-style), else the executed
-    action. Returns (episodes, camera names, joint names); datasets must agree on cameras and joints.
+    action. ``aux_targets(environment_state (T, E), instruction) -> (T, A)``: the auxiliary
+    grounding targets of an episode logged with ``observation.environment_state`` (the simulator's
+    task knowledge, ``core/sim/task_features.aux_targets``); None: no auxiliary targets. Returns
+    (episodes, camera names, joint names); datasets must agree on cameras and joints.
     """
     if label not in ("auto", "action", "mean"):
         raise ValueError(f"label must be auto, action or mean, got {label!r}")
@@ -426,7 +401,7 @@ def load_episodes(roots, cameras=None, progress=True, success_only=False,
             keys.append(schema.ACTION_MEAN)
             if label == "auto" and schema.SIGMA in feats:
                 keys.append(schema.SIGMA)
-        has_env = schema.ENV_STATE in feats
+        has_env = aux_targets is not None and schema.ENV_STATE in feats
         if has_env:
             keys.append(schema.ENV_STATE)
         n = int(info["total_episodes"])

@@ -24,10 +24,11 @@ is the same policy gradient (Σ ∇log π_i · A, up to the 1/n average), and ea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
+from vla_rl_ros.core.rl.config import RLConfig
 from vla_rl_ros.core.rl.exploration import gaussian_logpdf_torch, truncnorm_logpdf_torch
 
 
@@ -99,3 +100,42 @@ def gaussian_kl(mu_a: torch.Tensor, mu_b: torch.Tensor, sigma: torch.Tensor, mas
     if mask is not None:
         k = k * mask[..., None]
     return k.sum(dim=(-1, -2))
+
+
+@dataclass
+class Samples:
+    """What the objective needs of each decision (tensors; the first dimension is the decision)."""
+
+    actions: torch.Tensor  # (N, H, D) executed actions (padded)
+    sigma: torch.Tensor  # (N, H, D) exploration σ (padding 1, not explored 0)
+    mask: torch.Tensor  # (N, H) 1 = executed token
+    logp_b: torch.Tensor  # (N,) logged behaviour log-likelihood (chunk ratio)
+    adv: torch.Tensor  # (N,) advantages
+    mu_b: torch.Tensor  # (N, H, D) logged behaviour mean
+    mu_base: torch.Tensor  # (N, H, D) the initial head's mean (KL anchor)
+    sig_ref: torch.Tensor  # (N, H, D) σ of the KL to the initial head (every token, every dimension)
+    logp_b_dim: torch.Tensor | None = None  # (N, H, D) per-factor behaviour log-densities (ratio dim)
+
+    def rows(self, idx) -> "Samples":
+        return Samples(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[idx]
+                          for f in fields(self)})
+
+
+def rl_objective(mu: torch.Tensor, s: Samples, cfg: RLConfig, lower: torch.Tensor, upper: torch.Tensor):
+    """The loss ``train_rl`` minimises on a minibatch, given the current head's means ``mu``
+    (B, H, D): the likelihood-ratio surrogate over executed tokens with the truncated density
+    (``cfg.ratio``, ``cfg.clip``, ``cfg.log_ratio_max``) plus ``cfg.kl_coef`` × KL to the initial
+    head. Returns (loss, :class:`PolicyLossStats`, KL to the initial head)."""
+    mu_c = torch.minimum(torch.maximum(mu, lower), upper)
+    if cfg.ratio == "dim":
+        lp, keep = dim_log_prob(mu_c, s.actions, s.sigma, s.mask, lower, upper)
+        a_dim = s.adv[:, None, None].expand_as(lp)
+        loss_pi, st = policy_loss(lp[keep], s.logp_b_dim[keep], a_dim[keep], clip=cfg.clip,
+                                  log_ratio_max=cfg.log_ratio_max)
+    elif cfg.ratio == "chunk":
+        lp = chunk_log_prob(mu_c, s.actions, s.sigma, s.mask, lower, upper)
+        loss_pi, st = policy_loss(lp, s.logp_b, s.adv, clip=cfg.clip, log_ratio_max=cfg.log_ratio_max)
+    else:
+        raise ValueError(f"ratio must be chunk or dim, got {cfg.ratio!r}")
+    kl_base = gaussian_kl(mu, s.mu_base, s.sig_ref).mean()
+    return loss_pi + cfg.kl_coef * kl_base, st, kl_base
