@@ -238,3 +238,27 @@ def stop_signals_release() -> None:
                 if signal.getsignal(s) == STOP_SIGNALS.handler:
                     signal.signal(s, prev)
             STOP_SIGNALS.previous = {}
+
+
+# ----------------------------------------------------------------------------- ending a node
+def exit_process(code: int) -> None:
+    """End a node process that has shut down in order (its threads stopped, executor, node and
+    context closed): run the ``atexit`` handlers, flush the output, and ``os._exit``.
+
+    This skips only the interpreter's finalization, which takes ~1 s once torch is imported
+    (policy node, logger) and can abort when a daemon thread is still inside native code
+    ("terminate called without an active exception"); a node has nothing left for it to do.
+    """
+    import atexit
+    import logging
+
+    try:
+        atexit._run_exitfuncs()
+        logging.shutdown()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
+        os._exit(int(code))
