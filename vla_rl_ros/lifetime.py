@@ -262,3 +262,29 @@ def exit_process(code: int) -> None:
             except (OSError, ValueError, AttributeError):
                 pass
         os._exit(int(code))
+
+
+# ----------------------------------------------------------------------------- finding a graph's processes
+def processes_of_runner(runner_pid: int) -> dict[int, str]:
+    """Live processes started by the runner ``runner_pid`` (its nodes and what they started, which
+    inherit ``$VLA_RL_ROS_PARENT_PID``), with their command lines. Linux (/proc); {} elsewhere."""
+    if not os.path.isdir("/proc/self"):
+        return {}
+    key = f"{PARENT_PID_ENV}={runner_pid}".encode()
+    out = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        pid = int(name)
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if key not in f.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        f = _stat_fields(pid)
+        if f and f[0] != "Z":
+            out[pid] = cmd
+    return out
