@@ -238,3 +238,53 @@ def stop_signals_release() -> None:
                 if signal.getsignal(s) == STOP_SIGNALS.handler:
                     signal.signal(s, prev)
             STOP_SIGNALS.previous = {}
+
+
+# ----------------------------------------------------------------------------- ending a node
+def exit_process(code: int) -> None:
+    """End a node process that has shut down in order (its threads stopped, executor, node and
+    context closed): run the ``atexit`` handlers, flush the output, and ``os._exit``.
+
+    This skips only the interpreter's finalization, which takes ~1 s once torch is imported
+    (policy node, logger) and can abort when a daemon thread is still inside native code
+    ("terminate called without an active exception"); a node has nothing left for it to do.
+    """
+    import atexit
+    import logging
+
+    try:
+        atexit._run_exitfuncs()
+        logging.shutdown()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
+        os._exit(int(code))
+
+
+# ----------------------------------------------------------------------------- finding a graph's processes
+def processes_of_runner(runner_pid: int) -> dict[int, str]:
+    """Live processes started by the runner ``runner_pid`` (its nodes and what they started, which
+    inherit ``$VLA_RL_ROS_PARENT_PID``), with their command lines. Linux (/proc); {} elsewhere."""
+    if not os.path.isdir("/proc/self"):
+        return {}
+    key = f"{PARENT_PID_ENV}={runner_pid}".encode()
+    out = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        pid = int(name)
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if key not in f.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        f = _stat_fields(pid)
+        if f and f[0] != "Z":
+            out[pid] = cmd
+    return out

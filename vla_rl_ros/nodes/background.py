@@ -7,10 +7,20 @@ the newest JSON payload of a ``std_msgs/String`` topic.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import threading
 import time
+import weakref
+
+CLOSE_TIMEOUT_S = 5.0  # how long close() waits for the spin thread to return
+
+
+def _close_at_exit(ref) -> None:
+    bg = ref()
+    if bg is not None:
+        bg.close()
 
 
 class BackgroundNode:
@@ -30,8 +40,12 @@ class BackgroundNode:
         self.received: dict[str, list] = {}
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self._closed = False
+        self.thread = threading.Thread(target=self._spin, name=f"spin-{name}", daemon=True)
         self.thread.start()
+        # a program that forgets close() must still not exit with the spin thread inside rclpy:
+        # a daemon thread stopped in native code at interpreter teardown aborts the process
+        atexit.register(_close_at_exit, weakref.ref(self))
 
     def _spin(self):
         try:
@@ -74,6 +88,14 @@ class BackgroundNode:
         return False
 
     def close(self) -> None:
-        self.executor.shutdown(timeout_sec=2.0)
+        """Stop spinning and wait for the spin thread to return, then destroy the node and the
+        context (in that order: nothing of rclpy is left running in the background). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.executor.shutdown(timeout_sec=CLOSE_TIMEOUT_S)
+        self.thread.join(CLOSE_TIMEOUT_S)
         self.node.destroy_node()
-        self._rclpy.shutdown(context=self.context)
+        if self.context.ok():
+            self._rclpy.shutdown(context=self.context)
+        self.thread.join(CLOSE_TIMEOUT_S)
