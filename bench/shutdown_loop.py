@@ -58,7 +58,7 @@ def main() -> int:
         tmp = Path(tmp)
         for i in range(args.evaluate_iterations):
             t0 = time.monotonic()
-            r = subprocess.Popen([sys.executable, "-m", "vla_rl_ros.cli", "evaluate", "--episodes", "1", "--speed", "2",
+            r = subprocess.Popen([sys.executable, "-m", "vla_rl_ros.cli", "evaluate", "--episodes", "1", "--real-time-factor", "2",
                                   "--domain-id", str(args.domain_id), "--log-dir", str(tmp / f"eval_{i}")],
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             out, _ = r.communicate(timeout=600)

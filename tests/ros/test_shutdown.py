@@ -131,7 +131,7 @@ def test_evaluate_stops_its_graph_on_sigterm(tmp_path, domain_id, probe):
     from vla_rl_ros.nodes.common import EPISODE_TOPIC, LATCHED_QOS
 
     probe.collect(String, EPISODE_TOPIC, LATCHED_QOS)
-    r = _cli(["evaluate", "--episodes", "50", "--speed", "2"], domain_id, str(tmp_path / "logs"))
+    r = _cli(["evaluate", "--episodes", "50", "--real-time-factor", "2"], domain_id, str(tmp_path / "logs"))
     try:
         assert probe.wait_for(lambda: any(e.get("event") == "start" for e in probe.json_msgs(EPISODE_TOPIC)),
                               UP_TIMEOUT_S)
