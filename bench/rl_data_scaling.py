@@ -84,7 +84,7 @@ def main() -> int:
             if done.is_file():
                 res = json.loads(done.read_text())
             else:
-                res = train_rl(RLConfig(data=[args.data], episodes=sel, init=args.init, out=str(run),
+                res = train_rl(RLConfig(data=[args.data], episode_ids=sel, init=args.init, out=str(run),
                                         epochs=args.epochs, lr=args.lr, clip=args.clip, advantage=args.advantage,
                                         gae_lambda=args.gae_lambda, ratio=args.ratio, seed=b),
                                privileged=episode_privileged_features)

@@ -27,6 +27,9 @@ LEFTOVER_GRACE_S = 5.0  # how long processes of a finished test get to exit
 POLL_S = 0.1
 
 _HAVE_PROC = os.path.isdir("/proc/self")
+# helpers the pytest process keeps for its own lifetime (started by the first test that uses
+# multiprocessing, reused by the next ones): not a leftover of that test
+INTERPRETER_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
 
 
 def _stat(pid: int) -> tuple[str, int] | None:
@@ -94,6 +97,8 @@ def leftovers(before: set[int], me: int) -> dict[int, str]:
     for pid in procs:
         mark = _session_mark(pid)
         cmd = _cmdline(pid)
+        if procs[pid] == me and any(h in cmd for h in INTERPRETER_HELPERS):
+            continue
         if descends(pid) or mark == str(me) or (mark == "" and "vla_rl_ros" in cmd):
             out[pid] = cmd or "?"
     return out

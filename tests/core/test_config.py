@@ -17,7 +17,6 @@ from vla_rl_ros.cli.collect import CollectConfig
 from vla_rl_ros.cli.common import RosOptions
 from vla_rl_ros.cli.evaluate import EvaluateConfig
 from vla_rl_ros.cli.replay import ReplayConfig
-from vla_rl_ros.cli.train_rl import RENAME as TRAIN_RL_RENAME
 from vla_rl_ros.cli.train_rl import TrainRLOptions
 from vla_rl_ros.core import node_config as nc
 from vla_rl_ros.core.collect import DirectCollectConfig
@@ -88,7 +87,7 @@ def test_every_field_reaches_the_command_line_with_its_default(verb):
             if a.required or not a.option_strings:
                 continue  # no default on the command line: the value must be given
             assert a.default == _default(f), f"{verb} {a.option_strings}: {a.default!r} != {_default(f)!r}"
-            expected = "--" + (TRAIN_RL_RENAME.get(f.name, f.name) if verb == "train-rl" else f.name).replace("_", "-")
+            expected = "--" + f.name.replace("_", "-")
             assert a.option_strings[0] == expected
     # and nothing on the command line that is not a field
     fields = {f.name for cls, _ in VERB_CONFIGS[verb] for f in dataclasses.fields(cls)}

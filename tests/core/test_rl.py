@@ -257,12 +257,12 @@ def test_explored_rollouts_train_rl_end_to_end(tmp_path):
         train_rl(RLConfig(data=[str(tmp_path / "ds")], init=str(init), out=str(tmp_path / "x"), ratio="token",
                           value_steps=1, threads=1), progress=False)
     # a selection of the dataset's episodes (train-rl --episodes): only those are loaded
-    sub = train_rl(RLConfig(data=[str(tmp_path / "ds")], episodes="1:3", init=str(init), out=str(tmp_path / "rl_sub"),
+    sub = train_rl(RLConfig(data=[str(tmp_path / "ds")], episode_ids="1:3", init=str(init), out=str(tmp_path / "rl_sub"),
                             epochs=1, batch_size=8, value_steps=20, threads=1, export_onnx=False), progress=False)
     assert sub["episodes"] == 2 and sub["decisions"] == sum(len(e[1][S.ACTION]) for e in eps[1:3])
     for bad in ("2:9", "x"):
         with pytest.raises(ValueError, match="episode"):
-            train_rl(RLConfig(data=[str(tmp_path / "ds")], episodes=bad, init=str(init), out=str(tmp_path / "x"),
+            train_rl(RLConfig(data=[str(tmp_path / "ds")], episode_ids=bad, init=str(init), out=str(tmp_path / "x"),
                               value_steps=1, threads=1), progress=False)
 
 

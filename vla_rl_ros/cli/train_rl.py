@@ -11,8 +11,6 @@ from vla_rl_ros.core.paths import checkpoint_or_default
 from vla_rl_ros.core.rl.config import RLConfig
 
 HELP = "offline likelihood-ratio RL of the action head on logged episodes"
-#: RLConfig's ``episodes`` is a selection ('0:250'); on the command line ``--episodes`` is a count
-RENAME = {"episodes": "episode_ids"}
 
 
 @dataclass(frozen=True)
@@ -21,7 +19,7 @@ class TrainRLOptions(RosOptions):
 
 
 def add_arguments(p) -> None:
-    add_fields(p, RLConfig, rename=RENAME, required=("data",))
+    add_fields(p, RLConfig, required=("data",))
     add_fields(p, TrainRLOptions)
 
 

@@ -37,7 +37,7 @@ from vla_rl_ros.core.node_config import DEFAULT_SIGMA
 from vla_rl_ros.core.sim.tasks import FAMILIES
 
 #: RLConfig fields that improve sets itself (per round) instead of taking from the command line
-RL_FIELDS_SET_BY_IMPROVE = ("data", "episodes", "init", "out", "seed", "threads", "version", "export_onnx")
+RL_FIELDS_SET_BY_IMPROVE = ("data", "episode_ids", "init", "out", "seed", "threads", "version", "export_onnx")
 
 
 @dataclass(frozen=True)

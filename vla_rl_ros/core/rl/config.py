@@ -33,7 +33,7 @@ class RLConfig:
 
     # --- data and checkpoints
     data: tuple[str, ...] = _f((), "LeRobot datasets logged with exploration (at least one)")
-    episodes: str = _f("", "train on these episodes of each dataset only: '0:250', '0,3,7', '500:' (default: all)")
+    episode_ids: str = _f("", "train on these episodes of each dataset only: '0:250', '0,3,7', '500:' (default: all)")
     init: str = _f("", "checkpoint to start from")
     out: str = _f("runs/rl", "output directory (checkpoint, history.json, rl.png, config.json)")
     version: int = _f(0, "version of the result (0: init's version + 1)")

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import log_ndtr, ndtr, ndtri
 
+from vla_rl_ros.core.node_config import DEFAULT_SIGMA
+
 LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
@@ -102,7 +104,7 @@ class ExplorationConfig:
     ``schedule``: σ multiplier per round (last value repeats), e.g. ``[1.0, 0.8, 0.6]``.
     """
 
-    sigma: list = field(default_factory=lambda: [0.03])
+    sigma: list = field(default_factory=lambda: [DEFAULT_SIGMA])
     gripper_sigma: float = 0.0
     token_scale: list = field(default_factory=lambda: [1.0])
     schedule: list = field(default_factory=lambda: [1.0])

@@ -59,7 +59,7 @@ def train_rl(cfg: RLConfig, progress=True, privileged: PrivilegedFn | None = Non
     t0 = time.time()
     model, config = load_checkpoint(cfg.init, joint_names=PANDA.joint_names)
     dec, episodes, summary = load_decisions(cfg.data, model.cfg.horizon, model.cfg.cameras, cfg.gamma, progress,
-                                            cfg.episodes, privileged)
+                                            cfg.episode_ids, privileged)
     pol = FrozenPolicy(model, dec, progress)
     critic = fit_critic(cfg, dec.ret, dec.episode, pol.features, pol.s_norm, dec.priv)
     adv, baseline, group_fraction = estimate_advantages(cfg, dec, episodes, critic)
