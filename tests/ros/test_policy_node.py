@@ -39,8 +39,9 @@ def test_policy_node_answers_observations_and_refuses_bad_input(small_ckpt, prob
     pub_js = probe.node.create_publisher(JointState, "/joint_states", RELIABLE_QOS)
     pub_ins = probe.node.create_publisher(String, "/vla/instruction", LATCHED_QOS)
     assert probe.wait_for(lambda: probe.msgs("/vla/policy/status"), 90), runner.tail("policy_node")
+    status = lambda: probe.latest_json("/vla/policy/status")  # noqa: E731
     pub_ins.publish(String(data="pick up the red cube"))
-    time.sleep(0.5)
+    assert probe.wait_for(lambda: status().get("instruction") == "pick up the red cube", 20)
 
     rng = np.random.default_rng(0)
 
@@ -55,10 +56,13 @@ def test_policy_node_answers_observations_and_refuses_bad_input(small_ckpt, prob
             pub_img.publish(image_to_msg(img, ns_to_stamp(ns)))
             stamps.append(ns)
             time.sleep(0.1)
-        time.sleep(0.5)
         return set(stamps)
 
+    def answered():
+        return {stamp_to_ns(m.header.stamp) for _, m in probe.msgs("/vla/action_chunk")}
+
     good = send()
+    assert probe.wait_for(lambda: len(answered() & good) >= 8, 20)
     chunks = probe.msgs("/vla/action_chunk")
     got = {stamp_to_ns(m.header.stamp) for _, m in chunks}
     assert len(got & good) >= 8  # (nearly) every observation answered, with its own stamp
@@ -72,21 +76,22 @@ def test_policy_node_answers_observations_and_refuses_bad_input(small_ckpt, prob
     wrong_size = send(img_hw=(48, 48), n=5)
     nan_state = send(state=np.full(8, np.nan), n=5)
     pub_ins.publish(String(data="  "))
-    time.sleep(0.3)
+    assert probe.wait_for(lambda: status().get("instruction") == "", 20)
     empty_instr = send(n=5)
-    answered = {stamp_to_ns(m.header.stamp) for _, m in probe.msgs("/vla/action_chunk")}
-    assert not (answered & (wrong_size | nan_state | empty_instr))
-    assert len(probe.msgs("/vla/action_chunk")) == n_before
-    assert not runner.dead()
-    time.sleep(1.2)
-    status = json.loads(probe.msgs("/vla/policy/status")[-1][1].data)
-    assert status["rejected_input"] >= 3 and status["version"] == 7
-    # and it recovers once input is good again
+    # exact: 5 wrong-size images + 5 NaN states + 1 empty instruction (the 5 observations sent
+    # without an instruction are not acted on, and not counted as bad input)
+    assert probe.wait_for(lambda: status()["rejected_input"] >= 11, 20), status()
+    # and it recovers once input is good again (which also shows the bad input was all processed)
     pub_ins.publish(String(data="pick up the red cube"))
-    time.sleep(0.3)
+    assert probe.wait_for(lambda: status().get("instruction") == "pick up the red cube", 20)
     again = send(n=5)
-    answered = {stamp_to_ns(m.header.stamp) for _, m in probe.msgs("/vla/action_chunk")}
-    assert len(answered & again) >= 3
+    assert probe.wait_for(lambda: len(answered() & again) >= 4, 20)
+    assert not (answered() & (wrong_size | nan_state | empty_instr))
+    assert len(probe.msgs("/vla/action_chunk")) == n_before + len(answered() & again)
+    # a status published after the last chunk: its counters cover every message sent above
+    assert probe.wait_for(lambda: status()["chunks"] >= len(probe.msgs("/vla/action_chunk")), 10)
+    assert status()["rejected_input"] == 11 and status()["version"] == 7, status()
+    assert not runner.dead()
     log = runner.tail("policy_node", 60)
     assert "expects (32, 32, 3)" in log or "is 48x48" in log
 
@@ -160,4 +165,106 @@ def test_hot_swap_under_a_running_20hz_loop_refuses_corrupt_and_rolls_back(small
     assert probe.wait_for(fut.done, 20) and fut.result().success, fut.result()
     n_rb = len(versions())
     assert probe.wait_for(lambda: len(versions()) >= n_rb + 10 and versions()[-1] == 7, 30)
+    assert not runner.dead()
+
+
+def test_policy_node_guards_in_latest_mode(tmp_path, probe, start_nodes):
+    """The node wires every guard, with exact counts (two cameras, ``sync: latest``, the default
+    0.5 rad first-jump guard): a policy 0.6 rad off the arm is never sent (one rejected output per
+    observation); malformed weight announcements are refused without touching the running
+    version; after a swap to a policy 0.3 rad off, chunks flow; an image whose newest joint state
+    is older than max_state_age, an observation missing a camera and images in a wrong encoding
+    are never acted on."""
+    from sensor_msgs.msg import Image, JointState
+    from std_msgs.msg import String
+    from trajectory_msgs.msg import JointTrajectory
+
+    from tests.core.test_policy import SMALL
+    from vla_rl_ros.core.policy.checkpoint import save_checkpoint
+    from vla_rl_ros.core.policy.model import Normalization, PolicyConfig, VLAPolicy
+    from vla_rl_ros.core.robot import PANDA
+    from vla_rl_ros.nodes.common import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, image_to_msg, joint_state_msg, ns_to_stamp, stamp_to_ns
+
+    def shifted(name, d0, version):  # chunk = state + d0 on joint 0 (head output scaled by 1e-4)
+        cfg = PolicyConfig(**dict(SMALL, cameras=("front", "wrist")))
+        norm = Normalization(PANDA.home.tolist(), [0.5] * 8, [d0] + [0.0] * 7, [1e-4] * 8)
+        torch.manual_seed(0)
+        return save_checkpoint(VLAPolicy(cfg, norm).eval(), tmp_path / name, version=version)
+
+    import torch
+
+    far, near = shifted("far", 0.6, 1), shifted("near", 0.3, 2)
+    probe.collect(JointTrajectory, "/vla/action_chunk", RELIABLE_QOS)
+    probe.collect(String, "/vla/policy/status", LATCHED_QOS)
+    probe.collect(String, "/vla/policy/swap", LATCHED_QOS)
+    runner = start_nodes(NodeSpec("policy_node", "policy_node", {
+        "checkpoint": str(far), "backend": "torch", "control_rate": 10.0, "sync": "latest", "max_state_age": 0.25,
+        "publish_to_controller": False}, required=True))
+    pub_img = {c: probe.node.create_publisher(Image, t, SENSOR_QOS)
+               for c, t in (("front", "/camera/image_raw"), ("wrist", "/camera/wrist/image_raw"))}
+    pub_js = probe.node.create_publisher(JointState, "/joint_states", RELIABLE_QOS)
+    pub_ins = probe.node.create_publisher(String, "/vla/instruction", LATCHED_QOS)
+    pub_w = probe.node.create_publisher(String, "/vla/policy/weights", RELIABLE_QOS)
+    status = lambda: probe.latest_json("/vla/policy/status") or {}  # noqa: E731
+    assert probe.wait_for(lambda: status(), 90), runner.tail("policy_node")
+    pub_ins.publish(String(data="pick up the red cube"))
+    assert probe.wait_for(lambda: status().get("instruction") == "pick up the red cube", 20)
+    rng = np.random.default_rng(0)
+
+    def send(n=5, cams=("front", "wrist"), state_lag=0.0, encoding="rgb8"):
+        stamps = []
+        for _ in range(n):
+            ns = time.time_ns()
+            pub_js.publish(joint_state_msg(PANDA.home, None, ns_to_stamp(ns - int(state_lag * 1e9))))
+            time.sleep(0.02)  # the state is received before the images it pairs with
+            for c in cams:
+                m = image_to_msg(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), ns_to_stamp(ns))
+                m.encoding = encoding
+                pub_img[c].publish(m)
+            stamps.append(ns)
+            time.sleep(0.1)
+        return set(stamps)
+
+    def answered():
+        return {stamp_to_ns(m.header.stamp) for _, m in probe.msgs("/vla/action_chunk")}
+
+    def counted(key, value):  # wait for the node's counter to reach value, then require it exactly
+        probe.wait_for(lambda: status().get(key, 0) >= value, 20)
+        return status().get(key)
+
+    # the first jump guard: every observation answered by a refusal, nothing published
+    jumped = send()
+    assert counted("rejected_output", 5) == 5 and not answered() & jumped
+    # malformed announcements: refused with the reason, the running version untouched
+    for bad in ('{"path": ', '{"nopath": 1}', '["x"]'):
+        pub_w.publish(String(data=bad))
+    assert probe.wait_for(lambda: sum(e["event"] == "refused" for e in probe.json_msgs("/vla/policy/swap")) >= 3, 20)
+    refused = [e for e in probe.json_msgs("/vla/policy/swap") if e["event"] == "refused"]
+    assert len(refused) == 3 and all("malformed announcement" in e["reason"] and e["active_version"] == 1
+                                     for e in refused), refused
+    pub_w.publish(String(data=json.dumps({"path": str(near)})))
+    assert probe.wait_for(lambda: any(e["event"] == "loaded" for e in probe.json_msgs("/vla/policy/swap")), 60)
+    # (installed between two inferences: the next observation is answered by v2)
+    good = send()
+    assert probe.wait_for(lambda: len(answered() & good) >= 4, 20), runner.tail("policy_node")
+    chunks = [m for _, m in probe.msgs("/vla/action_chunk") if stamp_to_ns(m.header.stamp) in good]
+    assert chunks[-1].header.frame_id == "policy_version=2"
+    assert abs(chunks[-1].points[0].positions[0] - (PANDA.home[0] + 0.3)) < 1e-3
+    assert status()["rejected_output"] == 5
+
+    n = len(probe.msgs("/vla/action_chunk"))
+    stale = send(state_lag=1.0)  # the newest joint state is 1 s older than the images
+    one_cam = send(cams=("front",))  # the wrist camera never arrives
+    bad_enc = send(n=3, encoding="mono8")
+    assert counted("rejected_input", 6) == 6  # one per mono8 image: 3 observations x 2 cameras
+    # recovery, and proof that everything above was processed before it (same executor, in order)
+    again = send()
+    assert probe.wait_for(lambda: len(answered() & again) >= 4, 20)
+    assert not answered() & (stale | one_cam | bad_enc)
+    assert len(probe.msgs("/vla/action_chunk")) - n == len(answered() & again)
+    assert probe.wait_for(lambda: status()["chunks"] >= len(probe.msgs("/vla/action_chunk")), 10)
+    assert status()["rejected_input"] == 6, status()  # 3 observations x 2 cameras in mono8
+    assert status()["rejected_output"] == 5 and status()["version"] == 2
+    log = runner.tail("policy_node", 80)
+    assert "from the current state (> 0.5)" in log
     assert not runner.dead()

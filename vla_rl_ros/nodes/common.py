@@ -61,6 +61,7 @@ INSTRUCTION_TOPIC = "/vla/instruction"
 REWARD_TOPIC = "/vla/reward"
 EPISODE_TOPIC = "/vla/episode"
 OBJECT_POSES_TOPIC = "/sim/object_poses"
+SIM_STATUS_TOPIC = "/sim/status"  # JSON, latched, 1 Hz: late ticks and chunk age over the run (sim_node)
 SIGMA_TOPIC = "/vla/exploration/sigma"  # σ rows (positions) of an explored chunk, same stamp as μ
 LOGGER_STATUS_TOPIC = "/vla/logger/status"
 

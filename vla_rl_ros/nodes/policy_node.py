@@ -38,7 +38,16 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from vla_rl_ros.core.policy.runtime import HotSwapper, Observation, ObservationError, PolicyRuntime, SwapEvent
+from vla_rl_ros.core.policy.runtime import (
+    ChunkRejected,
+    HotSwapper,
+    Observation,
+    ObservationError,
+    OutputGuard,
+    PolicyRuntime,
+    SwapEvent,
+    guard_chunk,
+)
 from vla_rl_ros.core.robot import PANDA
 from vla_rl_ros.nodes.common import (
     ACTION_CHUNK_TOPIC,
@@ -77,6 +86,7 @@ class PolicyNode(Node):
         self.max_state_age = float(p("max_state_age", 0.25).value)
         self.max_first_jump = float(p("max_first_jump", 0.5).value)
         self.to_controller = bool(p("publish_to_controller", True).value)
+        self.guard = OutputGuard(PANDA.lower, PANDA.upper, self.max_first_jump)
 
         runtime = PolicyRuntime(ckpt, backend=backend, joint_names=PANDA.joint_names, threads=threads)
         self.swapper = HotSwapper(runtime, on_event=self._on_swap_event)
@@ -268,11 +278,11 @@ class PolicyNode(Node):
                 self._complain(f"inference failed: {type(e).__name__}: {e}")
                 continue
             self.infer_ms.append((time.perf_counter() - t0) * 1e3)
-            chunk = np.clip(chunk, PANDA.lower, PANDA.upper)
-            jump = float(np.max(np.abs(chunk[0, :7] - obs.state[:7])))
-            if jump > self.max_first_jump:
+            try:
+                chunk = guard_chunk(chunk, obs.state, self.guard)  # joint limits, first-action jump
+            except ChunkRejected as e:
                 self.counters["rejected_output"] += 1
-                self._complain(f"first action is {jump:.2f} rad from the current state (> {self.max_first_jump}): not sent")
+                self._complain(f"{e}: not sent")
                 continue
             msg = chunk_msg(chunk, ns_to_stamp(ns), self.control_rate, policy_version=runtime.version)
             self.pub_mean.publish(msg)
@@ -286,7 +296,7 @@ class PolicyNode(Node):
         inf = np.array(self.infer_ms) if self.infer_ms else np.array([np.nan])
         status = dict(self.counters)
         status.update(
-            version=self.runtime.version, backend=self.runtime.backend.describe(),
+            version=self.runtime.version, backend=self.runtime.backend.describe(), instruction=self.instruction,
             latency_p50_ms=float(np.percentile(lat, 50)), latency_p99_ms=float(np.percentile(lat, 99)),
             infer_p50_ms=float(np.percentile(inf, 50)), infer_p99_ms=float(np.percentile(inf, 99)),
         )

@@ -130,6 +130,32 @@ class PolicyRuntime:
             return self.infer_batch(images, state, lang[None])[0]
 
 
+class ChunkRejected(ValueError):
+    """A finite chunk that must not be sent to the controller (see :func:`guard_chunk`)."""
+
+
+@dataclass(frozen=True)
+class OutputGuard:
+    """What a chunk must satisfy before a controller receives it."""
+
+    lower: np.ndarray  # joint lower limits: every point is clipped into [lower, upper]
+    upper: np.ndarray
+    max_first_jump: float  # rad: the largest allowed |first point - current state| over the arm joints
+    arm_joints: int = 7  # the first ``arm_joints`` entries are the arm (the rest: gripper, in m)
+
+
+def guard_chunk(chunk: np.ndarray, state: np.ndarray, guard: OutputGuard) -> np.ndarray:
+    """Clip ``chunk`` (H, d) to the joint limits; raise :class:`ChunkRejected` when its first
+    point is more than ``guard.max_first_jump`` from ``state`` on any arm joint (a policy that
+    lost track of the arm would otherwise command a jump)."""
+    chunk = np.clip(chunk, guard.lower, guard.upper)
+    n = guard.arm_joints
+    jump = float(np.max(np.abs(chunk[0, :n] - np.asarray(state)[:n])))
+    if jump > guard.max_first_jump:
+        raise ChunkRejected(f"first action is {jump:.2f} rad from the current state (> {guard.max_first_jump})")
+    return chunk
+
+
 # what two checkpoints must share for one to replace the other in a running node
 SWAP_COMPATIBLE = ("cameras", "image_size", "state_dim", "action_dim", "horizon", "joint_names")
 
