@@ -7,8 +7,12 @@ script announces a new checkpoint on ``/vla/policy/weights`` — alternately two
 the policy (the given one and a copy re-versioned with slightly perturbed action-head weights), and
 every third announcement a corrupt copy (one flipped byte: refused). Prints, side by side:
 
-* missed control ticks (a tick where the controller had no fresh chunk point: ``hold``) over the
-  whole run, and in the ±1 s around each swap;
+* late control ticks over the whole run (every swap's load included), from sim_node's
+  ``/sim/status`` (``core/control.py``: a tick running on no chunk or on one at least
+  ``replan_every`` ticks old, i.e. a fresh chunk was due and had not arrived), the chunk age
+  p50/p99/max (ticks since the chunk's observation) and the longest run of late ticks; and the
+  ticks where the controller ran out of chunk (``hold``), in the whole run and within ±1 s of an
+  announcement;
 * the longest gap between two consecutive commands on the controller topic (and the nominal
   period);
 * swap latency: announce → validated (load + checks, off the control path), the swap itself
@@ -73,8 +77,10 @@ def main() -> int:
     from vla_rl_ros.core.policy.checkpoint import read_config
     from vla_rl_ros.graph import GraphRunner, load_graph
     from vla_rl_ros.nodes.background import BackgroundNode
-    from vla_rl_ros.nodes.common import CONTROLLER_TOPIC, LATCHED_QOS, REFERENCE_TOPIC, RELIABLE_QOS, policy_version_of
     from vla_rl_ros.core.paths import DEFAULT_CHECKPOINT
+    from vla_rl_ros.nodes.common import (
+        CONTROLLER_TOPIC, LATCHED_QOS, REFERENCE_TOPIC, RELIABLE_QOS, SIM_STATUS_TOPIC, policy_version_of,
+    )
 
     ckpt = str(Path(args.policy or DEFAULT_CHECKPOINT).resolve())
     tmp = Path(tempfile.mkdtemp(prefix="bench_swap_"))
@@ -89,6 +95,7 @@ def main() -> int:
     bg.collect(JointState, REFERENCE_TOPIC, RELIABLE_QOS)
     bg.collect(String, "/vla/policy/swap", LATCHED_QOS)
     bg.collect(String, "/vla/policy/status", LATCHED_QOS)
+    bg.collect(String, SIM_STATUS_TOPIC, LATCHED_QOS)
     pub = bg.node.create_publisher(String, "/vla/policy/weights", RELIABLE_QOS)
     runner = GraphRunner(g, log_dir=str(tmp / "logs"), domain_id=domain).start()
     announced = []
@@ -105,6 +112,8 @@ def main() -> int:
             time.sleep(args.period)
             if runner.dead():
                 raise SystemExit(f"graph died: {runner.dead()}")
+        n_ref = len(bg.msgs(REFERENCE_TOPIC))  # a status that covers every tick seen so far
+        bg.wait_for(lambda: (bg.latest_json(SIM_STATUS_TOPIC) or {}).get("ticks", 0) >= n_ref, 5)
     finally:
         runner.stop()
         time.sleep(0.2)
@@ -134,7 +143,14 @@ def main() -> int:
     period = 1e3 / args.rate
     print(f"\nhot swap under a {args.rate:.0f} Hz control loop (sim_node + policy_node, {len(run)} ticks, "
           f"{len(announced)} announcements: {len(swapped)} swapped, {len(refused)} refused)")
-    print(f"missed control ticks: {len(missed_t)} of {len(run)} (within ±1 s of an announcement: {near})")
+    st = bg.latest_json(SIM_STATUS_TOPIC)
+    if st:
+        print(f"late control ticks (chunk >= {st['replan_every']} tick(s) old, or none): {st['late']} of "
+              f"{st['ticks']} ({100 * st['late_fraction']:.1f}%), longest run {st['longest_late_run']}; chunk age "
+              f"p50 {st['age_p50']} / p99 {st['age_p99']} / max {st['age_max']} ticks; sim tick overruns "
+              f"{st['overruns']}")
+    print(f"ticks that ran out of chunk (hold): {len(missed_t)} of {len(run)} "
+          f"(within ±1 s of an announcement: {near})")
     print(f"longest gap between consecutive commands: {gaps.max():.1f} ms (nominal {period:.1f} ms; "
           f"p99 {np.percentile(gaps, 99):.1f} ms)")
     if loaded:

@@ -419,7 +419,7 @@ def _load_fresh(*roots) -> dict:
 class _Owner:
     """An owner process (own process group) whose stdout lines are collected by a thread."""
 
-    def __init__(self, root, n_eps, then="wait"):
+    def __init__(self, root, n_eps, then="wait", env=None):
         import threading
 
         self.root = root
@@ -427,7 +427,7 @@ class _Owner:
         self.p = subprocess.Popen(
             [sys.executable, "-u", "-c", OWNER_SRC, str(root), str(n_eps), then],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(REPO),
-            env=dict(os.environ, PYTHONPATH=str(REPO)), start_new_session=True,
+            env=dict(os.environ, PYTHONPATH=str(REPO), **(env or {})), start_new_session=True,
         )
         self._t = threading.Thread(target=self._read, daemon=True)
         self._t.start()
@@ -646,7 +646,7 @@ def test_crash_at_every_commit_step_recovers(base_two_episodes, tmp_path, monkey
     points = ["before_manifest", "after_manifest"] + [f"after_move_{i}" for i in range(12)]
     hit = []
     for point in points:
-        def crash(name, point=point):
+        def crash(name, episode=None, point=point):
             if name == point:
                 raise _SimulatedKill(point)
 
@@ -660,7 +660,7 @@ def test_crash_at_every_commit_step_recovers(base_two_episodes, tmp_path, monkey
         else:  # past the last move: nothing left to interrupt
             shutil.rmtree(root)
             break
-        monkeypatch.setattr(store, "_crash_point", lambda name: None)
+        monkeypatch.setattr(store, "_crash_point", lambda name, episode=None: None)
         _check_crashed_root(root, committed_expected=point != "before_manifest")
     assert len(hit) >= 6, hit  # data, episodes, side json, tasks, stats, info
 
@@ -694,3 +694,34 @@ def test_episode_selection_lists_and_ranges():
     for bad, msg in (("5", "not in dataset"), ("0:9", "outside"), ("3:1", "empty"), ("a", "not an index")):
         with pytest.raises(ValueError, match=msg):
             parse_episode_list(bad, 5)
+
+
+@pytest.mark.parametrize("point", ["before_manifest", "after_manifest"])
+def test_kill9_paused_inside_the_commit(tmp_path, point):
+    """kill -9 of owner + worker while the worker is provably inside episode 2's commit (paused
+    there by the store's test hook): right after, lerobot reads episodes 0 and 1 with their exact
+    lengths, and episode 2 only if its commit point (the redo log) was written; the next writer
+    brings every submitted episode in exactly once with its exact length."""
+    root, flag = tmp_path / "ds", tmp_path / "paused"
+    o = _Owner(root, 4, env={"VLA_RL_ROS_PAUSE_AT": f"{point}@2", "VLA_RL_ROS_PAUSE_FILE": str(flag)})
+    try:
+        o.wait_for(lambda _: flag.exists(), timeout=120)
+        assert json.loads(flag.read_text())["episode"] == 2
+    finally:
+        o.kill(group=True)
+    assert [s[:2] for s in o.saved()] == [(0, 20), (1, 21)]
+    state = _load_fresh(root)[root]
+    assert "error" not in state, state
+    committed = point == "after_manifest"
+    # lerobot sees the root as the kill left it: ep 2 absent (its data may sit in staging only)
+    assert [e[:2] for e in state["eps"]] == [[0, 20], [1, 21]], state
+    report = recover(root, replay=False)
+    assert (report["rolled_forward"] == 2) == committed, report
+    w = EpisodeWriter(root, fps=FPS, mode="thread")
+    assert w.close(timeout=120)
+    rows = episode_summaries(root)
+    assert [(r["task"], r["length"]) for r in rows] == [(f"task {k}", 20 + k) for k in range(4)]
+    assert len(open_dataset(root)) == 86 and not list_spool(root)
+    _assert_episode_equal(episode_frames(root, 2), make_episode(22, 2), "task 2")
+    final = _load_fresh(root)[root]
+    assert [e[:2] for e in final["eps"]] == [[k, 20 + k] for k in range(4)] and final["frames"] == 86

@@ -78,8 +78,12 @@ def test_launch_files_build_one_node_per_graph_node(monkeypatch):
     import runpy
     from pathlib import Path
 
-    for lf in sorted(Path(__file__).resolve().parents[2].glob("launch/*.launch.py")):
-        name = lf.name.split(".")[0]
+    launch_dir = Path(__file__).resolve().parents[2] / "launch"
+    launch_files = {lf.name.split(".")[0]: lf for lf in launch_dir.glob("*.launch.py")}
+    # every graph has its launch file (and no launch file names a graph that does not exist)
+    assert sorted(launch_files) == sorted(available_graphs()), (sorted(launch_files), available_graphs())
+    for name in available_graphs():
+        lf = launch_files[name]
         items = runpy.run_path(str(lf))["generate_launch_description"]()
         opaque = items[-1]
         g = load_graph(name)

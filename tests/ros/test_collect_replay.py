@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from vla_rl_ros.graph import NodeSpec
 
@@ -32,6 +33,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.timeout(1000)  # above the inner subprocess timeouts (400 + 300 + waits)
 def test_collect_writes_a_dataset_that_loads_in_a_fresh_process(tmp_path, domain_id, probe, start_nodes):
     out, logs = tmp_path / "ds", tmp_path / "logs"
     r = subprocess.run(

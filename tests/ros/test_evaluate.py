@@ -12,6 +12,7 @@ SHIPPED = Path(__file__).resolve().parents[2] / "models" / "vla_bc_v3"
 
 
 @pytest.mark.skipif(not (SHIPPED / "config.json").is_file(), reason="no shipped checkpoint")
+@pytest.mark.timeout(1300)  # above the inner subprocess timeouts
 def test_graph_and_direct_evaluation_agree(tmp_path, domain_id):
     common = ["--episodes", "3", "--seed", "1000", "--threads", "1", "--backend", "onnxruntime"]
     ros = subprocess.run([sys.executable, "-m", "vla_rl_ros.cli", "evaluate", *common, "--real-time-factor", "1",

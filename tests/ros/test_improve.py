@@ -5,8 +5,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 
+@pytest.mark.timeout(700)  # above the inner subprocess timeouts
 def test_improve_two_rounds_through_the_graph_hot_swaps_the_running_policy(tmp_path, domain_id):
     from tests.core.test_policy import instruction_table, small_model
     from vla_rl_ros.core.data import schema as S

@@ -22,6 +22,7 @@ print(json.dumps({"episodes": n, "frames": len(ds)}))
 """
 
 
+@pytest.mark.timeout(1300)  # above the inner subprocess timeouts
 @pytest.mark.parametrize("whole_group", [False, True], ids=["logger-only", "logger+writer"])
 def test_kill_logger_mid_episode(tmp_path, domain_id, probe, whole_group):
     from std_msgs.msg import String

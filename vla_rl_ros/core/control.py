@@ -46,3 +46,87 @@ class ChunkScheduler:
             return self.hold, f"{self.chunk_id}:hold"
         self.hold = self.chunk[i]
         return self.hold, f"{self.chunk_id}:{i}"
+
+    def waiting_for(self, tick: int, replan_every: int) -> bool:
+        """True while the chunk answering the newest replan observation (tick ``tick - tick %
+        replan_every``) has not arrived: the lock-step controller waits on it."""
+        return self.chunk is None or self.anchor < tick - tick % max(1, replan_every)
+
+
+def chunk_age_is_late(age: int, replan_every: int) -> bool:
+    """A *late tick*: the controller runs on no chunk (``age`` -1) or on a chunk at least
+    ``replan_every`` ticks old.
+
+    The policy is asked for a chunk at every ``replan_every``-th observation; the observation
+    that tick ``k`` acts on is published one control period before it, so a policy that answers
+    within one period makes every tick run on a chunk of age ``k % replan_every`` (0 ..
+    ``replan_every - 1``). Age ``>= replan_every`` means a fresh chunk was due and had not
+    arrived (the arm is following an older plan, or holding past the chunk's end)."""
+    return age < 0 or age >= max(1, replan_every)
+
+
+class TickMonitor:
+    """Counts, over every control tick, the age of the chunk in use and the late ticks.
+
+    ``record(age)`` once per tick with the index of the chunk point applied
+    (:attr:`ChunkScheduler.last_index`: ticks since the chunk's observation, -1 when there is
+    none). ``summary()`` is JSON-ready: ticks, late ticks, the longest run of consecutive late
+    ticks, chunk-age percentiles and the age histogram."""
+
+    def __init__(self, replan_every: int = 1):
+        self.replan_every = max(1, int(replan_every))
+        self.reset()
+
+    def reset(self) -> None:
+        self.ages: dict[int, int] = {}
+        self.ticks = 0
+        self.late = 0
+        self.run = 0  # current run of consecutive late ticks
+        self.longest_late_run = 0
+
+    def record(self, age: int) -> bool:
+        age = int(age)
+        self.ages[age] = self.ages.get(age, 0) + 1
+        self.ticks += 1
+        late = chunk_age_is_late(age, self.replan_every)
+        if late:
+            self.late += 1
+            self.run += 1
+            self.longest_late_run = max(self.longest_late_run, self.run)
+        else:
+            self.run = 0
+        return late
+
+    def merge(self, other: "TickMonitor") -> None:
+        for k, v in other.ages.items():
+            self.ages[k] = self.ages.get(k, 0) + v
+        self.ticks += other.ticks
+        self.late += other.late
+        self.longest_late_run = max(self.longest_late_run, other.longest_late_run)
+
+    def percentile(self, q: float) -> int:
+        """Chunk age at percentile ``q`` (0..100) over the ticks with a chunk; -1 if none had one."""
+        items = sorted((k, v) for k, v in self.ages.items() if k >= 0)
+        n = sum(v for _, v in items)
+        if not n:
+            return -1
+        need, seen = q / 100.0 * n, 0
+        for k, v in items:
+            seen += v
+            if seen >= need:
+                return k
+        return items[-1][0]
+
+    def summary(self) -> dict:
+        return {
+            "ticks": self.ticks,
+            "late": self.late,
+            "late_fraction": self.late / self.ticks if self.ticks else 0.0,
+            "longest_late_run": self.longest_late_run,
+            "no_chunk": self.ages.get(-1, 0),
+            "age_p50": self.percentile(50),
+            "age_p99": self.percentile(99),
+            "age_max": max(self.ages) if self.ages else -1,
+            "replan_every": self.replan_every,
+            "ages": {str(k): v for k, v in sorted(self.ages.items())},
+        }

@@ -43,8 +43,14 @@ class SimNodeConfig:
     instruction_lead: float = opt(0.3, "time between an episode's instruction and its first observation (s)")
     paused: bool = opt(False, "no new episode starts (the running one finishes); settable at run time")
     controller_topic: str = opt(CONTROLLER_TOPIC, "topic of the executed chunks")
+    replan_every: int = opt(1, "the policy's replanning period in ticks: a tick on a chunk this old or older is late")
+    lockstep: bool = opt(False, "each tick waits for the chunk due from the policy (comparisons with the direct loop; "
+                                "never on a robot)")
+    lockstep_timeout: float = opt(30.0, "lockstep: longest wait for a due chunk before the tick runs late (s)")
 
     def validate(self) -> None:
+        require(self.replan_every >= 1, "replan_every must be >= 1")
+        require(self.lockstep_timeout > 0, "lockstep_timeout must be > 0")
         require(self.control_rate > 0 and self.real_time_factor > 0, "control_rate and real_time_factor must be > 0")
         require(self.image_width > 0 and self.image_height > 0, "image_width and image_height must be > 0")
         require(self.max_steps > 0, "max_steps must be > 0")

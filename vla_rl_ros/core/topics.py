@@ -16,3 +16,4 @@ POLICY_SWAP_TOPIC = "/vla/policy/swap"
 POLICY_WEIGHTS_TOPIC = "/vla/policy/weights"
 POLICY_ROLLBACK_SERVICE = "/vla/policy/rollback"
 EXPLORATION_STATUS_TOPIC = "/vla/exploration/status"
+SIM_STATUS_TOPIC = "/sim/status"  # JSON, latched, 1 Hz: late ticks and chunk age over the run (sim_node)

@@ -70,6 +70,7 @@ from vla_rl_ros.core.topics import (  # noqa: F401  (re-exported: the nodes impo
     REFERENCE_TOPIC,
     REWARD_TOPIC,
     SIGMA_TOPIC,
+    SIM_STATUS_TOPIC,
 )
 from vla_rl_ros.lifetime import exit_process as end_process
 from vla_rl_ros.lifetime import watch_parent

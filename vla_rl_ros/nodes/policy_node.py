@@ -37,7 +37,16 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from vla_rl_ros.core.policy.runtime import HotSwapper, Observation, ObservationError, PolicyRuntime, SwapEvent
+from vla_rl_ros.core.policy.runtime import (
+    ChunkRejected,
+    HotSwapper,
+    Observation,
+    ObservationError,
+    OutputGuard,
+    PolicyRuntime,
+    SwapEvent,
+    guard_chunk,
+)
 from vla_rl_ros.core.node_config import PolicyNodeConfig
 from vla_rl_ros.core.paths import DEFAULT_CHECKPOINT as _DEFAULT_CHECKPOINT
 from vla_rl_ros.core.paths import checkpoint_or_default
@@ -74,6 +83,7 @@ class PolicyNode(Node):
         self.max_state_age = c.max_state_age
         self.max_first_jump = c.max_first_jump
         self.to_controller = c.publish_to_controller
+        self.guard = OutputGuard(PANDA.lower, PANDA.upper, self.max_first_jump)
 
         runtime = PolicyRuntime(checkpoint_or_default(c.checkpoint), backend=c.backend,
                                 joint_names=PANDA.joint_names, threads=c.threads)
@@ -265,11 +275,11 @@ class PolicyNode(Node):
                 self._complain(f"inference failed: {type(e).__name__}: {e}")
                 continue
             self.infer_ms.append((time.perf_counter() - t0) * 1e3)
-            chunk = np.clip(chunk, PANDA.lower, PANDA.upper)
-            jump = float(np.max(np.abs(chunk[0, :7] - obs.state[:7])))
-            if jump > self.max_first_jump:
+            try:
+                chunk = guard_chunk(chunk, obs.state, self.guard)  # joint limits, first-action jump
+            except ChunkRejected as e:
                 self.counters["rejected_output"] += 1
-                self._complain(f"first action is {jump:.2f} rad from the current state (> {self.max_first_jump}): not sent")
+                self._complain(f"{e}: not sent")
                 continue
             msg = chunk_msg(chunk, ns_to_stamp(ns), self.control_rate, policy_version=runtime.version)
             self.pub_mean.publish(msg)
@@ -283,7 +293,7 @@ class PolicyNode(Node):
         inf = np.array(self.infer_ms) if self.infer_ms else np.array([np.nan])
         status = dict(self.counters)
         status.update(
-            version=self.runtime.version, backend=self.runtime.backend.describe(),
+            version=self.runtime.version, backend=self.runtime.backend.describe(), instruction=self.instruction,
             latency_p50_ms=float(np.percentile(lat, 50)), latency_p99_ms=float(np.percentile(lat, 99)),
             infer_p50_ms=float(np.percentile(inf, 50)), infer_p99_ms=float(np.percentile(inf, 99)),
         )

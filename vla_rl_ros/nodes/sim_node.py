@@ -19,7 +19,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from vla_rl_ros.core.control import ChunkScheduler
+from vla_rl_ros.core.control import ChunkScheduler, TickMonitor
 from vla_rl_ros.core.node_config import SimNodeConfig
 from vla_rl_ros.core.robot import PANDA
 from vla_rl_ros.core.sim.world import PandaWorld, SimConfig
@@ -34,6 +34,7 @@ from vla_rl_ros.nodes.common import (
     RELIABLE_QOS,
     REWARD_TOPIC,
     SENSOR_QOS,
+    SIM_STATUS_TOPIC,
     MessageError,
     camera_topic,
     chunk_from_msg,
@@ -76,6 +77,14 @@ class SimNode(Node):
         # paused: no new episode starts (the running one finishes); settable at run time, e.g. by
         # `vla-rl-ros improve` between collection rounds
         self.paused = c.paused
+        # the policy's replanning period in ticks (its replan_every): defines a late tick
+        # (core/control.py: chunk_age_is_late) for the tick report on /sim/status and episode ends
+        self.replan_every = c.replan_every
+        # lockstep: a tick waits for the chunk answering the newest replan observation (at most
+        # lockstep_timeout s, then it runs late): the graph then executes exactly what the direct
+        # ROS-free loop does, whatever the machine's load (for comparisons, not for deployment)
+        self.lockstep = c.lockstep
+        self.lockstep_timeout = c.lockstep_timeout
         self.add_on_set_parameters_callback(self._on_params)
         controller_topic = c.controller_topic
 
@@ -99,6 +108,7 @@ class SimNode(Node):
         self.pub_ref = self.create_publisher(JointState, REFERENCE_TOPIC, RELIABLE_QOS)
         self.pub_event = self.create_publisher(String, EPISODE_TOPIC, LATCHED_QOS)
         self.pub_poses = self.create_publisher(PoseArray, OBJECT_POSES_TOPIC, RELIABLE_QOS)
+        self.pub_status = self.create_publisher(String, SIM_STATUS_TOPIC, LATCHED_QOS)
         self.create_subscription(JointTrajectory, controller_topic, self._on_command, RELIABLE_QOS)
         self.create_service(Trigger, "/sim/reset", self._on_reset)
 
@@ -115,11 +125,15 @@ class SimNode(Node):
         self.waiting_logged = False
         self.chunk_age: dict[int, int] = {}  # per episode: ticks by index of the point applied (-1: no chunk)
         self.overruns = 0
+        self.ticks_episode = TickMonitor(self.replan_every)  # late ticks / chunk age, this episode
+        self.ticks_run = TickMonitor(self.replan_every)  # the same over every finished episode
+        self.lock_wait_since: float | None = None
         self.first_obs_pending = False
         self.first_obs_at = 0.0
         self.rejected = 0
         self.episode_return = 0.0
         self.create_timer(1.0 / (self.control_rate * self.rtf), self._on_timer)
+        self.create_timer(1.0, self._publish_status)
 
     # ------------------------------------------------------------------ helpers
     def _peer_ready(self) -> bool:
@@ -184,6 +198,7 @@ class SimNode(Node):
         self.tick = 0
         self.tick_stamps = {}
         self.chunk_age = {}
+        self.ticks_episode = TickMonitor(self.replan_every)
         self.episode_return = 0.0
         self.running = True
         task = self.world.task
@@ -208,6 +223,7 @@ class SimNode(Node):
 
     def _end_episode(self, success: bool, reason: str) -> None:
         self.running = False
+        self.ticks_run.merge(self.ticks_episode)
         self.pub_event.publish(
             json_msg(
                 {
@@ -218,6 +234,7 @@ class SimNode(Node):
                     "return": self.episode_return,
                     "reason": reason,
                     "chunk_age": {str(k): v for k, v in sorted(self.chunk_age.items())},
+                    "ticks": self.ticks_episode.summary(),
                     "family": self.world.task.family,
                     "instruction": self.world.task.instruction,
                 }
@@ -293,11 +310,21 @@ class SimNode(Node):
             self.first_obs_pending = False
             self._publish_observation()
             return
+        if self.lockstep and self.scheduler.waiting_for(self.tick, self.replan_every):
+            now = time.monotonic()
+            if self.lock_wait_since is None:
+                self.lock_wait_since = now
+            if now - self.lock_wait_since < self.lockstep_timeout:
+                return  # wait for the chunk of the newest replan observation
+            self.get_logger().warning(f"lockstep: no chunk for tick {self.tick} within "
+                                      f"{self.lockstep_timeout:.0f}s: running on without it")
+        self.lock_wait_since = None
         t0 = time.perf_counter()
         obs_ns = self.obs_stamp_ns
         target, ref = self.scheduler.target(self.tick)
         age = self.scheduler.last_index
         self.chunk_age[age] = self.chunk_age.get(age, 0) + 1
+        self.ticks_episode.record(age)
         self.world.apply_action(target)
         self.pub_ref.publish(joint_state_msg(target, None, ns_to_stamp(obs_ns), frame_id=ref))
         info = self.world.step_control()
@@ -313,6 +340,17 @@ class SimNode(Node):
             self._end_episode(bool(info.success), "success" if info.success else "timeout")
         if time.perf_counter() - t0 > 1.0 / (self.control_rate * self.rtf):
             self.overruns += 1
+
+    def _publish_status(self) -> None:
+        """Late ticks and chunk age (core/control.py: TickMonitor) over every tick so far."""
+        run = TickMonitor(self.replan_every)
+        run.merge(self.ticks_run)
+        if self.running:
+            run.merge(self.ticks_episode)
+        status = run.summary()
+        status.update(episode=self.episode, running=self.running, overruns=self.overruns,
+                      rejected_commands=self.rejected, lockstep=self.lockstep)
+        self.pub_status.publish(json_msg(status))
 
     def shutdown(self) -> None:
         self.world.close()

@@ -172,10 +172,18 @@ def roll_forward(root: str | os.PathLike, *, durable: bool = True) -> dict | Non
     return manifest
 
 
-def _crash_point(name: str) -> None:
-    """Test hook: ``VLA_RL_ROS_CRASH_AT=<name>`` SIGKILLs this process at that point."""
+def _crash_point(name: str, episode: int | None = None) -> None:
+    """Test hooks. ``VLA_RL_ROS_CRASH_AT=<name>`` SIGKILLs this process at that point.
+    ``VLA_RL_ROS_PAUSE_AT=<name>@<episode>`` with ``VLA_RL_ROS_PAUSE_FILE=<path>``: on reaching
+    that point while saving that episode, write ``<path>`` and wait there until ``<path>.go``
+    exists (a test kills the process while it is provably inside the commit)."""
     if os.environ.get("VLA_RL_ROS_CRASH_AT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    pause, flag = os.environ.get("VLA_RL_ROS_PAUSE_AT"), os.environ.get("VLA_RL_ROS_PAUSE_FILE")
+    if pause and flag and pause == f"{name}@{episode}":
+        Path(flag).write_text(json.dumps({"point": name, "episode": episode, "pid": os.getpid()}))
+        while not Path(flag + ".go").exists():
+            time.sleep(0.01)
 
 
 def _apply_manifest(root: Path, staging: Path, manifest: dict, *, durable: bool) -> None:
@@ -428,9 +436,9 @@ class DatasetStore:
             "moves": [[f"ds/{rel}", rel] for rel in moves],
             "spool_entry": spool_rel,
         }
-        _crash_point("before_manifest")
+        _crash_point("before_manifest", ep)
         atomic_write_json(self.staging / COMMIT_FILE, manifest, durable=self.durable)
-        _crash_point("after_manifest")
+        _crash_point("after_manifest", ep)
         # from here on the episode is committed: finish the moves (retry once via roll_forward)
         try:
             _apply_manifest(self.root, self.staging, manifest, durable=self.durable)

@@ -9,6 +9,8 @@ instruction); a non-finite output raises too — nothing built from bad input le
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -38,8 +40,19 @@ class Observation:
     instruction: str
 
 
-def onnx_for(ckpt: str | os.PathLike, model, cache_dir: str | os.PathLike | None = None) -> Path:
-    """The checkpoint's ``model.onnx`` if it ships one, else an export cached by weights hash."""
+def export_in_child(ckpt: str | os.PathLike, path: Path, timeout: float = 900.0) -> None:
+    """Export ``ckpt`` to ``path`` in a child process (``core/policy/export_worker.py``: the
+    exporter would hold this process's interpreter lock for up to ~0.7 s at a time)."""
+    r = subprocess.run([sys.executable, "-m", "vla_rl_ros.core.policy.export_worker", str(ckpt), str(path)],
+                       capture_output=True, text=True, timeout=timeout, check=False)
+    if r.returncode != 0 or not path.is_file():
+        raise CheckpointError(f"ONNX export of {ckpt} failed (exit {r.returncode}): {r.stderr[-1500:]}")
+
+
+def onnx_for(ckpt: str | os.PathLike, model, cache_dir: str | os.PathLike | None = None,
+             isolated: bool = False) -> Path:
+    """The checkpoint's ``model.onnx`` if it ships one, else an export cached by weights hash
+    (``isolated``: exported in a child process, for a policy that is serving while it loads)."""
     ckpt = Path(ckpt)
     if (ckpt / "model.onnx").is_file():
         return ckpt / "model.onnx"
@@ -48,7 +61,10 @@ def onnx_for(ckpt: str | os.PathLike, model, cache_dir: str | os.PathLike | None
     key = sha256_file(ckpt / "model.safetensors")[:20]
     path = cache / f"{key}.onnx"
     if not path.is_file():
-        export_onnx(model, path)
+        if isolated:
+            export_in_child(ckpt, path)
+        else:
+            export_onnx(model, path)
     return path
 
 
@@ -60,6 +76,7 @@ class PolicyRuntime:
         joint_names=None,
         threads: int | None = None,
         onnx_cache_dir: str | None = None,
+        isolate_export: bool = False,
     ):
         self.path = str(Path(ckpt).resolve())
         self.backend_kind, self.threads, self.joint_names = backend, threads, joint_names
@@ -72,7 +89,7 @@ class PolicyRuntime:
         onnx = None
         if backend in ("auto", "onnx", "onnxruntime", "tensorrt"):
             try:
-                onnx = onnx_for(ckpt, self.model, onnx_cache_dir)
+                onnx = onnx_for(ckpt, self.model, onnx_cache_dir, isolated=isolate_export)
             except Exception as e:  # export problems must not stop torch inference
                 if backend != "auto":
                     raise CheckpointError(f"cannot export {ckpt} to ONNX: {e}") from e
@@ -130,6 +147,32 @@ class PolicyRuntime:
             return self.infer_batch(images, state, lang[None])[0]
 
 
+class ChunkRejected(ValueError):
+    """A finite chunk that must not be sent to the controller (see :func:`guard_chunk`)."""
+
+
+@dataclass(frozen=True)
+class OutputGuard:
+    """What a chunk must satisfy before a controller receives it."""
+
+    lower: np.ndarray  # joint lower limits: every point is clipped into [lower, upper]
+    upper: np.ndarray
+    max_first_jump: float  # rad: the largest allowed |first point - current state| over the arm joints
+    arm_joints: int = 7  # the first ``arm_joints`` entries are the arm (the rest: gripper, in m)
+
+
+def guard_chunk(chunk: np.ndarray, state: np.ndarray, guard: OutputGuard) -> np.ndarray:
+    """Clip ``chunk`` (H, d) to the joint limits; raise :class:`ChunkRejected` when its first
+    point is more than ``guard.max_first_jump`` from ``state`` on any arm joint (a policy that
+    lost track of the arm would otherwise command a jump)."""
+    chunk = np.clip(chunk, guard.lower, guard.upper)
+    n = guard.arm_joints
+    jump = float(np.max(np.abs(chunk[0, :n] - np.asarray(state)[:n])))
+    if jump > guard.max_first_jump:
+        raise ChunkRejected(f"first action is {jump:.2f} rad from the current state (> {guard.max_first_jump})")
+    return chunk
+
+
 # what two checkpoints must share for one to replace the other in a running node
 SWAP_COMPATIBLE = ("cameras", "image_size", "state_dim", "action_dim", "horizon", "joint_names")
 
@@ -142,7 +185,8 @@ def load_candidate(path: str | os.PathLike, current: PolicyRuntime) -> PolicyRun
     backend returns finite actions of the right shape on a probe observation (which also warms
     the backend up, so the first real inference after the swap is not slower)."""
     new = PolicyRuntime(path, backend=current.backend_kind, joint_names=current.joint_names,
-                        threads=current.threads, onnx_cache_dir=current.onnx_cache_dir)
+                        threads=current.threads, onnx_cache_dir=current.onnx_cache_dir,
+                        isolate_export=True)  # an export must not stall the running version
     diff = [f"{f}: {getattr(new.cfg, f)!r} != running {getattr(current.cfg, f)!r}"
             for f in SWAP_COMPATIBLE if getattr(new.cfg, f) != getattr(current.cfg, f)]
     if diff:
