@@ -51,6 +51,8 @@ from vla_rl_ros.nodes.common import (
 class SimNode(Node):
     def __init__(self):
         super().__init__("sim_node")
+        # long on purpose (~85 lines): a node's __init__ is its wiring (parameters, world, publishers,
+        # timers) read in one place, as in ros2/examples; the behaviour lives in the methods below
         c = self.config = declare_config(self, SimNodeConfig)
         self.control_rate = c.control_rate
         self.rtf = c.real_time_factor

@@ -270,6 +270,8 @@ class EpisodeWriter:
         worker_nice: int = 5,
         start_timeout: float = 120.0,
     ):
+        # long on purpose (~100 lines, most of them the argument list and its checks): opening a
+        # dataset for append must validate, lock and recover in this order before anything is written
         if mode not in ("process", "thread"):
             raise ValueError(f"mode must be 'process' or 'thread', got {mode!r}")
         self.root = check_root_writable(root)

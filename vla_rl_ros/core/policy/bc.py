@@ -234,6 +234,8 @@ def evaluate_loss(model: VLAPolicy, ds: ChunkDataset, batch_size: int = 128, max
 
 
 def train_bc(args: BCConfig, episodes: list[EpisodeData], cameras, joint_names, progress=True) -> dict:
+    # ~86 lines on purpose: the supervised loop (split, normalise, optimise, validate, export) reads
+    # top to bottom like a reference training script; its pieces are one-use steps
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     torch.set_num_threads(args.threads)
