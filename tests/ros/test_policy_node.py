@@ -32,6 +32,7 @@ def test_policy_node_answers_observations_and_refuses_bad_input(small_ckpt, prob
 
     probe.collect(JointTrajectory, "/vla/action_chunk", RELIABLE_QOS)
     probe.collect(JointTrajectory, "/joint_trajectory_controller/joint_trajectory", RELIABLE_QOS)
+    probe.collect(String, "/vla/policy/status", LATCHED_QOS)
     runner = start_nodes(NodeSpec("policy_node", "policy_node",
                                   {"checkpoint": str(small_ckpt), "backend": "torch", "control_rate": 10.0}, required=True))
     pub_img = probe.node.create_publisher(Image, "/camera/image_raw", SENSOR_QOS)
