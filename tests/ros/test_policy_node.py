@@ -299,15 +299,19 @@ def test_policy_node_guards_in_latest_mode(tmp_path, probe, start_nodes):
         # the first jump guard: every observation answered by one refusal, nothing published
         jumped = send_until(lambda i, s: status().get("rejected_output", 0) >= r_out + i, 5)
         assert next_status()["rejected_output"] == r_out + 5 and not answered() & jumped
-        # malformed announcements: refused with the reason, the running version untouched
+        # malformed announcements (two broken JSON objects; text not starting with "{" is a bare
+        # path, here to nothing): refused with the reason, the running version untouched
         for bad in ('{"path": ', '{"nopath": 1}', '["x"]'):
             pub_w.publish(String(data=bad))
         assert probe.wait_for(lambda: sum(e["event"] == "refused" for e in probe.json_msgs("/vla/policy/swap")) >= 3, 20)
-        refused = [e for e in probe.json_msgs("/vla/policy/swap") if e["event"] == "refused"]
-        assert len(refused) == 3 and all("malformed announcement" in e["reason"] and e["active_version"] == 1
-                                         for e in refused), refused
+        refused = sorted((e for e in probe.json_msgs("/vla/policy/swap") if e["event"] == "refused"),
+                         key=lambda e: e["path"] == '["x"]')
+        assert len(refused) == 3 and all(e["active_version"] == 1 and e["reason"] for e in refused), refused
+        assert all("malformed announcement" in e["reason"] for e in refused[:2]), refused
+        assert refused[2]["path"] == '["x"]' and "malformed" not in refused[2]["reason"], refused
         pub_w.publish(String(data=json.dumps({"path": str(near)})))
-        assert probe.wait_for(lambda: any(e["event"] == "loaded" for e in probe.json_msgs("/vla/policy/swap")), 60)
+        assert probe.wait_for(lambda: any(e["event"] == "loaded" for e in probe.json_msgs("/vla/policy/swap")), 60), (
+            probe.json_msgs("/vla/policy/swap"), runner.tail("policy_node", 40))
         # (installed between two inferences: the next observation is answered by v2)
         good = send_until(lambda i, s: len(answered() & s) >= i, 5)
         chunks = [m for _, m in probe.msgs("/vla/action_chunk") if stamp_to_ns(m.header.stamp) in good]
