@@ -31,6 +31,8 @@ class EvaluateConfig(RosOptions):
     max_steps: int = opt(120, "episode length limit (control ticks)")
     real_time_factor: float = opt(2.0, "real-time factor of the simulation (graph)", aliases=("--speed",))
     direct: bool = opt(False, "evaluate without ROS (same loop, one process)")
+    lockstep: bool = opt(False, "graph: each simulated tick waits for the chunk due from the policy, so the graph "
+                                "runs exactly the direct loop's chunks (comparisons; not a real-time run)")
     workers: int = opt(1, "processes for --direct (episodes are independent)")
     renderer: str = opt("tiny", "PyBullet renderer", choices=RENDERERS)
     json: str = opt("", "write per-episode results here (and the resolved configuration next to it)")
@@ -46,6 +48,7 @@ class EvaluateConfig(RosOptions):
         require(self.workers >= 1 and self.threads >= 1, "--workers and --threads must be >= 1")
         require(self.replan_every >= 1, "--replan-every must be >= 1")
         require(self.real_time_factor > 0, "--real-time-factor must be > 0")
+        require(not (self.lockstep and self.direct), "--lockstep is for the graph; --direct is always in lock step")
 
     @property
     def seeds(self) -> list[int]:
@@ -164,11 +167,13 @@ def _evaluate_ros(cfg: EvaluateConfig, ckpt: str) -> int:
         "seed": seeds[0], "family": cfg.family, "real_time_factor": cfg.real_time_factor,
         "image_width": size, "image_height": size, "max_steps": cfg.max_steps,
         "replan_every": cfg.replan_every, "threads": cfg.threads, "renderer": cfg.renderer,
+        "lockstep": cfg.lockstep,
     })
     log_dir = cfg.log_dir or tempfile.mkdtemp(prefix="vla_eval_logs_")
     monitor = GraphMonitor(cfg.domain_id)
     runner = GraphRunner(graph, log_dir=log_dir, domain_id=cfg.domain_id).start()
-    print(f"evaluating {ckpt} through the ROS graph (sim_node + policy_node, x{cfg.real_time_factor}); logs in {log_dir}")
+    mode = "lock step" if cfg.lockstep else f"x{cfg.real_time_factor}"
+    print(f"evaluating {ckpt} through the ROS graph (sim_node + policy_node, {mode}); logs in {log_dir}")
     t0 = time.monotonic()
     ok = False
     try:
