@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vla_rl_ros.core.policy.model import Normalization, PolicyConfig, VLAPolicy
+from vla_rl_ros.core.policy.text import MODEL_BUILD_LOCK
 
 FORMAT = "vla_rl_ros.policy/1"
 
@@ -170,7 +171,8 @@ def load_checkpoint(
         state = load_file(str(p / "model.safetensors"), device=map_location)
     except Exception as e:
         raise CheckpointError(f"checkpoint {str(p)!r}: cannot read model.safetensors ({e})") from e
-    model = VLAPolicy(cfg, norm)
+    with MODEL_BUILD_LOCK:  # see core/policy/text.py
+        model = VLAPolicy(cfg, norm)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

