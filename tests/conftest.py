@@ -6,8 +6,11 @@ inherits: nodes, the CLI, the logger's writer worker. After each test, a process
 exist when the test started and still runs is a leftover when it
 
 * descends from this pytest process, or
-* carries this session's mark in its environment (an orphan re-parented to init), or
-* runs ``vla_rl_ros`` (its command line says so) and carries no other session's mark.
+* carries this session's mark in its environment (an orphan re-parented to init).
+
+Nothing else is looked at: a ``vla_rl_ros`` process someone started outside this pytest session
+(another terminal, another suite) is neither reported nor killed. Everything the tests start
+passes ``os.environ`` on (graph runner, writer worker, CLI subprocesses), so the mark reaches it.
 
 Leftovers get a short grace period to exit (a graph that was just stopped), then they are
 killed and the test fails with their command lines. Linux (``/proc``) only; elsewhere the check
@@ -99,7 +102,7 @@ def leftovers(before: set[int], me: int) -> dict[int, str]:
         cmd = _cmdline(pid)
         if procs[pid] == me and any(h in cmd for h in INTERPRETER_HELPERS):
             continue
-        if descends(pid) or mark == str(me) or (mark == "" and "vla_rl_ros" in cmd):
+        if descends(pid) or mark == str(me):
             out[pid] = cmd or "?"
     return out
 

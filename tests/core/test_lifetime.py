@@ -157,13 +157,21 @@ def test_the_suite_finds_processes_a_test_leaves_behind():
                         "'import time; time.sleep(600)  # leftover-orphan'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); print(p.pid)"],
                        capture_output=True, text=True, check=True)
     orphan = int(r.stdout)
+    # someone else's process (no session mark, not our descendant) that runs vla_rl_ros: not ours
+    foreign_env = {k: v for k, v in os.environ.items() if k != "VLA_RL_ROS_TEST_SESSION"}
+    r = subprocess.run([sys.executable, "-c", "import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', "
+                        "'import time; time.sleep(600)  # vla_rl_ros foreign'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); print(p.pid)"],
+                       capture_output=True, text=True, check=True, env=foreign_env)
+    foreign = int(r.stdout)
     try:
         left = leftovers(before, me)
         assert "leftover-child" in left.get(child.pid, "")
         assert "leftover-orphan" in left.get(orphan, "")
+        assert foreign not in left, left
     finally:
         child.kill()
         child.wait()
         os.kill(orphan, signal.SIGKILL)
-    assert _wait_gone(orphan)
+        os.kill(foreign, signal.SIGKILL)
+    assert _wait_gone(orphan) and _wait_gone(foreign)
     assert leftovers(before, me) == {}
