@@ -39,7 +39,17 @@ def _modules(procs: dict[int, str]) -> set[str]:
     return out
 
 
-def _signal_and_check(runner: subprocess.Popen, sig: int, expect: set[str]) -> tuple[int, str]:
+def _logs(log_dir) -> str:
+    """The tail of every node's log (what a node that did not stop in time was doing)."""
+    from pathlib import Path
+
+    out = []
+    for f in sorted(Path(log_dir).glob("*.log")) if log_dir else []:
+        out.append(f"--- {f.name}\n" + f.read_text(errors="replace")[-1500:])
+    return "\n".join(out)
+
+
+def _signal_and_check(runner: subprocess.Popen, sig: int, expect: set[str], log_dir=None) -> tuple[int, str]:
     procs = processes_of_runner(runner.pid)
     assert expect <= _modules(procs), f"graph not fully up: {procs}"
     runner.send_signal(sig)
@@ -55,7 +65,8 @@ def _signal_and_check(runner: subprocess.Popen, sig: int, expect: set[str]) -> t
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    assert gone, f"{len(left)} process(es) of the graph alive {GONE_S} s after {signal.Signals(sig).name}: {left}"
+    assert gone, (f"{len(left)} process(es) of the graph alive {GONE_S} s after {signal.Signals(sig).name}: {left}\n"
+                  f"runner (exit {runner.returncode}):\n{out[-3000:]}\n{_logs(log_dir)}")
     return runner.returncode, out
 
 
@@ -71,7 +82,7 @@ def test_policy_sim_stops_with_its_runner(sig, tmp_path, domain_id, probe):
         # running for real: the policy loaded and the simulator has started an episode
         assert probe.wait_for(lambda: any(e.get("event") == "start" for e in probe.json_msgs(EPISODE_TOPIC)),
                               UP_TIMEOUT_S), (tmp_path / "logs" / "sim_node.log").read_text()[-2000:]
-        code, out = _signal_and_check(r, sig, {"sim_node", "policy_node"})
+        code, out = _signal_and_check(r, sig, {"sim_node", "policy_node"}, tmp_path / "logs")
     finally:
         if r.poll() is None:
             r.kill()
@@ -103,7 +114,7 @@ def test_robot_graph_stops_with_its_runner_and_drops_the_episode_in_progress(sig
         arm = ArmStandIn(probe, cfg)  # joint states, instruction, an episode start: the logger records
         assert probe.wait_for(lambda: probe.latest_json(LOGGER_STATUS_TOPIC).get("recording"), 60), \
             (logs / "trajectory_logger.log").read_text()[-2000:]
-        code, out = _signal_and_check(r, sig, {"camera_node", "policy_node", "trajectory_logger", "_worker"})
+        code, out = _signal_and_check(r, sig, {"camera_node", "policy_node", "trajectory_logger", "_worker"}, logs)
     finally:
         if arm is not None:
             arm.close()

@@ -23,6 +23,7 @@ VERBS = {
     "collect": "collect",
     "replay": "replay",
     "train-bc": "train_bc",
+    "train-grounding": "train_grounding",
     "evaluate": "evaluate",
     "train-rl": "train_rl",
     "rollback": "rollback",

@@ -72,6 +72,8 @@ class PolicyNodeConfig:
     max_first_jump: float = opt(0.5, "largest first-action distance from the current state (rad)")
     publish_to_controller: bool = opt(True, "deploy mode: also publish μ on the controller topic")
     controller_topic: str = opt(CONTROLLER_TOPIC, "topic of the executed chunks")
+    hold_unclear: bool = opt(True, "hold (publish nothing) while the instruction is not understood "
+                                   "(nonsense, an object the scene cannot contain); false: act on the best guess")
 
     def validate(self) -> None:
         require(self.threads >= 1, "threads must be >= 1")

@@ -9,7 +9,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 #: the shipped policy checkpoint: what ``evaluate``, ``train-rl``, ``improve`` and ``policy_node``
 #: use when no ``checkpoint`` is given
-DEFAULT_CHECKPOINT = str(REPO_ROOT / "models" / "vla_bc_v3")
+DEFAULT_CHECKPOINT = str(REPO_ROOT / "models" / "vla_bc_v4")
 
 
 def checkpoint_or_default(path: str) -> str:

@@ -17,6 +17,13 @@ installed by the inference thread between two inferences; the previous version i
 logged with its reason and the running version keeps running. Every swap, refusal and rollback
 is published on ``/vla/policy/swap`` (JSON) and every chunk carries the version that made it.
 
+Language: a new instruction is resolved on a dedicated language thread, never on the inference
+thread — the sentence encoder is loaded there at start-up, so a sentence the policy has never
+seen is grounded in milliseconds (``core/policy/grounding.py``: which of the checkpoint's skills
+it asks for, or none). Until it is resolved, and while it is not understood (``hold_unclear``,
+default), the node publishes no chunk: the arm holds. ``/vla/policy/status`` says what the
+policy believes it is doing: ``understood_as``, ``understood``, ``confidence``, ``language_reason``.
+
 Nothing built from bad input is published: wrong image size/encoding, missing camera, NaN in the
 state, empty instruction, non-finite outputs and a first action too far from the current state
 are logged and dropped; the node keeps running.
@@ -25,6 +32,7 @@ are logged and dropped; the node keeps running.
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import time
 from collections import deque
@@ -40,6 +48,7 @@ from trajectory_msgs.msg import JointTrajectory
 from vla_rl_ros.core.policy.runtime import (
     ChunkRejected,
     HotSwapper,
+    NotUnderstood,
     Observation,
     ObservationError,
     OutputGuard,
@@ -71,6 +80,7 @@ from vla_rl_ros.nodes.common import (
 )
 
 DEFAULT_CHECKPOINT = _DEFAULT_CHECKPOINT  # kept importable from here; defined in core/paths.py
+MAX_INSTRUCTION_CHARS = 500  # longer "instructions" are refused at the boundary
 
 
 class PolicyNode(Node):
@@ -86,7 +96,7 @@ class PolicyNode(Node):
         self.guard = OutputGuard(PANDA.lower, PANDA.upper, self.max_first_jump)
 
         runtime = PolicyRuntime(checkpoint_or_default(c.checkpoint), backend=c.backend,
-                                joint_names=PANDA.joint_names, threads=c.threads)
+                                joint_names=PANDA.joint_names, threads=c.threads, hold_unclear=c.hold_unclear)
         self.swapper = HotSwapper(runtime, on_event=self._on_swap_event)
         self.cameras = list(self.runtime.cameras)
         size = self.runtime.cfg.image_size
@@ -109,10 +119,13 @@ class PolicyNode(Node):
         self.create_subscription(String, INSTRUCTION_TOPIC, self._on_instruction, LATCHED_QOS)
 
         self.instruction = ""
+        self.understood: dict[str, object] = {}  # instruction -> Understanding (language thread)
+        self._lang_q: queue.Queue = queue.Queue()
         self.pending: dict[int, dict] = {}
         self.latest_state: tuple[int, np.ndarray] | None = None
         self.obs_count = 0
-        self.counters = {"chunks": 0, "rejected_input": 0, "rejected_output": 0, "dropped_obs": 0}
+        self.counters = {"chunks": 0, "rejected_input": 0, "rejected_output": 0, "dropped_obs": 0,
+                         "held_unclear": 0}
         self.latencies = deque(maxlen=2000)
         self.infer_ms = deque(maxlen=2000)
         self._slot: tuple | None = None
@@ -121,6 +134,8 @@ class PolicyNode(Node):
         self._last_err = 0.0
         self.worker = threading.Thread(target=self._work, name="inference", daemon=True)
         self.worker.start()
+        self.language = threading.Thread(target=self._language, name="language", daemon=True)
+        self.language.start()
         self.create_timer(1.0, self._publish_status)
 
     @property
@@ -186,20 +201,62 @@ class PolicyNode(Node):
             self._complain("empty instruction received: not acting until a valid one arrives")
             self.instruction = ""
             return
+        if len(text) > MAX_INSTRUCTION_CHARS:
+            self.counters["rejected_input"] += 1
+            self._complain(f"instruction of {len(text)} characters refused (limit {MAX_INSTRUCTION_CHARS})")
+            return
         if text != self.instruction:
-            # embed now, off the inference thread: the first chunk of an episode must not wait for
-            # the sentence encoder (precomputed table hit: instant; else a one-off encode)
-            threading.Thread(target=self._warm_embedding, args=(text,), daemon=True).start()
             self.instruction = text
             self.pending.clear()
             self.obs_count = 0
+            self._lang_q.put(text)  # resolved on the language thread; until then: hold
             self.get_logger().info(f"instruction: {text!r}")
 
-    def _warm_embedding(self, text: str) -> None:
+    # ------------------------------------------------------------------ language thread
+    def _language(self) -> None:
+        """Resolve instructions into skills, one at a time, newest first. The sentence encoder
+        loads here at start-up (seconds), so neither the executor nor the inference thread ever
+        waits for it, and a never-seen sentence later costs milliseconds."""
         try:
-            self.runtime.embed(text)
-        except ObservationError as e:
-            self._complain(f"instruction {text!r} cannot be encoded: {e}")
+            self.runtime.text.preload()
+        except Exception as e:  # noqa: BLE001 (no encoder: the precomputed table still serves)
+            self.get_logger().warning(f"sentence encoder not loaded ({e}): only the checkpoint's own "
+                                      "instructions can be followed")
+        while not self._stop:
+            try:
+                text = self._lang_q.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            while not self._lang_q.empty():  # only the newest instruction matters
+                text = self._lang_q.get_nowait()
+            runtime = self.runtime
+            try:
+                u = runtime.understand(text)
+                if u.understood or not runtime.hold_unclear:
+                    runtime.embed(text)  # cached: the inference thread never encodes
+            except NotUnderstood:
+                pass
+            except ObservationError as e:
+                self.counters["rejected_input"] += 1
+                self._complain(f"instruction {text!r} cannot be encoded: {e}")
+                continue
+            if len(self.understood) > 1000:  # a client cycling through sentences
+                self.understood.clear()
+            self.understood[text] = u
+            if u.understood:
+                self.get_logger().info(f"instruction {text!r} understood as {u.skill!r} (p={u.confidence:.2f})")
+            else:
+                act = "holding" if runtime.hold_unclear else f"acting on the best guess {u.best!r}"
+                self.get_logger().warning(f"instruction {text!r} NOT understood: {u.reason}; {act}")
+
+    def _usable(self, text: str) -> bool:
+        u = self.understood.get(text)
+        if u is None:
+            return False  # not resolved yet (a few ms): hold
+        if not u.understood and (self.runtime.hold_unclear or u.best == "<none>"):
+            self.counters["held_unclear"] += 1
+            return False
+        return True
 
     def _on_state(self, msg: JointState) -> None:
         try:
@@ -240,7 +297,7 @@ class PolicyNode(Node):
             del self.pending[k]
         while len(self.pending) > 50:  # stale partial observations
             del self.pending[min(self.pending)]
-        if not self.instruction:
+        if not self.instruction or not self._usable(self.instruction):
             return
         count, self.obs_count = self.obs_count, self.obs_count + 1
         if count % self.replan_every:
@@ -294,16 +351,26 @@ class PolicyNode(Node):
         status = dict(self.counters)
         status.update(
             version=self.runtime.version, backend=self.runtime.backend.describe(), instruction=self.instruction,
+            **self._language_status(),
             latency_p50_ms=float(np.percentile(lat, 50)), latency_p99_ms=float(np.percentile(lat, 99)),
             infer_p50_ms=float(np.percentile(inf, 50)), infer_p99_ms=float(np.percentile(inf, 99)),
         )
         self.pub_status.publish(json_msg(status))
+
+    def _language_status(self) -> dict:
+        u = self.understood.get(self.instruction)
+        if u is None:
+            return {"understood": None, "understood_as": None, "confidence": None,
+                    "language_reason": "resolving" if self.instruction else "no instruction"}
+        return {"understood": u.understood, "understood_as": u.skill or u.best, "confidence": u.confidence,
+                "language_reason": u.reason}
 
     def shutdown(self) -> None:
         with self._cv:
             self._stop = True
             self._cv.notify()
         self.worker.join(timeout=2.0)
+        self.language.join(timeout=1.0)
 
 
 def main(args=None) -> int:

@@ -119,22 +119,34 @@ def _eval_init(ckpt: str, backend: str, image_size: int | None, max_steps: int, 
 def _eval_one(job) -> EpisodeResult:
     from vla_rl_ros.core.policy.runtime import Observation
 
-    seed, family, replan_every, diagnose = job
+    seed, family, replan_every, diagnose, instruction = (tuple(job) + (None,))[:5]
     rt, world = _EVAL
+    if instruction is not None:
+        u = rt.understand(instruction)
+        if not u.understood and rt.hold_unclear:  # the policy holds: nothing moves, the episode fails
+            world.reset(seed=seed, family=family)
+            return EpisodeResult(seed, world.task.family, instruction, False, 0, 0.0, None, "refused",
+                                 {"reason": u.reason, "best": u.best, "confidence": u.confidence})
     act = lambda o: rt.infer(Observation(o["images"], o["state"], o["instruction"]))  # noqa: E731
-    return run_episode(world, act, seed, family, replan_every, diagnose=diagnose)
+    return run_episode(world, act, seed, family, replan_every, diagnose=diagnose, instruction=instruction)
 
 
 def evaluate_parallel(ckpt: str, seeds, workers: int = 2, family: str | None = None, replan_every: int = 1,
                       backend: str = "onnxruntime", max_steps: int = 120, renderer: str = "tiny",
-                      progress=None, diagnose: bool = False) -> list[EpisodeResult]:
+                      progress=None, diagnose: bool = False, instructions=None) -> list[EpisodeResult]:
     """:func:`evaluate` of checkpoint ``ckpt`` spread over ``workers`` processes (one policy
     runtime + one simulator each, single-threaded). Each episode depends only on its seed, so the
-    results equal the single-process loop's, in seed order."""
+    results equal the single-process loop's, in seed order. ``instructions`` (one per seed)
+    replace the tasks' own text; one the policy does not understand is not run (it would hold):
+    a failure with ``failure="refused"``."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    jobs = [(int(s), family, replan_every, diagnose) for s in seeds]
+    seeds = list(seeds)
+    texts = list(instructions) if instructions is not None else [None] * len(seeds)
+    if len(texts) != len(seeds):
+        raise ValueError(f"{len(texts)} instructions for {len(seeds)} seeds")
+    jobs = [(int(s), family, replan_every, diagnose, t) for s, t in zip(seeds, texts)]
     results = []
     t0 = time.time()
     with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=mp.get_context("spawn"),

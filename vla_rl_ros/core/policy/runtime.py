@@ -26,11 +26,16 @@ from vla_rl_ros.core.policy.checkpoint import (
     probe_outputs_finite,
     sha256_file,
 )
-from vla_rl_ros.core.policy.text import InstructionEncoder, InstructionError
+from vla_rl_ros.core.policy.grounding import NONE, Grounding, Understanding
+from vla_rl_ros.core.policy.text import InstructionEncoder, InstructionError, normalize_instruction
 
 
 class ObservationError(ValueError):
     pass
+
+
+class NotUnderstood(ObservationError):
+    """The instruction asks for no skill this checkpoint has (or too unclearly): hold."""
 
 
 @dataclass
@@ -77,6 +82,7 @@ class PolicyRuntime:
         threads: int | None = None,
         onnx_cache_dir: str | None = None,
         isolate_export: bool = False,
+        hold_unclear: bool = True,
     ):
         self.path = str(Path(ckpt).resolve())
         self.backend_kind, self.threads, self.joint_names = backend, threads, joint_names
@@ -86,6 +92,11 @@ class PolicyRuntime:
         self.cfg = self.model.cfg
         self.version = int(self.config.get("version", 0))
         self.text = InstructionEncoder(self.config.get("instructions"))
+        # language grounding (core/policy/grounding.py): free-form instruction -> one of the
+        # checkpoint's skills, or "not understood"; None for checkpoints without a head (then
+        # every instruction is embedded as it is, as before)
+        self.grounding = Grounding.load(ckpt, encoder=self.text)
+        self.hold_unclear = hold_unclear
         onnx = None
         if backend in ("auto", "onnx", "onnxruntime", "tensorrt"):
             try:
@@ -107,9 +118,27 @@ class PolicyRuntime:
     def describe(self) -> str:
         return f"policy v{self.version} ({self.backend.describe()}) from {self.path}"
 
-    def embed(self, instruction: str) -> np.ndarray:
+    def understand(self, instruction: str) -> Understanding:
+        """What this policy makes of ``instruction`` (raises ObservationError for an empty one,
+        or when it cannot be encoded here)."""
         try:
-            return self.text.encode(instruction)
+            key = normalize_instruction(instruction)
+            if self.grounding is None:
+                return Understanding(instruction, key, key, 1.0, True, "no grounding head: taken literally")
+            if key in self.grounding.skills:  # a skill's own template: no encoder needed
+                return Understanding(instruction, key, key, 1.0, True)
+            return self.grounding.understand(key)
+        except InstructionError as e:
+            raise ObservationError(str(e)) from e
+
+    def embed(self, instruction: str) -> np.ndarray:
+        """The language input the network gets for ``instruction``: its skill's embedding when
+        understood; when not, NotUnderstood (``hold_unclear``) or the best guess's embedding."""
+        u = self.understand(instruction)
+        if not u.understood and (self.hold_unclear or u.best == NONE):
+            raise NotUnderstood(f"instruction {instruction!r} not understood: {u.reason}")
+        try:
+            return self.text.encode(u.skill or u.best)
         except InstructionError as e:
             raise ObservationError(str(e)) from e
 
@@ -186,7 +215,8 @@ def load_candidate(path: str | os.PathLike, current: PolicyRuntime) -> PolicyRun
     the backend up, so the first real inference after the swap is not slower)."""
     new = PolicyRuntime(path, backend=current.backend_kind, joint_names=current.joint_names,
                         threads=current.threads, onnx_cache_dir=current.onnx_cache_dir,
-                        isolate_export=True)  # an export must not stall the running version
+                        isolate_export=True,  # an export must not stall the running version
+                        hold_unclear=current.hold_unclear)
     diff = [f"{f}: {getattr(new.cfg, f)!r} != running {getattr(current.cfg, f)!r}"
             for f in SWAP_COMPATIBLE if getattr(new.cfg, f) != getattr(current.cfg, f)]
     if diff:

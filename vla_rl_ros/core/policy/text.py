@@ -53,6 +53,7 @@ class InstructionEncoder:
 
     def __init__(self, table: dict[str, list] | None = None):
         self._cache: dict[str, np.ndarray] = {}
+        self._tokens: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
         for k, v in (table or {}).items():
             self._cache[normalize_instruction(k)] = np.asarray(v, dtype=np.float32)
@@ -78,13 +79,50 @@ class InstructionEncoder:
     def inherit(self, other: "InstructionEncoder") -> None:
         """Take over ``other``'s cached embeddings for instructions this table lacks."""
         with other._lock:
-            items = list(other._cache.items())
+            items, tokens = list(other._cache.items()), list(other._tokens.items())
         with self._lock:
             for k, v in items:
                 self._cache.setdefault(k, v)
+            for k, v in tokens:
+                self._tokens.setdefault(k, v)
+
+    @staticmethod
+    def preload() -> None:
+        """Load the sentence encoder now (seconds), so that a new sentence later takes ms."""
+        _model()
 
     def encode_many(self, texts) -> np.ndarray:
+        """(N, 384); texts not cached yet are encoded in one batch."""
+        self._fill([normalize_instruction(t) for t in texts], self._cache, "sentence_embedding")
         return np.stack([self.encode(t) for t in texts])
+
+    def tokens(self, text: str) -> np.ndarray:
+        """(L, 384) contextual word-piece embeddings of the instruction (what the grounding head
+        reads, ``core/policy/grounding.py``); cached like ``encode``."""
+        return self.tokens_many([text])[0]
+
+    def tokens_many(self, texts) -> list[np.ndarray]:
+        keys = [normalize_instruction(t) for t in texts]
+        self._fill(keys, self._tokens, "token_embeddings")
+        with self._lock:
+            return [self._tokens[k] for k in keys]
+
+    def _fill(self, keys: list[str], cache: dict, output: str) -> None:
+        with self._lock:
+            todo = sorted({k for k in keys if k not in cache})
+        if not todo:
+            return
+        try:
+            model = _model()
+        except ImportError as e:
+            raise InstructionError(
+                f"instructions {todo[:3]} are not in the precomputed table and sentence-transformers "
+                f"is not installed ({e})"
+            ) from e
+        out = model.encode(todo, batch_size=64, output_value=output, normalize_embeddings=output != "token_embeddings")
+        with self._lock:
+            for k, v in zip(todo, out):
+                cache[k] = np.asarray(v.cpu().numpy() if hasattr(v, "cpu") else v, dtype=np.float32)
 
     def table(self) -> dict[str, list]:
         with self._lock:
