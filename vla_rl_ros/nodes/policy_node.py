@@ -18,8 +18,8 @@ logged with its reason and the running version keeps running. Every swap, refusa
 is published on ``/vla/policy/swap`` (JSON) and every chunk carries the version that made it.
 
 Language: a new instruction is resolved on a dedicated language thread, never on the inference
-thread — the sentence encoder is loaded there at start-up, so a sentence the policy has never
-seen is grounded in milliseconds (``core/policy/grounding.py``: which of the checkpoint's skills
+thread — the sentence encoder is loaded at start-up, so a sentence the policy has never seen is
+grounded in milliseconds (``core/policy/grounding.py``: which of the checkpoint's skills
 it asks for, or none). Until it is resolved, and while it is not understood (``hold_unclear``,
 default), the node publishes no chunk: the arm holds. ``/vla/policy/status`` says what the
 policy believes it is doing: ``understood_as``, ``understood``, ``confidence``, ``language_reason``.
@@ -102,6 +102,14 @@ class PolicyNode(Node):
         size = self.runtime.cfg.image_size
         self.image_hw = (size, size)
         self.get_logger().info(f"loaded {self.runtime.describe()}; cameras {self.cameras} {size}x{size}")
+        # the sentence encoder loads now, before anything is published (the simulator waits for
+        # this node's status publisher): loading it later, while the graph runs, held the
+        # interpreter for seconds and starved the inference thread (chunk ages up to 21 ticks)
+        try:
+            self.runtime.text.preload()
+        except Exception as e:  # noqa: BLE001 (no encoder: the precomputed table still serves)
+            self.get_logger().warning(f"sentence encoder not loaded ({e}): only the checkpoint's own "
+                                      "instructions can be followed")
 
         self.pub_mean = self.create_publisher(JointTrajectory, ACTION_CHUNK_TOPIC, RELIABLE_QOS)
         self.pub_cmd = (
@@ -209,19 +217,17 @@ class PolicyNode(Node):
             self.instruction = text
             self.pending.clear()
             self.obs_count = 0
-            self._lang_q.put(text)  # resolved on the language thread; until then: hold
+            now = self.runtime.understand_now(text)  # a template or a table entry: no encoder needed
+            if now is not None:
+                self.understood[text] = now
+            else:
+                self._lang_q.put(text)  # resolved on the language thread; until then: hold
             self.get_logger().info(f"instruction: {text!r}")
 
     # ------------------------------------------------------------------ language thread
     def _language(self) -> None:
-        """Resolve instructions into skills, one at a time, newest first. The sentence encoder
-        loads here at start-up (seconds), so neither the executor nor the inference thread ever
-        waits for it, and a never-seen sentence later costs milliseconds."""
-        try:
-            self.runtime.text.preload()
-        except Exception as e:  # noqa: BLE001 (no encoder: the precomputed table still serves)
-            self.get_logger().warning(f"sentence encoder not loaded ({e}): only the checkpoint's own "
-                                      "instructions can be followed")
+        """Resolve instructions that need the sentence encoder (loaded at start-up), one at a
+        time, newest first: neither the executor nor the inference thread ever waits for it."""
         while not self._stop:
             try:
                 text = self._lang_q.get(timeout=0.5)

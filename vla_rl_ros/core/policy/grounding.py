@@ -159,6 +159,9 @@ class Grounding:
         with torch.no_grad():
             return self.head(torch.from_numpy(x), torch.from_numpy(m)).softmax(-1).numpy()
 
+    def cached(self, text: str) -> Understanding | None:
+        return self._cache.get(normalize_instruction(text))
+
     def understand(self, text: str) -> Understanding:
         key = normalize_instruction(text)  # raises InstructionError on an empty one
         hit = self._cache.get(key)

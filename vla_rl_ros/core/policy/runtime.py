@@ -131,6 +131,19 @@ class PolicyRuntime:
         except InstructionError as e:
             raise ObservationError(str(e)) from e
 
+    def understand_now(self, instruction: str) -> Understanding | None:
+        """``understand`` when it needs no sentence encoding (a skill's template, an instruction
+        in the precomputed table or seen before), else None. Never blocks: for a ROS callback."""
+        try:
+            key = normalize_instruction(instruction)
+        except InstructionError:
+            return None
+        if self.grounding is None:
+            return self.understand(key) if self.text.has(key) else None
+        if key in self.grounding.skills:
+            return self.understand(key)
+        return self.grounding.cached(key)
+
     def embed(self, instruction: str) -> np.ndarray:
         """The language input the network gets for ``instruction``: its skill's embedding when
         understood; when not, NotUnderstood (``hold_unclear``) or the best guess's embedding."""

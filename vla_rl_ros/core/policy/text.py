@@ -58,6 +58,11 @@ class InstructionEncoder:
         for k, v in (table or {}).items():
             self._cache[normalize_instruction(k)] = np.asarray(v, dtype=np.float32)
 
+    def has(self, text: str) -> bool:
+        """Whether ``text`` is embedded without the encoder (table or cache)."""
+        with self._lock:
+            return normalize_instruction(text) in self._cache
+
     def encode(self, text: str) -> np.ndarray:
         key = normalize_instruction(text)
         with self._lock:
