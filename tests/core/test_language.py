@@ -132,3 +132,16 @@ def test_grounding_trains_saves_and_loads(tmp_path):
     (tmp_path / "grounding.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="grounding"):
         Grounding.load(tmp_path)
+
+
+def test_rl_recomputes_likelihoods_under_the_skill_the_policy_acted_on():
+    from vla_rl_ros.core.policy.grounding import grounding_files, skill_embedder
+    from vla_rl_ros.core.policy.text import InstructionEncoder
+
+    embed = skill_embedder(SHIPPED, json.loads((SHIPPED / "instructions.json").read_text()))
+    template = InstructionEncoder().encode("pick up the red cube")
+    assert np.array_equal(embed("Grab the red block, please"), template)
+    with pytest.raises(ValueError, match="asks for no skill"):
+        embed("tell me a joke")
+    assert set(grounding_files(SHIPPED)) == {"grounding.json", "grounding.safetensors"}
+    assert grounding_files(V3) == {}

@@ -73,7 +73,11 @@ def test_improve_two_rounds_through_the_graph_hot_swaps_the_running_policy(tmp_p
     # used the leave-one-out group baseline
     from vla_rl_ros.core.data.reader import episode_summaries
 
-    seeds = [row["meta"]["seed"] for row in episode_summaries(out / "data")]
+    summaries = episode_summaries(out / "data")
+    seeds = [row["meta"]["seed"] for row in summaries]
+    # every episode records what the policy believed it was doing (its status when it ended)
+    assert all(row["meta"].get("understood") is True and row["meta"].get("understood_as") == row["meta"]["policy_instruction"]
+               for row in summaries), [row["meta"] for row in summaries]
     assert seeds[0] == seeds[1] and seeds[2] == seeds[3] and seeds[0] != seeds[2], seeds
     assert "baseline: group" in r.stdout
     load_checkpoint(rows[-1]["checkpoint"], joint_names=PANDA.joint_names)

@@ -30,6 +30,7 @@ from vla_rl_ros.nodes.common import (
     EPISODE_TOPIC,
     JOINT_STATES_TOPIC,
     LATCHED_QOS,
+    POLICY_STATUS_TOPIC,
     LOGGER_STATUS_TOPIC,
     OBJECT_POSES_TOPIC,
     REFERENCE_TOPIC,
@@ -85,6 +86,10 @@ class TrajectoryLogger(Node):
         self.create_subscription(JointState, REFERENCE_TOPIC, self._on_reference, RELIABLE_QOS)
         self.create_subscription(Vector3Stamped, REWARD_TOPIC, self._on_reward, RELIABLE_QOS)
         self.create_subscription(String, EPISODE_TOPIC, self._on_event, LATCHED_QOS)
+        # what the policy believes it is doing (its status: the instruction it received and the
+        # skill it understood), stored with every episode
+        self.policy_language: dict = {}
+        self.create_subscription(String, POLICY_STATUS_TOPIC, self._on_policy_status, LATCHED_QOS)
         self.create_subscription(
             JointTrajectory, c.controller_topic,
             self._on_executed, RELIABLE_QOS,
@@ -176,6 +181,15 @@ class TrajectoryLogger(Node):
             return
         self.assembler.add_sigma(stamp_to_ns(msg.header.stamp), sigma)
 
+    def _on_policy_status(self, msg: String) -> None:
+        try:
+            st = json.loads(msg.data)
+        except (json.JSONDecodeError, TypeError):
+            return  # not ours to judge: the policy's status is informational here
+        if isinstance(st, dict) and st.get("understood") is not None:
+            self.policy_language = {"policy_instruction": st.get("instruction"), "understood_as": st.get("understood_as"),
+                                    "understood": st.get("understood"), "confidence": st.get("confidence")}
+
     def _on_event(self, msg: String) -> None:
         try:
             ev = json.loads(msg.data)
@@ -237,8 +251,9 @@ class TrajectoryLogger(Node):
             return
         if ep.dropped:
             self.get_logger().warning(f"episode {ep.episode}: {ep.dropped} incomplete frame(s) dropped")
+        meta = dict(ep.meta, **self.policy_language)
         try:
-            self.writer.submit(ep.frames, ep.task, ep.meta)
+            self.writer.submit(ep.frames, ep.task, meta)
         except ValueError as e:
             self._bad(f"episode {ep.episode}", e)
             return

@@ -336,7 +336,9 @@ def _save(model, opt, args, out, step, history, gen, lang, t0, train_ids, val_id
         "final_val_loss": val[-1] if val else None,
         "params": sum(p.numel() for p in model.parameters()),
     }
-    extra = {}
+    from vla_rl_ros.core.policy.grounding import grounding_files
+
+    extra = dict(grounding_files(args.init or args.resume))  # keeps understanding what its parent did
     if final and args.export_onnx:
         from vla_rl_ros.core.policy.backends import (
             OnnxRuntimeBackend, TorchBackend, example_inputs, export_onnx, parity,

@@ -342,3 +342,34 @@ def ship(cfg: GroundingConfig, progress: bool = True) -> dict:
         out = save_checkpoint(model, cfg.out, version=int(config.get("version", 0)) + 1, meta=meta,
                               instructions=config.get("instructions"), extra_files=extra)
     return {"checkpoint": str(out), **g.info["report"]}
+
+
+def grounding_files(ckpt: str | Path) -> dict[str, str]:
+    """The grounding head's files of checkpoint ``ckpt`` ({} without one): a checkpoint trained
+    from it (RL, BC ``--init``) copies them, so it understands the same phrasings."""
+    d = Path(ckpt)
+    if not (d / CONFIG_FILE).is_file():
+        return {}
+    return {CONFIG_FILE: str(d / CONFIG_FILE), WEIGHTS_FILE: str(d / WEIGHTS_FILE)}
+
+
+def skill_embedder(ckpt: str | Path, table: dict | None = None):
+    """``instruction -> (384,)``: the language input checkpoint ``ckpt`` gave the network for a
+    logged instruction (the skill's embedding when it has a grounding head; the sentence's own
+    otherwise), so an update recomputes log-likelihoods under the conditioning that acted. An
+    instruction it did not understand raises ValueError (the policy held: nothing was logged)."""
+    enc = InstructionEncoder(table)
+    g = Grounding.load(ckpt, encoder=enc)
+
+    def embed(text: str) -> np.ndarray:
+        if g is None:
+            return enc.encode(text)
+        key = normalize_instruction(text)
+        if key in g.skills:
+            return enc.encode(key)
+        u = g.understand(key)
+        if u.best == NONE:
+            raise ValueError(f"logged instruction {text!r} asks for no skill of {str(ckpt)!r} ({u.reason})")
+        return enc.encode(u.best)  # the skill it acted on (its best guess when hold_unclear was off)
+
+    return embed

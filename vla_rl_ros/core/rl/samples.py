@@ -121,9 +121,11 @@ def decisions_from_episode(d: dict, horizon: int, cameras, gamma: float,
 
 
 def load_decisions(roots, horizon: int, cameras, gamma: float, progress=True, episodes: str = "",
-                   privileged: PrivilegedFn | None = None) -> tuple[Decisions, EpisodeInfo, dict]:
+                   privileged: PrivilegedFn | None = None, embed=None) -> tuple[Decisions, EpisodeInfo, dict]:
     """Decisions of every explored episode of ``roots`` (``episodes``: a selection of each
-    dataset's episodes, see :func:`~vla_rl_ros.core.data.reader.parse_episode_list`).
+    dataset's episodes, see :func:`~vla_rl_ros.core.data.reader.parse_episode_list`). ``embed``:
+    logged instruction -> the network's language input (``core/policy/grounding.skill_embedder``
+    of the acting checkpoint); default: the sentence's own embedding.
     Returns (decisions, per-episode facts, summary: episodes, successes, skipped, instructions)."""
     from tqdm import tqdm
 
@@ -166,8 +168,8 @@ def load_decisions(roots, horizon: int, cameras, gamma: float, progress=True, ep
             ep_id += 1
     if not rows:
         raise ValueError("no explored decisions in the data (were the episodes collected with exploration?)")
-    enc = InstructionEncoder()
-    lang_of = {t: enc.encode(t) for t in sorted(set(tasks))}
+    embed = embed or InstructionEncoder().encode
+    lang_of = {t: embed(t) for t in sorted(set(tasks))}
     st = lambda k, dt=np.float32: np.stack([r[k] for r in rows]).astype(dt)  # noqa: E731
     dec = Decisions(
         images=np.stack([r["images"] for r in rows]), state=st("state"),

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from vla_rl_ros.core.policy.checkpoint import load_checkpoint, save_checkpoint
+from vla_rl_ros.core.policy.grounding import grounding_files, skill_embedder
 from vla_rl_ros.core.rl.advantages import estimate_advantages
 from vla_rl_ros.core.rl.config import RLConfig
 from vla_rl_ros.core.rl.critic import fit_critic
@@ -59,7 +60,8 @@ def train_rl(cfg: RLConfig, progress=True, privileged: PrivilegedFn | None = Non
     t0 = time.time()
     model, config = load_checkpoint(cfg.init, joint_names=PANDA.joint_names)
     dec, episodes, summary = load_decisions(cfg.data, model.cfg.horizon, model.cfg.cameras, cfg.gamma, progress,
-                                            cfg.episode_ids, privileged)
+                                            cfg.episode_ids, privileged,
+                                            embed=skill_embedder(cfg.init, config.get("instructions")))
     pol = FrozenPolicy(model, dec, progress)
     critic = fit_critic(cfg, dec.ret, dec.episode, pol.features, pol.s_norm, dec.priv)
     adv, baseline, group_fraction = estimate_advantages(cfg, dec, episodes, critic)
@@ -208,7 +210,7 @@ def save_outputs(cfg: RLConfig, model, config: dict, summary: dict, res_meta: di
     version = cfg.version or res_meta["init_version"] + 1
     instructions = dict(config.get("instructions") or {})
     instructions.update(summary["instructions"])
-    extra = {}
+    extra = dict(grounding_files(cfg.init))  # the new version understands what its parent did
     if cfg.export_onnx:
         from vla_rl_ros.core.policy.backends import (
             OnnxRuntimeBackend, TorchBackend, example_inputs, export_onnx, parity,
