@@ -56,3 +56,38 @@ def test_never_seen_phrasing_is_acted_on_within_a_second_and_nonsense_holds(prob
     # and it keeps commanding (the old stall: chunks stopped for good after a new sentence)
     assert probe.wait_for(lambda: n() >= before + 20, 10), status()
     print(f"never-seen phrasing acted on after {acted_after * 1000:.0f} ms")
+
+
+def test_a_checkpoint_without_grounding_keeps_commanding_after_sentences_outside_its_table(probe, start_nodes):
+    """The reported stall: on vla_bc_v3 (no grounding head: instructions are embedded literally)
+    "grab the red block please" or 60 x "x", then a valid instruction: the node used to send no
+    command ever again. Each sentence is now encoded on the language thread; commands continue."""
+    from pathlib import Path
+
+    from std_msgs.msg import String
+    from trajectory_msgs.msg import JointTrajectory
+
+    from vla_rl_ros.nodes.common import INSTRUCTION_TOPIC, LATCHED_QOS, RELIABLE_QOS
+
+    v3 = Path(__file__).resolve().parents[2] / "models" / "vla_bc_v3"
+    chunks, status_topic = "/vla/action_chunk", "/vla/policy/status"
+    probe.collect(JointTrajectory, chunks, RELIABLE_QOS)
+    probe.collect(String, status_topic, LATCHED_QOS)
+    runner = start_nodes(
+        NodeSpec("sim_node", "sim_node", {"control_rate": 10.0, "image_width": 96, "image_height": 96,
+                                          "episodes": 0, "max_steps": 100000, "seed": 12, "family": "pick",
+                                          "renderer": "tiny", "wait_for_publisher": status_topic}),
+        NodeSpec("policy_node", "policy_node", {"checkpoint": str(v3), "backend": "onnxruntime",
+                                                "control_rate": 10.0}, required=True))
+    status = lambda: probe.latest_json(status_topic) or {}  # noqa: E731
+    n = lambda: len(probe.msgs(chunks))  # noqa: E731
+    assert probe.wait_for(lambda: n() >= 5, 180), runner.tail("policy_node")
+    pub = probe.node.create_publisher(String, INSTRUCTION_TOPIC, LATCHED_QOS)
+    for text in ("grab the red block please", "x" * 60, "pick up the red cube"):
+        before = n()
+        t0 = time.monotonic()
+        pub.publish(String(data=text))
+        assert probe.wait_for(lambda: n() >= before + 3, 10), (text, status(), runner.tail("policy_node"))
+        assert time.monotonic() - t0 <= ACT_WITHIN_S + 0.3, (text, time.monotonic() - t0)  # 3 chunks at 10 Hz
+        assert probe.wait_for(lambda: status().get("instruction") == text and status().get("understood") is True, 5)
+    assert status()["rejected_input"] == 0 and status()["rejected_output"] == 0, status()
