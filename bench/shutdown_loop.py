@@ -45,6 +45,13 @@ def leftovers_after(pid: int) -> dict[int, str]:
 
 
 def main() -> int:
+    # started under nohup or with `&` from a script, this process ignores SIGHUP / SIGINT and the
+    # runners it starts inherit that; a runner keeps an ignored disposition on purpose (nohup
+    # semantics), so those stops would hang: give the children the default dispositions back
+    for sig, handler in ((signal.SIGINT, signal.default_int_handler), (signal.SIGHUP, signal.SIG_DFL)):
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            print(f"note: {signal.Signals(sig).name} was ignored (nohup / background job); restored for the runs")
+            signal.signal(sig, handler)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--iterations", type=int, default=30)
     ap.add_argument("--evaluate-iterations", type=int, default=30)

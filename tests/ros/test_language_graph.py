@@ -11,28 +11,37 @@ from vla_rl_ros.graph import NodeSpec
 NEVER_SEEN = "Would you kindly hoist the red block?"  # held-out verb, politeness and punctuation
 NONSENSE = "tell me about the weather on mars"
 ACT_WITHIN_S = 1.0  # the issue's bound: a new valid phrasing is acted on within this
+CHUNKS, STATUS = "/vla/action_chunk", "/vla/policy/status"
+
+
+def _sim_and_policy(probe, start_nodes, seed: int, policy: dict):
+    """sim_node (one endless pick episode, 96 px) + policy_node; returns (runner, status(), n_chunks())."""
+    from std_msgs.msg import String
+    from trajectory_msgs.msg import JointTrajectory
+
+    from vla_rl_ros.nodes.common import LATCHED_QOS, RELIABLE_QOS
+
+    probe.collect(JointTrajectory, CHUNKS, RELIABLE_QOS)
+    probe.collect(String, STATUS, LATCHED_QOS)
+    runner = start_nodes(
+        NodeSpec("sim_node", "sim_node", {"control_rate": 10.0, "image_width": 96, "image_height": 96,
+                                          "episodes": 0, "max_steps": 100000, "seed": seed, "family": "pick",
+                                          "renderer": "tiny", "wait_for_publisher": STATUS}),
+        NodeSpec("policy_node", "policy_node", {"backend": "onnxruntime", "control_rate": 10.0, **policy},
+                 required=True))
+    return runner, (lambda: probe.latest_json(STATUS) or {}), (lambda: len(probe.msgs(CHUNKS)))
 
 
 def test_never_seen_phrasing_is_acted_on_within_a_second_and_nonsense_holds(probe, start_nodes):
     from std_msgs.msg import String
-    from trajectory_msgs.msg import JointTrajectory
 
     from vla_rl_ros.core.sim.phrasings import phrasings
     from vla_rl_ros.core.sim.tasks import all_task_specs
-    from vla_rl_ros.nodes.common import INSTRUCTION_TOPIC, LATCHED_QOS, RELIABLE_QOS
+    from vla_rl_ros.nodes.common import INSTRUCTION_TOPIC, LATCHED_QOS
 
     trained = {t.lower().rstrip(".!?") for s in all_task_specs() for t in phrasings(s, "train", 120)}
     assert NEVER_SEEN.lower().rstrip(".!?") not in trained
-    chunks, status_topic = "/vla/action_chunk", "/vla/policy/status"
-    probe.collect(JointTrajectory, chunks, RELIABLE_QOS)
-    probe.collect(String, status_topic, LATCHED_QOS)
-    runner = start_nodes(
-        NodeSpec("sim_node", "sim_node", {"control_rate": 10.0, "image_width": 96, "image_height": 96,
-                                          "episodes": 0, "max_steps": 100000, "seed": 11, "family": "pick",
-                                          "renderer": "tiny", "wait_for_publisher": status_topic}),
-        NodeSpec("policy_node", "policy_node", {"backend": "onnxruntime", "control_rate": 10.0}, required=True))
-    status = lambda: probe.latest_json(status_topic) or {}  # noqa: E731
-    n = lambda: len(probe.msgs(chunks))  # noqa: E731
+    runner, status, n = _sim_and_policy(probe, start_nodes, 11, {})
     assert probe.wait_for(lambda: n() >= 5, 180), runner.tail("policy_node")
     assert probe.wait_for(lambda: status().get("understood") is True, 10), status()
 
@@ -65,22 +74,11 @@ def test_a_checkpoint_without_grounding_keeps_commanding_after_sentences_outside
     from pathlib import Path
 
     from std_msgs.msg import String
-    from trajectory_msgs.msg import JointTrajectory
 
-    from vla_rl_ros.nodes.common import INSTRUCTION_TOPIC, LATCHED_QOS, RELIABLE_QOS
+    from vla_rl_ros.nodes.common import INSTRUCTION_TOPIC, LATCHED_QOS
 
     v3 = Path(__file__).resolve().parents[2] / "models" / "vla_bc_v3"
-    chunks, status_topic = "/vla/action_chunk", "/vla/policy/status"
-    probe.collect(JointTrajectory, chunks, RELIABLE_QOS)
-    probe.collect(String, status_topic, LATCHED_QOS)
-    runner = start_nodes(
-        NodeSpec("sim_node", "sim_node", {"control_rate": 10.0, "image_width": 96, "image_height": 96,
-                                          "episodes": 0, "max_steps": 100000, "seed": 12, "family": "pick",
-                                          "renderer": "tiny", "wait_for_publisher": status_topic}),
-        NodeSpec("policy_node", "policy_node", {"checkpoint": str(v3), "backend": "onnxruntime",
-                                                "control_rate": 10.0}, required=True))
-    status = lambda: probe.latest_json(status_topic) or {}  # noqa: E731
-    n = lambda: len(probe.msgs(chunks))  # noqa: E731
+    runner, status, n = _sim_and_policy(probe, start_nodes, 12, {"checkpoint": str(v3)})
     assert probe.wait_for(lambda: n() >= 5, 180), runner.tail("policy_node")
     pub = probe.node.create_publisher(String, INSTRUCTION_TOPIC, LATCHED_QOS)
     for text in ("grab the red block please", "x" * 60, "pick up the red cube"):
