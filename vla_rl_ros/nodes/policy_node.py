@@ -45,6 +45,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from vla_rl_ros.core.policy.grounding import NONE
 from vla_rl_ros.core.policy.runtime import (
     ChunkRejected,
     HotSwapper,
@@ -259,7 +260,7 @@ class PolicyNode(Node):
         u = self.understood.get(text)
         if u is None:
             return False  # not resolved yet (a few ms): hold
-        if not u.understood and (self.runtime.hold_unclear or u.best == "<none>"):
+        if not u.understood and (self.runtime.hold_unclear or u.best == NONE):
             self.counters["held_unclear"] += 1
             return False
         return True
