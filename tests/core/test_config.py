@@ -23,6 +23,7 @@ from vla_rl_ros.core.collect import DirectCollectConfig
 from vla_rl_ros.core.config import ConfigError, build, from_params, param_defaults
 from vla_rl_ros.core.improve import RL_FIELDS_SET_BY_IMPROVE, ImproveConfig
 from vla_rl_ros.core.policy.bc_config import BCConfig
+from vla_rl_ros.core.policy.grounding_config import GroundingConfig
 from vla_rl_ros.core.rl.config import RLConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +35,7 @@ VERB_CONFIGS = {
     "evaluate": [(EvaluateConfig, ())],
     "replay": [(ReplayConfig, ())],
     "train-bc": [(BCConfig, ())],
+    "train-grounding": [(GroundingConfig, ())],
     "train-rl": [(RLConfig, ()), (TrainRLOptions, ())],
     "improve": [(ImproveConfig, ()), (RLConfig, RL_FIELDS_SET_BY_IMPROVE)],
     "rollback": [(RosOptions, ())],

@@ -138,8 +138,9 @@ def test_rl_recomputes_likelihoods_under_the_skill_the_policy_acted_on():
     from vla_rl_ros.core.policy.grounding import grounding_files, skill_embedder
     from vla_rl_ros.core.policy.text import InstructionEncoder
 
-    embed = skill_embedder(SHIPPED, json.loads((SHIPPED / "instructions.json").read_text()))
-    template = InstructionEncoder().encode("pick up the red cube")
+    table = json.loads((SHIPPED / "instructions.json").read_text())
+    embed = skill_embedder(SHIPPED, table)
+    template = InstructionEncoder(table).encode("pick up the red cube")  # the shipped table's, exactly
     assert np.array_equal(embed("Grab the red block, please"), template)
     with pytest.raises(ValueError, match="asks for no skill"):
         embed("tell me a joke")

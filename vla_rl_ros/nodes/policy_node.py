@@ -106,11 +106,12 @@ class PolicyNode(Node):
         # the sentence encoder loads now, before anything is published (the simulator waits for
         # this node's status publisher): loading it later, while the graph runs, held the
         # interpreter for seconds and starved the inference thread (chunk ages up to 21 ticks)
-        try:
-            self.runtime.text.preload()
-        except Exception as e:  # noqa: BLE001 (no encoder: the precomputed table still serves)
-            self.get_logger().warning(f"sentence encoder not loaded ({e}): only the checkpoint's own "
-                                      "instructions can be followed")
+        # (on a helper thread, waited for while the node is not asked to stop: a SIGTERM during
+        # the seconds of loading ends the node at once instead of after the load)
+        loader = threading.Thread(target=self._preload_encoder, name="encoder-load", daemon=True)
+        loader.start()
+        while loader.is_alive() and self.context.ok():
+            loader.join(0.05)
 
         self.pub_mean = self.create_publisher(JointTrajectory, ACTION_CHUNK_TOPIC, RELIABLE_QOS)
         self.pub_cmd = (
@@ -224,6 +225,13 @@ class PolicyNode(Node):
             else:
                 self._lang_q.put(text)  # resolved on the language thread; until then: hold
             self.get_logger().info(f"instruction: {text!r}")
+
+    def _preload_encoder(self) -> None:
+        try:
+            self.runtime.text.preload()
+        except Exception as e:  # noqa: BLE001 (no encoder: the precomputed table still serves)
+            self.get_logger().warning(f"sentence encoder not loaded ({e}): only the checkpoint's own "
+                                      "instructions can be followed")
 
     # ------------------------------------------------------------------ language thread
     def _language(self) -> None:
