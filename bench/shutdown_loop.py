@@ -44,6 +44,20 @@ def leftovers_after(pid: int) -> dict[int, str]:
     return left
 
 
+def keep_logs(run_dir: Path, keep: str) -> str:
+    """A failed run's node logs: copied to ``keep`` (the run's temp dir is removed), tails printed."""
+    import shutil
+
+    logs = run_dir / "logs"
+    if not logs.is_dir():
+        return "\n(no node logs)"
+    dest = Path(keep) / run_dir.name
+    shutil.copytree(logs, dest, dirs_exist_ok=True)
+    tails = [f"--- {f.name} (last lines) ---\n" + "\n".join(f.read_text(errors="replace").splitlines()[-15:])
+             for f in sorted(logs.glob("*.log"))]
+    return f"\nnode logs kept in {dest}\n" + "\n".join(tails)
+
+
 def main() -> int:
     # started under nohup or with `&` from a script, this process ignores SIGHUP / SIGINT and the
     # runners it starts inherit that; a runner keeps an ignored disposition on purpose (nohup
@@ -57,6 +71,7 @@ def main() -> int:
     ap.add_argument("--evaluate-iterations", type=int, default=30)
     ap.add_argument("--graphs", default="sim,collect,policy_sim,robot")
     ap.add_argument("--domain-id", type=int, default=160)
+    ap.add_argument("--keep", default="out/shutdown_loop_failures", help="where a failed run's node logs are kept")
     args = ap.parse_args()
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     results: dict[str, list[bool]] = {}
@@ -104,7 +119,8 @@ def main() -> int:
                 ok = r.returncode == 0 and not left
                 results.setdefault(f"run {graph}", []).append(ok)
                 print(f"{graph} {i + 1:2d} ({sig.name}): exit {r.returncode}, {time.monotonic() - t0:.1f} s, "
-                      f"left {len(left)}{'' if ok else ' FAILED: ' + out[-1500:]}", flush=True)
+                      f"left {len(left)}{'' if ok else ' FAILED: ' + out[-1500:] + keep_logs(run_dir, args.keep)}",
+                      flush=True)
     print("\nsummary (runs with exit 0 and nothing left behind):")
     for k, v in results.items():
         print(f"  {k:24s} {sum(v)}/{len(v)}")

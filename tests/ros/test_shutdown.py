@@ -153,3 +153,27 @@ def test_evaluate_stops_its_graph_on_sigterm(tmp_path, domain_id, probe):
             r.wait()
     assert code == 1, out  # interrupted: the evaluation is incomplete, said so, no abort
     assert "ROS-graph evaluation" in out, out
+
+
+def test_an_error_while_the_context_goes_down_is_a_stop_not_a_fault():
+    # rclpy shuts its context down on a thread of its own after a stop signal, so a take can fail
+    # just before rclpy.ok() turns False (1 robot-graph stop in 30 exited 1 from this)
+    import threading
+    import time
+
+    import rclpy
+
+    from vla_rl_ros.nodes.common import stopping_now
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=230)
+    try:
+        t0 = time.monotonic()
+        assert not stopping_now(ctx, within=0.2)  # a live context: a real fault
+        assert time.monotonic() - t0 >= 0.2
+        threading.Timer(0.05, ctx.try_shutdown).start()
+        assert stopping_now(ctx, within=5.0)  # goes down while we wait: the stop race
+        assert time.monotonic() - t0 < 2.0
+        assert stopping_now(ctx, within=0.0)
+    finally:
+        ctx.try_shutdown()
