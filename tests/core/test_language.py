@@ -65,12 +65,29 @@ def test_negatives_are_split_and_name_things_the_scene_cannot_contain():
     ("grab the red cube", "pick up the blue cube", False),  # the guess names another cube
     ("shove the green block leftward", "push the green cube to the right", False),  # the other side
     ("shove the green block leftward", "push the green cube to the left", True),
+    ("shove the green block", "push the green cube to the left", False),  # a push names its side
+    ("slide the red cube left, then right", "push the red cube to the left", False),  # both sides
     ("place the blue cube on the red pad", "put the blue cube on the yellow pad", False),
 ])
 def test_scene_check(text, skill, ok):
     from vla_rl_ros.core.policy.grounding import scene_mismatch
 
     assert (scene_mismatch(text, skill) is None) == ok, scene_mismatch(text, skill)
+
+
+def test_object_nouns_learned_from_training_words_generalise_to_held_out_ones():
+    # the check knows only the training split's nouns and alien objects; the held-out ones
+    # (other objects, the pad noun "square") must fall on the right side of it
+    from vla_rl_ros.core.policy.grounding import ObjectNouns, scene_mismatch
+
+    nouns = ObjectNouns(list(P.TRAIN.nouns + P.TRAIN.pad_nouns), list(P.ALIEN_OBJECTS["train"]))
+    assert not set(P.ALIEN_OBJECTS["held_out"]) & set(nouns.alien_words + nouns.known)
+    assert [w for w in P.ALIEN_OBJECTS["held_out"] if not nouns.is_alien(w)] == []
+    assert [w for w in P.HELD_OUT.nouns + P.HELD_OUT.pad_nouns if nouns.is_alien(w)] == []
+    skill = "push the blue cube to the left"
+    assert "hammer" in scene_mismatch("Nudge the blue hammer leftwards!", skill, nouns)
+    assert scene_mismatch("Nudge the blue block leftwards!", skill, nouns) is None
+    assert scene_mismatch("Nudge the blue hammer leftwards!", skill) is None  # without the check
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +130,29 @@ def test_runtime_holds_on_what_it_does_not_understand_and_acts_on_paraphrases():
     assert np.array_equal(old.embed("pick up the red cube"), template)
 
 
+def test_grounding_data_never_trains_on_held_out_text():
+    from vla_rl_ros.core.policy.grounding import GroundingConfig, grounding_data
+
+    skills = [s.instruction for s in all_task_specs("push")]
+    data = grounding_data(skills, GroundingConfig(checkpoint="x", out="y", per_skill=20, held_out_per_skill=8))
+    train_text = {t.lower() for t, _ in data["train"]}
+    assert not train_text & {t.lower() for t, _ in data["held_out"]}
+    assert not train_text & {t.lower() for t in data["held_out_negatives"]}
+    assert not set(data["nouns"]["alien"]) & set(P.ALIEN_OBJECTS["held_out"])
+
+
+def test_decision_weighs_skills_among_themselves_below_the_none_threshold():
+    from vla_rl_ros.core.policy.grounding import NONE, Grounding, GroundingEnsemble
+
+    classes = ["pick up the red cube", "pick up the blue cube", NONE]
+    g = Grounding(GroundingEnsemble(1, 3), classes, 0.6, 8, info={"none_threshold": 0.7})
+    best, conf, p_none = g.decide(np.array([0.4, 0.1, 0.5]))  # some "none" mass: still a pick
+    assert best == classes[0] and conf == pytest.approx(0.8) and p_none == pytest.approx(0.5)
+    assert g.decide(np.array([0.2, 0.05, 0.75]))[0] == NONE
+    old = Grounding(GroundingEnsemble(1, 3), classes, 0.6, 8)  # a head from before: argmax over all
+    assert old.decide(np.array([0.4, 0.1, 0.5]))[0] == NONE
+
+
 def test_grounding_trains_saves_and_loads(tmp_path):
     from vla_rl_ros.core.policy.checkpoint import CheckpointError
     from vla_rl_ros.core.policy.grounding import Grounding, GroundingConfig, train_grounding
@@ -127,6 +167,9 @@ def test_grounding_trains_saves_and_loads(tmp_path):
     back = Grounding.load(tmp_path)
     texts = ["grab the red cube", "tell me a joke"]
     np.testing.assert_allclose(back.probabilities(texts), g.probabilities(texts), atol=1e-6)
+    assert back.nouns is not None and back.nouns.to_dict() == g.nouns.to_dict()
+    assert back.none_threshold == cfg.none_threshold
+    assert "cube" in back.nouns.known and "banana" in back.nouns.alien_words
     meta = json.loads((tmp_path / "grounding.json").read_text())
     meta["threshold"] = float("nan")
     (tmp_path / "grounding.json").write_text(json.dumps(meta))

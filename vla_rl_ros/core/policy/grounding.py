@@ -8,11 +8,14 @@ prefix sits a small trained **grounding head**:
     instruction --MiniLM (frozen)--> token embeddings (L x 384)
                 --attention pooling + linear--> p(skill_1 .. skill_K, none)
 
-* ``understood``: the most likely class is a skill and its probability reaches the checkpoint's
-  calibrated ``threshold``; the policy then acts on that skill's embedding, so any phrasing of a
+* ``understood``: p(none) stays below ``none_threshold``, the most likely skill's probability
+  (renormalised over the skills) reaches the checkpoint's calibrated ``threshold``, and the
+  **scene check** agrees (the colours, object nouns and push side named are the skill's; see
+  :func:`scene_mismatch`); the policy then acts on that skill's embedding, so any phrasing of a
   task conditions the network exactly as its template does.
-* otherwise the instruction is **not understood** ("none": nonsense, or an object the scene
-  cannot contain; or too uncertain). The policy node reports it and, by default, holds.
+* otherwise the instruction is **not understood** ("none": nonsense; an object, colour or side
+  the scene or the skill does not have; or too uncertain). The policy node reports it and, by
+  default, holds.
 
 The head is trained on generated phrasings (``core/sim/phrasings.py``, ``train`` split) and on
 negatives (nonsense and impossible requests, ``train`` split); its threshold is calibrated on the
@@ -102,12 +105,46 @@ def _color_words() -> frozenset:
 COLOR_WORDS = _color_words()
 
 
-def scene_mismatch(text: str, skill: str) -> str | None:
+class ObjectNouns:
+    """Does the word that names an object ("the blue *hammer*") name a kind of object the scene
+    has? Nearest neighbour in the sentence encoder's space between the nouns the training
+    phrasings use for cubes and pads (``known``: cube, block, box, pad, mat, spot) and the training
+    split's objects no scene contains (``alien``: banana, cup, ball, ...). Both lists come from the
+    training split only and are stored with the head; a noun of either list is answered without
+    the encoder. A word nearer an alien object is one the scene cannot contain. The words are
+    embedded by an encoder of its own, so that they never enter the policy's instruction cache."""
+
+    def __init__(self, known: list[str], alien: list[str]):
+        self.known, self.alien_words = tuple(dict.fromkeys(known)), tuple(dict.fromkeys(alien))
+        self.encoder = InstructionEncoder()
+        self._table: np.ndarray | None = None
+
+    def _unit(self, words) -> np.ndarray:
+        e = np.asarray(self.encoder.encode_many(list(words)), np.float32)
+        return e / np.maximum(np.linalg.norm(e, axis=-1, keepdims=True), 1e-8)
+
+    def is_alien(self, word: str) -> bool:
+        if word in self.known:
+            return False
+        if word in self.alien_words:
+            return True
+        if self._table is None:
+            self._table = self._unit(self.known + self.alien_words)
+        sims = self._table @ self._unit([word])[0]
+        return int(sims.argmax()) >= len(self.known)
+
+    def to_dict(self) -> dict:
+        return {"known": list(self.known), "alien": list(self.alien_words)}
+
+
+def scene_mismatch(text: str, skill: str, nouns: ObjectNouns | None = None) -> str | None:
     """Why ``text`` cannot mean ``skill`` in this scene, or None. The head's guess is checked
     against the words that name things: every colour named must belong to an object the scene
     has (cubes: red, green, blue; pads: yellow, purple), the skill's colours must be the ones
-    named, and a push must go the side the text names. A request for "the white block" or "the
-    yellow cube" is refused here even when the head, which has never seen it, guessed a skill."""
+    named, the word after a colour must name a cube or a pad (``nouns``; "the blue hammer" is
+    refused), and a push must name the skill's side and no other. A request for "the white block",
+    "the yellow cube" or "the red hammer" is refused here even when the head, which has never seen
+    it, guessed a skill."""
     from vla_rl_ros.core.sim.tasks import CUBE_COLORS, PAD_COLORS, parse_instruction
 
     words = [w.strip(".,!?;:'\"") for w in text.lower().split()]
@@ -120,10 +157,15 @@ def scene_mismatch(text: str, skill: str) -> str | None:
     wanted = [spec.color] + ([spec.pad.split("_")[0]] if spec.pad else [])
     if sorted(named) != sorted(wanted):  # as many colour mentions as the task has objects
         return f"names {named or 'no colour'}, but the closest task {skill!r} names {wanted}"
+    if nouns is not None:
+        for colour, word in zip(words, words[1:]):
+            if colour in COLOR_WORDS and word and nouns.is_alien(word):
+                return f"names a {colour} {word}; this scene has cubes and pads"
     if spec.family == "push":
         sides = {side for side in ("left", "right") for w in words if w.startswith(side)}
-        if len(sides) == 1 and sides != {spec.direction}:
-            return f"names the {sides.pop()} side, but the closest task is {skill!r}"
+        if sides != {spec.direction}:
+            named_side = f"the {sides.pop()} side" if len(sides) == 1 else ("both sides" if sides else "no side")
+            return f"names {named_side}, but the closest task is {skill!r}"
     return None
 
 
@@ -148,6 +190,9 @@ class Grounding:
         self.encoder = encoder or InstructionEncoder()
         self.info = info or {}
         self._cache: dict[str, Understanding] = {}
+        nouns = self.info.get("nouns")  # absent in heads trained before the noun check
+        self.nouns = ObjectNouns(nouns["known"], nouns["alien"]) if nouns else None
+        self.none_threshold = self.info.get("none_threshold")  # likewise
 
     @property
     def skills(self) -> list[str]:
@@ -159,6 +204,24 @@ class Grounding:
         with torch.no_grad():
             return self.head(torch.from_numpy(x), torch.from_numpy(m)).softmax(-1).numpy()
 
+    def decide(self, p: np.ndarray) -> tuple[str, float, float]:
+        """(best class, its confidence, p(none)) from one row of class probabilities. With a
+        ``none_threshold`` (heads trained since the noun check): "none" when p(none) reaches it;
+        otherwise the most likely *skill*, its probability renormalised over the skills (a
+        phrasing that also looks a little like a non-task, "... and then stop", is not pulled
+        below the threshold by it: what the scene cannot contain is refused by the scene check).
+        Without one (older heads): the most likely class over skills and "none"."""
+        n = self.classes.index(NONE)
+        p_none = float(p[n])
+        if self.none_threshold is None:
+            k = int(p.argmax())
+            return self.classes[k], float(p[k]), p_none
+        if p_none >= self.none_threshold:
+            return NONE, p_none, p_none
+        q = np.delete(p, n) / max(1e-12, 1.0 - p_none)
+        k = int(q.argmax())
+        return self.skills[k], float(q[k]), p_none
+
     def cached(self, text: str) -> Understanding | None:
         return self._cache.get(normalize_instruction(text))
 
@@ -168,15 +231,13 @@ class Grounding:
         if hit is not None:
             return hit
         p = self.probabilities([key])[0]
-        k = int(p.argmax())
-        best, conf = self.classes[k], float(p[k])
-        mismatch = scene_mismatch(key, best) if best != NONE else None
+        best, conf, p_none = self.decide(p)
         if best == NONE:
             u = Understanding(text, None, best, conf, False, "asks for no task this policy can do")
         elif conf < self.threshold:
             u = Understanding(text, None, best, conf, False,
                               f"unsure: best guess {best!r} at p={conf:.2f} < {self.threshold:.2f}")
-        elif mismatch:
+        elif mismatch := scene_mismatch(key, best, self.nouns):
             u = Understanding(text, None, best, conf, False, mismatch)
         else:
             u = Understanding(text, best, best, conf, True)
@@ -193,6 +254,7 @@ class Grounding:
         save_file({k: v.detach().contiguous() for k, v in self.head.state_dict().items()}, str(d / WEIGHTS_FILE))
         meta = {"classes": self.classes, "threshold": self.threshold, "max_tokens": self.max_tokens,
                 "members": len(self.head.members), "head": self.info.get("head", {}),
+                "nouns": self.nouns.to_dict() if self.nouns else None, "none_threshold": self.none_threshold,
                 "report": self.info.get("report", {})}
         (d / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
         return {WEIGHTS_FILE: d / WEIGHTS_FILE, CONFIG_FILE: d / CONFIG_FILE}
@@ -243,7 +305,8 @@ def grounding_data(skills: list[str], cfg: GroundingConfig) -> dict:
     negatives = P.nonsense_instructions("train") + P.impossible_instructions("train", cfg.negatives_per_kind, cfg.seed)
     train += [(t, none) for t in negatives]
     held_neg = P.nonsense_instructions("held_out") + P.impossible_instructions("held_out", 3, cfg.seed + 1)
-    return {"train": train, "held_out": held, "held_out_negatives": held_neg}
+    nouns = {"known": list(P.TRAIN.nouns + P.TRAIN.pad_nouns), "alien": list(P.ALIEN_OBJECTS["train"])}
+    return {"train": train, "held_out": held, "held_out_negatives": held_neg, "nouns": nouns}
 
 
 def calibrate(p_valid: np.ndarray, max_refusal: float) -> float:
@@ -293,10 +356,12 @@ def train_grounding(cfg: GroundingConfig, skills: list[str], encoder: Instructio
             bar.update(1)
     bar.close()
     head.eval()
-    g = Grounding(head, classes, 0.5, cfg.max_tokens, enc)
+    g = Grounding(head, classes, 0.5, cfg.max_tokens, enc, {"nouns": data["nouns"], "none_threshold": cfg.none_threshold})
     held = data["held_out"]
     p_valid = g.probabilities([t for t, _ in held])
-    threshold = calibrate(p_valid, cfg.max_valid_refusal)
+    decided = [g.decide(p) for p in p_valid]  # the skill's confidence, as understand() weighs it
+    conf = np.array([c if best != NONE else 0.0 for best, c, _ in decided])
+    threshold = calibrate(conf[:, None], cfg.max_valid_refusal)
     g.threshold = threshold
     labels = np.array([k for _, k in held])
     valid = [g.understand(t) for t, _ in held]
@@ -314,7 +379,7 @@ def train_grounding(cfg: GroundingConfig, skills: list[str], encoder: Instructio
         "train_seconds": time.time() - t0,
         "config": asdict(cfg),
     }
-    g.info = {"head": hp, "report": report}
+    g.info.update(head=hp, report=report)
     return g
 
 

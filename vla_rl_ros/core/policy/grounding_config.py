@@ -31,6 +31,9 @@ class GroundingConfig:
     batch_size: int = opt(64, "phrasings per minibatch")
     lr: float = opt(1e-3, "AdamW learning rate")
     weight_decay: float = opt(1e-2, "AdamW weight decay")
+    none_threshold: float = opt(0.7, "an instruction is no task when p(none) reaches this; below it the most "
+                                "likely skill is weighed among the skills alone (the scene check refuses "
+                                "what the scene cannot contain)")
     max_valid_refusal: float = opt(0.01, "the threshold refuses at most this fraction of held-out valid phrasings")
     seed: int = opt(0, "seed of the phrasings, initialisation and minibatches")
     threads: int = opt(2, "torch CPU threads")
@@ -39,6 +42,7 @@ class GroundingConfig:
         require(self.per_skill >= 1 and self.held_out_per_skill >= 1, "--per-skill and --held-out-per-skill >= 1")
         require(self.max_tokens >= 4, "--max-tokens must be >= 4")
         require(0 <= self.token_dropout < 1 and 0 <= self.dropout < 1, "dropouts must be in [0, 1)")
+        require(0.5 <= self.none_threshold <= 1, "--none-threshold must be in [0.5, 1]")
         require(0 <= self.max_valid_refusal < 1, "--max-valid-refusal must be in [0, 1)")
         require(self.members >= 1, "--members must be >= 1")
         require(self.epochs >= 1 and self.batch_size >= 1 and self.lr > 0, "--epochs, --batch-size, --lr > 0")
