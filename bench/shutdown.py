@@ -31,7 +31,30 @@ from vla_rl_ros.standin import ArmStandIn, StandInConfig, wait_until, write_vide
 UP_TIMEOUT_S = 240.0
 
 
+_REPLAY_SOURCE: list[str] = []
+
+
+def replay_source() -> str:
+    """A one-episode dataset for the replay graph, recorded once per process (``collect --direct``,
+    no ROS) in a temporary directory removed at exit."""
+    if not _REPLAY_SOURCE:
+        import atexit
+        import shutil
+
+        root = tempfile.mkdtemp(prefix="shutdown_replay_")
+        atexit.register(shutil.rmtree, root, True)
+        out = str(Path(root) / "replay_src")
+        subprocess.run([sys.executable, "-m", "vla_rl_ros.cli", "collect", "--direct", "--episodes", "1",
+                        "--workers", "1", "--out", out], check=True, stdout=subprocess.DEVNULL)
+        _REPLAY_SOURCE.append(out)
+    return _REPLAY_SOURCE[0]
+
+
 def overrides(graph: str, tmp: Path, cfg: StandInConfig) -> dict:
+    if graph == "explore":
+        return {"out": str(tmp / "explore_ds"), "real_time_factor": 2.0}
+    if graph == "replay":  # loops over its episode, so it is always mid-episode when stopped
+        return {"data": replay_source(), "loop": True}
     if graph == "robot":
         return {"camera_source": write_video(tmp / "camera.avi", cfg), "out": str(tmp / "robot_ds"),
                 "image_width": cfg.image_size, "image_height": cfg.image_size}

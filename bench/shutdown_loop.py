@@ -1,6 +1,6 @@
 """Repeated starts and stops: every exit code must be 0 and no process may be left behind.
 
-    .venv/bin/python bench/shutdown_loop.py [--iterations 30] [--graphs sim,collect,policy_sim,explore,robot]
+    .venv/bin/python bench/shutdown_loop.py [--iterations 30] [--graphs sim,collect,policy_sim,explore,replay,robot]
                                             [--evaluate-iterations 30]
 
 1. ``--evaluate-iterations`` runs of ``vla-rl-ros evaluate --episodes 1`` through the ROS graph:
@@ -69,7 +69,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--iterations", type=int, default=30)
     ap.add_argument("--evaluate-iterations", type=int, default=30)
-    ap.add_argument("--graphs", default="sim,collect,policy_sim,robot")
+    ap.add_argument("--graphs", default="sim,collect,policy_sim,explore,replay,robot")
     ap.add_argument("--domain-id", type=int, default=160)
     ap.add_argument("--keep", default="out/shutdown_loop_failures", help="where a failed run's node logs are kept")
     args = ap.parse_args()
