@@ -13,6 +13,13 @@ ROS-free (the runner, the command line and the nodes all use it).
 * :func:`group_members` / :func:`reap_group`: every node is the leader of its own process group;
   what it starts (the logger's writer worker) stays in that group, and the runner removes the
   whole group, grandchildren included.
+* :func:`note_node_stop_signals` is installed first thing in every node process (before its
+  imports, from ``vla_rl_ros/nodes/__init__.py``): SIGINT / SIGTERM set :data:`NODE_STOP` and
+  raise ``KeyboardInterrupt`` once. rclpy's own handlers, installed later by ``rclpy.init``,
+  call it after theirs, so the event records a stop that arrived at any point of the node's
+  life: during its imports, its ``rclpy.init``, its constructor, or inside a library that
+  swallowed the interrupt (a node once kept running 60 s after a SIGINT received while it was
+  still loading its policy).
 * :func:`stop_signals_interrupt` makes ``SIGTERM`` and ``SIGHUP`` behave like Ctrl-C in a
   program that starts graphs: they raise :class:`StopRequested`, a ``KeyboardInterrupt``, so
   the code that already stops the graph on Ctrl-C runs for them too.
@@ -45,6 +52,26 @@ class StopConfig:
 
 
 STOP = StopConfig()
+
+NODE_STOP = threading.Event()  # set once a node process received SIGINT or SIGTERM
+
+
+def _node_stop_handler(signum, frame):
+    if NODE_STOP.is_set():
+        return  # a repeated signal does not interrupt the orderly stop already under way
+    NODE_STOP.set()
+    raise KeyboardInterrupt
+
+
+def note_node_stop_signals() -> None:
+    """In a node process: SIGINT and SIGTERM set :data:`NODE_STOP` and interrupt the main thread
+    (once). A signal the process was told to ignore (``nohup``) stays ignored. Only the main
+    thread can set handlers; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, _node_stop_handler)
 
 
 # ----------------------------------------------------------------------------- parent death

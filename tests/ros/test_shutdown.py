@@ -177,3 +177,37 @@ def test_an_error_while_the_context_goes_down_is_a_stop_not_a_fault():
         assert stopping_now(ctx, within=0.0)
     finally:
         ctx.try_shutdown()
+
+
+SWALLOWING_NODE = """
+import os, signal, sys, time
+from rclpy.node import Node
+from vla_rl_ros.nodes.common import spin_node
+
+try:  # a library that swallows the interrupt while the node process is still importing
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(1.0)
+except BaseException:
+    pass
+
+class Starting(Node):
+    def __init__(self):
+        super().__init__("starting_node")
+        print("constructed", flush=True)
+
+spin_node(Starting)
+"""
+
+
+def test_a_stop_swallowed_while_a_node_starts_still_stops_it(domain_id):
+    # a policy node once kept running 60 s after the SIGINT it received while loading its policy
+    env = {**os.environ, "ROS_DOMAIN_ID": str(domain_id), "VLA_RL_ROS_PARENT_PID": str(os.getpid())}
+    p = subprocess.Popen([sys.executable, "-c", SWALLOWING_NODE], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert "constructed" in out and p.returncode == 0, out

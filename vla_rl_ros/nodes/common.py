@@ -73,7 +73,7 @@ from vla_rl_ros.core.topics import (  # noqa: F401  (re-exported: the nodes impo
     SIM_STATUS_TOPIC,
 )
 from vla_rl_ros.lifetime import exit_process as end_process
-from vla_rl_ros.lifetime import watch_parent
+from vla_rl_ros.lifetime import NODE_STOP, note_node_stop_signals, watch_parent
 
 STOP_EXECUTOR_TIMEOUT_S = 0.5  # a stopping node waits this long for callbacks still running
 # rclpy shuts the context down on a thread of its own after SIGINT / SIGTERM, so an executor can
@@ -299,20 +299,22 @@ def spin_node(node_factory, args=None, executor=None, exit_process: bool = True)
     handlers, flushed output, no interpreter finalization: ~1 s less with torch imported, and no
     abort from a native thread at teardown); otherwise the exit code is returned.
     """
-    rclpy.init(args=args if args is not None else sys.argv)
-    watch_parent(lambda: os.kill(os.getpid(), signal.SIGTERM))  # -> rclpy's handler: the same graceful stop
+    note_node_stop_signals()  # (again, for a node started by hand) before rclpy chains its handlers to it
     node = None
     code = 0
     try:
+        rclpy.init(args=args if args is not None else sys.argv)
+        watch_parent(lambda: os.kill(os.getpid(), signal.SIGTERM))  # -> rclpy's handler: the same graceful stop
         node = node_factory()
         if executor is None:
             executor = SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
+        if not NODE_STOP.is_set():  # a stop that arrived while the node was starting (and was swallowed)
+            executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception as e:  # a node that cannot start says why, once, and exits non-zero
-        if stopping_now():  # a callback (or the constructor) was running when the stop signal shut the context down
+        if NODE_STOP.is_set() or stopping_now():  # a callback (or the constructor) was running when the stop came
             print(f"[stop] ignored while stopping: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         else:
             print(f"[fatal] {type(e).__name__}: {e}", file=sys.stderr, flush=True)
