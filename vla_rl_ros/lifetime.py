@@ -63,14 +63,15 @@ def _node_stop_handler(signum, frame):
     raise KeyboardInterrupt
 
 
-def note_node_stop_signals() -> None:
+def note_node_stop_signals(obey_ignored: bool = False) -> None:
     """In a node process: SIGINT and SIGTERM set :data:`NODE_STOP` and interrupt the main thread
-    (once). A signal the process was told to ignore (``nohup``) stays ignored. Only the main
+    (once). A signal the process was told to ignore (``nohup``) stays ignored, unless
+    ``obey_ignored`` (a node started by the runner, whose stop is a SIGINT). Only the main
     thread can set handlers; elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         return
     for sig in (signal.SIGINT, signal.SIGTERM):
-        if signal.getsignal(sig) is not signal.SIG_IGN:
+        if obey_ignored or signal.getsignal(sig) is not signal.SIG_IGN:
             signal.signal(sig, _node_stop_handler)
 
 
@@ -107,6 +108,14 @@ def node_preexec(parent_pid: int, death_signal: int = STOP.death_signal):
     prctl = _PRCTL
 
     def _pre():
+        # the runner stops its nodes with SIGINT: a node must not inherit an *ignored* SIGINT /
+        # SIGTERM (a runner started under nohup or as a background job has them ignored, and a
+        # node that got its stop while still importing then ran on until it was killed)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                signal.signal(sig, signal.SIG_DFL)
+            except (ValueError, OSError):  # not the main thread: the node resets it at import
+                pass
         if prctl is not None:
             prctl(PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
         if os.getppid() != parent_pid:  # the parent died between fork and prctl

@@ -185,7 +185,7 @@ from rclpy.node import Node
 from vla_rl_ros.nodes.common import spin_node
 
 try:  # a library that swallows the interrupt while the node process is still importing
-    os.kill(os.getpid(), signal.SIGINT)
+    os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(1.0)
 except BaseException:
     pass
@@ -211,3 +211,29 @@ def test_a_stop_swallowed_while_a_node_starts_still_stops_it(domain_id):
             p.kill()
             p.communicate()
     assert "constructed" in out and p.returncode == 0, out
+
+
+def test_a_node_obeys_the_runners_sigint_even_when_started_with_it_ignored():
+    # a runner started under nohup or as a background job has SIGINT ignored; its nodes inherited
+    # that, and a node that got the runner's SIGINT while still importing ran on until killed
+    import signal as sig_mod
+
+    from vla_rl_ros.lifetime import node_preexec
+
+    pre = node_preexec(os.getpid())
+
+    def ignored_then_node_preexec():
+        sig_mod.signal(sig_mod.SIGINT, sig_mod.SIG_IGN)
+        pre()
+
+    probe = "import signal; print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)"
+    out = subprocess.run([sys.executable, "-c", probe], preexec_fn=ignored_then_node_preexec,
+                         capture_output=True, text=True, timeout=60).stdout.strip()
+    assert out == "False"
+    env = {**os.environ, "VLA_RL_ROS_PARENT_PID": str(os.getpid())}
+    probe_node = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); import importlib, sys; "
+                  "import vla_rl_ros.lifetime as L; L.note_node_stop_signals(obey_ignored=True); "
+                  "print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)")
+    out = subprocess.run([sys.executable, "-c", probe_node], env=env, capture_output=True, text=True,
+                         timeout=60).stdout.strip()
+    assert out == "False"

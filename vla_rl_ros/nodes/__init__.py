@@ -7,5 +7,5 @@ import os as _os
 from vla_rl_ros.lifetime import PARENT_PID_ENV as _PARENT_PID_ENV
 from vla_rl_ros.lifetime import note_node_stop_signals as _note
 
-if _os.environ.get(_PARENT_PID_ENV):
-    _note()
+if _os.environ.get(_PARENT_PID_ENV):  # started by the graph runner: its SIGINT is the stop
+    _note(obey_ignored=True)

@@ -73,7 +73,7 @@ from vla_rl_ros.core.topics import (  # noqa: F401  (re-exported: the nodes impo
     SIM_STATUS_TOPIC,
 )
 from vla_rl_ros.lifetime import exit_process as end_process
-from vla_rl_ros.lifetime import NODE_STOP, note_node_stop_signals, watch_parent
+from vla_rl_ros.lifetime import NODE_STOP, PARENT_PID_ENV, note_node_stop_signals, watch_parent
 
 STOP_EXECUTOR_TIMEOUT_S = 0.5  # a stopping node waits this long for callbacks still running
 # rclpy shuts the context down on a thread of its own after SIGINT / SIGTERM, so an executor can
@@ -299,7 +299,8 @@ def spin_node(node_factory, args=None, executor=None, exit_process: bool = True)
     handlers, flushed output, no interpreter finalization: ~1 s less with torch imported, and no
     abort from a native thread at teardown); otherwise the exit code is returned.
     """
-    note_node_stop_signals()  # (again, for a node started by hand) before rclpy chains its handlers to it
+    # (again, for a node started by hand) before rclpy chains its handlers to it
+    note_node_stop_signals(obey_ignored=bool(os.environ.get(PARENT_PID_ENV)))
     node = None
     code = 0
     try:
