@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -26,25 +25,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def mcnemar(b: int, c: int) -> float:
-    """Exact two-sided McNemar p-value for b vs c discordant pairs."""
-    n = b + c
-    if n == 0:
-        return 1.0
-    k = min(b, c)
-    p = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
-    return min(1.0, 2 * p)
-
-
 def paired(a: list[bool], b: list[bool]) -> dict:
-    """b - a on the same scenes: difference, 95% interval (normal, paired), McNemar p."""
-    n = len(a)
-    d = [int(y) - int(x) for x, y in zip(a, b)]
-    mean = sum(d) / n
-    var = sum((v - mean) ** 2 for v in d) / max(1, n - 1)
-    half = 1.96 * math.sqrt(var / n)
-    return {"diff": mean, "ci95": [mean - half, mean + half],
-            "p": mcnemar(sum(1 for x, y in zip(a, b) if x and not y), sum(1 for x, y in zip(a, b) if y and not x))}
+    """b - a on the same scenes: difference, 95% interval (paired bootstrap), exact McNemar p
+    (``vla_rl_ros/core/stats.py``, as ``vla-rl-ros compare``)."""
+    from vla_rl_ros.core.stats import paired_summary
+
+    s = paired_summary(a, b)
+    return {"diff": s["diff"], "ci95": s["ci"], "p": s["p"]}
 
 
 def main() -> int:

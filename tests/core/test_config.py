@@ -15,6 +15,7 @@ import pytest
 from vla_rl_ros.cli import VERBS, build_parser
 from vla_rl_ros.cli.collect import CollectConfig
 from vla_rl_ros.cli.common import RosOptions
+from vla_rl_ros.cli.compare import CompareConfig
 from vla_rl_ros.cli.evaluate import EvaluateConfig
 from vla_rl_ros.cli.replay import ReplayConfig
 from vla_rl_ros.cli.train_rl import TrainRLOptions
@@ -33,6 +34,7 @@ PKG = ROOT / "vla_rl_ros"
 VERB_CONFIGS = {
     "collect": [(CollectConfig, ())],
     "evaluate": [(EvaluateConfig, ())],
+    "compare": [(CompareConfig, ())],
     "replay": [(ReplayConfig, ())],
     "train-bc": [(BCConfig, ())],
     "train-grounding": [(GroundingConfig, ())],
@@ -230,7 +232,7 @@ def test_no_import_cycle_in_the_package():
     assert not cycles, f"import cycles: {cycles}"
 
 
-ROS_FREE_VERBS = ["collect", "evaluate", "train-bc", "train-rl", "improve", "summary", "graphs"]
+ROS_FREE_VERBS = ["collect", "evaluate", "compare", "train-bc", "train-rl", "improve", "summary", "graphs"]
 
 
 def _run(code: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -3,7 +3,8 @@
 Verbs: ``run <graph>`` (start a node graph as real ROS 2 processes), ``collect`` (sim + expert +
 logger -> LeRobot dataset, with a progress bar and a success table), ``replay DIR`` (publish a
 dataset back onto the topics), ``summary DIR`` (the success table of a dataset), ``graphs``,
-``train-bc``, ``evaluate``, ``train-rl``, ``rollback``, ``improve``.
+``train-bc``, ``evaluate``, ``compare A B`` (two checkpoints paired on a held-out seed bank),
+``train-rl``, ``rollback``, ``improve``.
 
 Each verb module has ``HELP``, ``add_arguments(parser)`` (options generated from the verb's config
 dataclass, ``core/config.py``) and ``main(args) -> int``; none imports rclpy at import time, so
@@ -25,6 +26,7 @@ VERBS = {
     "train-bc": "train_bc",
     "train-grounding": "train_grounding",
     "evaluate": "evaluate",
+    "compare": "compare",
     "train-rl": "train_rl",
     "rollback": "rollback",
     "improve": "improve",

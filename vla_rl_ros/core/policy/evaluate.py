@@ -133,12 +133,14 @@ def _eval_one(job) -> EpisodeResult:
 
 def evaluate_parallel(ckpt: str, seeds, workers: int = 2, family: str | None = None, replan_every: int = 1,
                       backend: str = "onnxruntime", max_steps: int = 120, renderer: str = "tiny",
-                      progress=None, diagnose: bool = False, instructions=None) -> list[EpisodeResult]:
+                      progress=None, diagnose: bool = False, instructions=None,
+                      families=None) -> list[EpisodeResult]:
     """:func:`evaluate` of checkpoint ``ckpt`` spread over ``workers`` processes (one policy
     runtime + one simulator each, single-threaded). Each episode depends only on its seed, so the
     results equal the single-process loop's, in seed order. ``instructions`` (one per seed)
     replace the tasks' own text; one the policy does not understand is not run (it would hold):
-    a failure with ``failure="refused"``."""
+    a failure with ``failure="refused"``. ``families`` (one per seed, instead of ``family`` for
+    all) runs each seed's scene as that task family (a stratified bank: ``core/stats.seed_bank``)."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
@@ -146,7 +148,12 @@ def evaluate_parallel(ckpt: str, seeds, workers: int = 2, family: str | None = N
     texts = list(instructions) if instructions is not None else [None] * len(seeds)
     if len(texts) != len(seeds):
         raise ValueError(f"{len(texts)} instructions for {len(seeds)} seeds")
-    jobs = [(int(s), family, replan_every, diagnose, t) for s, t in zip(seeds, texts)]
+    if families is not None and family is not None:
+        raise ValueError("give family (all seeds) or families (one per seed), not both")
+    fams = list(families) if families is not None else [family] * len(seeds)
+    if len(fams) != len(seeds):
+        raise ValueError(f"{len(fams)} families for {len(seeds)} seeds")
+    jobs = [(int(s), f, replan_every, diagnose, t) for s, f, t in zip(seeds, fams, texts)]
     results = []
     t0 = time.time()
     with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=mp.get_context("spawn"),
