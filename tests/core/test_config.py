@@ -118,6 +118,8 @@ def test_one_default_per_setting():
     assert {CollectConfig().expert_noise, nc.ExpertNodeConfig().expert_noise, DirectCollectConfig().expert_noise} == {0.0}
     # every graph passes the verbs' renderer; sim_node alone keeps its former default (auto)
     assert {CollectConfig().renderer, EvaluateConfig().renderer, DirectCollectConfig().renderer} == {"tiny"}
+    assert {CollectConfig().rho, ImproveConfig().rho, DirectCollectConfig().rho} == {0.0}
+    assert {CollectConfig().replan_every, ImproveConfig().replan_every, DirectCollectConfig().replan_every} == {1}
 
 
 def test_validate_runs_before_any_file_is_read(tmp_path):

@@ -12,7 +12,8 @@ from scipy import stats
 from vla_rl_ros.core.rl.bandit import NO_CLIP, TruncatedChunkBandit, clip_bias, estimate
 from vla_rl_ros.core.rl.config import RLConfig
 from vla_rl_ros.core.rl.exploration import (
-    ExplorationConfig, Explorer, truncnorm_logpdf, truncnorm_logpdf_torch, truncnorm_sample,
+    ExplorationConfig, Explorer, chain_conditionals, chain_logpdf, chain_sample, truncnorm_logpdf,
+    truncnorm_logpdf_torch, truncnorm_sample,
 )
 from vla_rl_ros.core.rl.objective import chunk_log_prob, dim_log_prob, policy_loss
 from vla_rl_ros.core.robot import PANDA
@@ -189,6 +190,83 @@ def test_clip_bias_is_measured_and_naive_estimators_are_worse():
     assert all_t["mse"] > 1.5 * ok["mse"], (all_t["mse"], ok["mse"])
 
 
+def test_coherent_chain_sampler_draws_from_its_logged_density_with_and_without_limits():
+    """AR(1) noise over a chunk's tokens (exploration ``rho``): without limits the chain is the
+    Gaussian with covariance σ² ρ^|i−j| (log-density equal to scipy's multivariate normal); with
+    limits each token, transformed by its logged conditional CDF, is uniform (probability
+    integral transform) — the sampler draws exactly from the density the logger records."""
+    from scipy.stats import multivariate_normal
+
+    rng = np.random.default_rng(1)
+    rho, H, s = 0.8, 4, 0.3
+    wide_lo, wide_hi = np.array([-1e3]), np.array([1e3])
+    mu = np.zeros((20000, H, 1))
+    sig = np.full_like(mu, s)
+    a = chain_sample(mu, sig, wide_lo, wide_hi, rho, rng)
+    assert np.corrcoef(a[:, 0, 0], a[:, 1, 0])[0, 1] == pytest.approx(rho, abs=0.02)
+    assert np.corrcoef(a[:, 0, 0], a[:, 3, 0])[0, 1] == pytest.approx(rho**3, abs=0.02)
+    cov = s * s * rho ** np.abs(np.subtract.outer(np.arange(H), np.arange(H)))
+    ref = multivariate_normal(np.zeros(H), cov).logpdf(a[:500, :, 0])
+    np.testing.assert_allclose(chain_logpdf(a[:500], mu[:500], sig[:500], wide_lo, wide_hi, rho).sum((1, 2)), ref,
+                               atol=1e-9)
+    # limits that bind: μ near the upper limit, the chain pushed against it
+    lo, hi = np.array([-1.0]), np.array([1.0])
+    mu = np.full((20000, H, 1), 0.85)
+    b = chain_sample(mu, sig, lo, hi, rho, rng)
+    assert b.min() >= lo[0] and b.max() <= hi[0] and (b > 0.95).mean() > 0.05
+    m, sc = chain_conditionals(b, mu, sig, lo, hi, rho)
+    for i in range(H):
+        u = stats.truncnorm.cdf(b[:, i, 0], (lo[0] - m[:, i, 0]) / sc[:, i, 0], (hi[0] - m[:, i, 0]) / sc[:, i, 0],
+                                loc=m[:, i, 0], scale=sc[:, i, 0])
+        assert stats.kstest(u, "uniform").pvalue > 1e-3, i
+    # ρ = 0 is the white sampler, uniform for uniform; ρ must stay below 1 (a degenerate density)
+    np.testing.assert_array_equal(chain_sample(mu[:5], sig[:5], lo, hi, 0.0, np.random.default_rng(2)),
+                                  truncnorm_sample(mu[:5], sig[:5], lo, hi, np.random.default_rng(2)))
+    with pytest.raises(ValueError, match="rho"):
+        chain_sample(mu[:5], sig[:5], lo, hi, 1.0, rng)
+    with pytest.raises(ValueError, match="rho"):
+        ExplorationConfig(rho=1.0).sigma_matrix(4, 8)
+
+
+def test_explorer_logs_each_token_given_the_previous_one():
+    lo, hi = PANDA.lower, PANDA.upper
+    mu = np.tile((lo + hi) / 2, (8, 1))
+    ex = Explorer(lo, hi, ExplorationConfig(sigma=[0.05], rho=0.9), seed=4)
+    a, sig = ex.perturb(mu)
+    lp = ex.token_log_probs(a, mu, sig)
+    assert lp.shape == (8,) and np.all(np.isfinite(lp))
+    np.testing.assert_allclose(lp, chain_logpdf(a, mu, sig, lo, hi, 0.9).sum(-1))
+    # coherent: consecutive tokens' noise is strongly correlated; the gripper (σ 0) executes μ
+    e = (a - mu)[:, :7] / 0.05
+    assert np.mean(e[1:] * e[:-1]) > 0.4 * np.mean(e * e)
+    assert np.array_equal(a[:, 7], mu[:, 7])
+    # and the torch density the update uses agrees, chain starting at the first executed token
+    from vla_rl_ros.core.rl.objective import chunk_log_prob
+
+    t = lambda x: torch.as_tensor(np.asarray(x)[None], dtype=torch.float64)  # noqa: E731
+    mask = torch.tensor([[1.0, 1, 1, 0, 0, 0, 0, 0]])
+    got = chunk_log_prob(t(mu), t(a), t(sig), mask, t(lo)[0], t(hi)[0], torch.tensor([0.9]))
+    assert float(got) == pytest.approx(float(lp[:3].sum()), abs=1e-6)
+
+
+def test_coherent_noise_estimator_is_unbiased_and_a_white_likelihood_is_not():
+    """The analytic bandit check with coherent (AR(1), ρ 0.8) noise over the chunk: train-rl's loss
+    with the chain's conditional likelihood is unbiased at the behaviour (5% bias ≥ 8 standard
+    errors away); scoring the same data as white noise is biased (many standard errors off)."""
+    import dataclasses
+
+    cfg = RLConfig()
+    b = TruncatedChunkBandit(rho=0.8, limits="wide")
+    res = estimate(b, b.w_b, cfg, batches=20, n=15000)
+    assert abs(res["projection_z"]) < 4.0 and res["max_abs_z"] < 4.5, res
+    assert res["power_z_5pct"] > 8.0, res["power_z_5pct"]
+    off = dataclasses.replace(cfg, clip=NO_CLIP, kl_coef=0.0)
+    ok = estimate(b, b.w_eval, off, batches=10, n=8000)
+    white = estimate(b, b.w_eval, off, batches=10, n=8000, kind="white_likelihood")
+    assert ok["max_abs_z"] < 4.5, ok["max_abs_z"]
+    assert white["max_abs_z"] > 10.0 and white["rel_bias"] > 5 * ok["rel_bias"], (white["rel_bias"], ok["rel_bias"])
+
+
 def test_explored_rollouts_train_rl_end_to_end(tmp_path):
     """Direct explored rollouts of a small policy -> train-rl -> a loadable v+1 checkpoint. The
     behaviour log-likelihood recomputed by the trainer from the *initial* head equals the logged
@@ -256,6 +334,18 @@ def test_explored_rollouts_train_rl_end_to_end(tmp_path):
     with pytest.raises(ValueError, match="ratio"):
         train_rl(RLConfig(data=[str(tmp_path / "ds")], init=str(init), out=str(tmp_path / "x"), ratio="token",
                           value_steps=1, threads=1), progress=False)
+    # chunks as the decision unit with coherent noise: k = 3 tokens open loop, ρ 0.9; each decision
+    # holds 3 executed tokens and the trainer's likelihood reproduces the logged one (ratio 1)
+    ck = DirectCollectConfig(seed=60, image_size=32, max_steps=12, policy=str(init), sigma=(0.05,),
+                             explore_seed=2, replan_every=3, rho=0.9)
+    assert collect_direct(str(tmp_path / "ds_chunk"), 2, ck, workers=1)["saved"] == 2
+    dc = next(iter(iter_episode_frames(tmp_path / "ds_chunk")))[1]
+    rows_c = decisions_from_episode(dc, 4, ("front",), 0.9)
+    assert [int(r["mask"].sum()) for r in rows_c] == [3] * (len(dc[S.ACTION]) // 3) + [len(dc[S.ACTION]) % 3] * (
+        len(dc[S.ACTION]) % 3 > 0)
+    chunked = train_rl(RLConfig(data=[str(tmp_path / "ds_chunk")], init=str(init), out=str(tmp_path / "rl_chunk"),
+                                epochs=1, batch_size=8, value_steps=20, threads=1, export_onnx=False), progress=False)
+    assert chunked["init_log_ratio_max"] < 1e-3 and chunked["logged_logp_gap_max"] < 1e-3, chunked
     # a selection of the dataset's episodes (train-rl --episodes): only those are loaded
     sub = train_rl(RLConfig(data=[str(tmp_path / "ds")], episode_ids="1:3", init=str(init), out=str(tmp_path / "rl_sub"),
                             epochs=1, batch_size=8, value_steps=20, threads=1, export_onnx=False), progress=False)
@@ -524,3 +614,57 @@ def test_one_update_step_raises_likelihood_of_positive_advantage_actions(lagging
     assert pos.sum() >= 5 and neg.sum() >= 5
     assert delta[pos].mean() > 0 > delta[neg].mean()
     assert float(np.dot(a, delta)) > 0  # the surrogate Σ A·Δlog π rose
+
+
+def test_filtered_and_awr_objectives_are_weighted_max_likelihood_of_the_executed_actions():
+    """objective filtered: the mean moves to the average executed action of the weighted decisions
+    (successes of mixed groups, core/rl/advantages.decision_weights); awr: to the exp(A/β)-weighted
+    average; decisions of groups whose rollouts agree carry weight 0 with drop_agreeing_groups."""
+    import dataclasses
+
+    from vla_rl_ros.core.rl.advantages import decision_weights
+    from vla_rl_ros.core.rl.objective import Samples, rl_objective
+    from vla_rl_ros.core.rl.samples import Decisions, EpisodeInfo
+
+    # 6 episodes, one decision each: scene A (episodes 0-2) mixed, scene B (3-4) all fail, 5 alone, succeeded
+    succ = [True, False, True, False, False, True]
+    info = EpisodeInfo(returns={e: (np.zeros(3), s) for e, s in enumerate(succ)}, rewards={},
+                       group={0: "A", 1: "A", 2: "A", 3: "B", 4: "B"})
+    dec = Decisions(images=None, state=None, lang=None, actions=None, mu_b=None, sigma=None, mask=None, logp_b=None,
+                    ret=np.zeros(6), episode=np.arange(6), version=np.zeros(6), t=np.zeros(6, int))
+    w, kept = decision_weights(RLConfig(objective="filtered"), dec, info)
+    assert w.tolist() == [1, 0, 1, 0, 0, 1] and kept["mixed_groups"] == 1 and kept["groups"] == 2
+    w, _ = decision_weights(RLConfig(drop_agreeing_groups=True), dec, info)
+    assert w.tolist() == [1, 1, 1, 0, 0, 1]
+    assert decision_weights(RLConfig(), dec, info)[0].tolist() == [1] * 6
+    with pytest.raises(ValueError, match="no decision carries weight"):
+        decision_weights(RLConfig(objective="filtered"), dec, dataclasses.replace(
+            info, returns={e: (np.zeros(3), False) for e in range(6)}))
+
+    g = torch.Generator().manual_seed(0)
+    n, H, D = 6, 2, 3
+    acts = torch.randn(n, H, D, generator=g, dtype=torch.float64)
+    sig = torch.full((n, H, D), 0.5, dtype=torch.float64)
+    mask = torch.tensor([[1.0, 0.0]] * n, dtype=torch.float64)
+    adv = torch.tensor([1.0, -1.0, 0.5, 0.0, -0.5, 2.0], dtype=torch.float64)
+    lo, hi = torch.full((D,), -1e3, dtype=torch.float64), torch.full((D,), 1e3, dtype=torch.float64)
+    for objective, weight, target_w in (
+        ("filtered", torch.tensor([1.0, 0, 1, 0, 0, 1], dtype=torch.float64), torch.tensor([1.0, 0, 1, 0, 0, 1])),
+        ("awr", None, torch.exp(adv)),
+    ):
+        cfg = RLConfig(objective=objective, kl_coef=0.0, awr_beta=1.0)
+        mu0 = torch.zeros(H, D, dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.LBFGS([mu0], max_iter=200, line_search_fn="strong_wolfe")
+        s = Samples(actions=acts, sigma=sig, mask=mask, logp_b=torch.zeros(n, dtype=torch.float64), adv=adv,
+                    mu_b=torch.zeros_like(acts), mu_base=torch.zeros_like(acts), sig_ref=sig, weight=weight)
+
+        def closure():
+            opt.zero_grad()
+            loss, _, _ = rl_objective(mu0.expand(n, H, D), s, cfg, lo, hi)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        tw = target_w.double()
+        expected = (tw[:, None] * acts[:, 0]).sum(0) / tw.sum()
+        torch.testing.assert_close(mu0.detach()[0], expected, atol=1e-5, rtol=0)

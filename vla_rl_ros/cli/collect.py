@@ -44,6 +44,10 @@ class CollectConfig(RosOptions):
     gripper_sigma: float = opt(0.0, "--checkpoint: exploration σ of the gripper (m)")
     explore_seed: int = opt(0, "--checkpoint: seed of the exploration noise")
     seed_repeat: int = opt(1, "roll each scene (seed) out this many times in a row (groups for train-rl's baseline)")
+    replan_every: int = opt(1, "--checkpoint: plan every k ticks and run the chunk's first k tokens open loop "
+                               "(train-rl's decision unit)")
+    rho: float = opt(0.0, "--checkpoint: correlation of the exploration noise of consecutive tokens of a chunk "
+                          "(AR(1), [0, 1)); 0: white")
 
     def validate(self) -> None:
         from vla_rl_ros.core.sim.tasks import FAMILIES
@@ -171,8 +175,12 @@ def _collect_direct(cfg: CollectConfig, out: Path, before: int) -> int:
         seed=cfg.seed, family=cfg.family or None, expert_noise=cfg.expert_noise, image_size=cfg.image_size,
         control_rate=cfg.control_rate, max_steps=cfg.max_steps, renderer=cfg.renderer,
         policy=policy, sigma=tuple(cfg.sigma), gripper_sigma=cfg.gripper_sigma, explore_seed=cfg.explore_seed,
-        seed_repeat=cfg.seed_repeat,
+        seed_repeat=cfg.seed_repeat, replan_every=cfg.replan_every, rho=cfg.rho,
     )
+    try:
+        dc.validate()
+    except ValueError as e:
+        die(str(e))
     bar = tqdm(total=cfg.episodes, unit="ep", desc="collecting (direct)", dynamic_ncols=True)
 
     def progress(n, ok):

@@ -55,6 +55,17 @@ class DirectCollectConfig:
     backend: str = opt("onnxruntime", "inference backend of the policy", choices=BACKENDS)
     seed_repeat: int = opt(1, "each scene (seed) is rolled out this many times in a row, with different "
                               "exploration noise: groups for train-rl's leave-one-out baseline")
+    replan_every: int = opt(1, "explored rollouts: the policy plans a chunk every k ticks and its first k tokens "
+                               "run open loop (the decision unit of train-rl); 1 replans every tick")
+    rho: float = opt(0.0, "explored rollouts: correlation of the exploration noise of consecutive tokens of a "
+                          "chunk (AR(1), in [0, 1)); 0: white noise per token")
+
+    def validate(self) -> None:
+        from vla_rl_ros.core.config import require
+
+        require(self.replan_every >= 1, "replan_every must be >= 1")
+        require(0.0 <= self.rho < 1.0, f"rho must be in [0, 1), got {self.rho}")
+        require(self.seed_repeat >= 1, "seed_repeat must be >= 1")
 
 
 _WORLD = None
@@ -160,11 +171,14 @@ def expert_episode(world, expert, seed: int, family: str | None, horizon: int = 
             return frames, task.instruction, meta
 
 
-def policy_episode(world, runtime, explorer, seed: int, family: str | None) -> tuple[list, str, dict]:
+def policy_episode(world, runtime, explorer, seed: int, family: str | None, replan_every: int = 1
+                   ) -> tuple[list, str, dict]:
     """One rollout of ``runtime`` (a PolicyRuntime) with ``explorer`` → (frames, instruction, meta).
-    Tick semantics as :func:`expert_episode` and the graph (policy answering within a tick)."""
+    Tick semantics as :func:`expert_episode` and the graph (policy answering within a tick). The
+    policy is asked every ``replan_every`` ticks; the tokens of its chunk run open loop until the
+    next one, each logged with its log-likelihood given the chunk's previous token
+    (:meth:`~vla_rl_ros.core.rl.exploration.Explorer.token_log_probs`)."""
     from vla_rl_ros.core.policy.runtime import Observation
-    from vla_rl_ros.core.recording import step_log_prob
 
     world.reset(seed=seed, family=family)
     task = world.task
@@ -172,19 +186,24 @@ def policy_episode(world, runtime, explorer, seed: int, family: str | None) -> t
     dt = 1.0 / world.config.control_rate
     frames, ret, k = [], 0.0, 0
     cams = list(world.config.cameras)
+    mu = executed = sigma = token_lp = None
     while True:
         obs = world.observe(render=True)
         env = environment_state(world)
         q = obs["state"]
-        mu = np.clip(runtime.infer(Observation(obs["images"], q, task.instruction)), PANDA.lower, PANDA.upper)
-        executed, sigma = explorer.perturb(mu)
-        stamp_ns = int(round(k * dt * 1e9))
-        sched.offer(executed, k, stamp_ns)  # replanned every tick: the newest chunk is this one
+        if k % replan_every == 0:
+            mu = np.clip(runtime.infer(Observation(obs["images"], q, task.instruction)), PANDA.lower, PANDA.upper)
+            if replan_every > len(mu):
+                raise ValueError(f"replan_every {replan_every} exceeds the policy's horizon {len(mu)}")
+            executed, sigma = explorer.perturb(mu)
+            token_lp = None if sigma is None else explorer.token_log_probs(executed, mu, sigma)
+            stamp_ns = int(round(k * dt * 1e9))
+            sched.offer(executed, k, stamp_ns)
         target, ref = sched.target(k)
         _, index = parse_reference(ref)
         i = min(max(index, 0), len(mu) - 1)
         sig_row = np.zeros(PANDA.dof) if sigma is None else sigma[i]
-        logp = 0.0 if sigma is None else step_log_prob(target, mu[i], sig_row, PANDA.lower, PANDA.upper)
+        logp = 0.0 if sigma is None else float(token_lp[i])
         world.apply_action(target)
         info = world.step_control()
         ret += info.reward
@@ -193,21 +212,51 @@ def policy_episode(world, runtime, explorer, seed: int, family: str | None) -> t
         if info.done:
             meta = {"seed": seed, "family": task.family, "instruction": task.instruction,
                     "success": bool(info.success), "steps": k, "return": ret, "source": "direct",
-                    "policy_version": int(runtime.version), "mode": explorer.mode}
+                    "policy_version": int(runtime.version), "mode": explorer.mode,
+                    "exploration": {"rho": float(explorer.cfg.rho), "replan_every": int(replan_every)}}
             return frames, task.instruction, meta
+
+
+def make_explorer(cfg: DirectCollectConfig, seed: int, rep: int):
+    """The explorer of rollout ``rep`` of scene ``seed``: its noise depends on (explore_seed, seed, rep) only."""
+    from vla_rl_ros.core.rl.exploration import ExplorationConfig, Explorer
+
+    return Explorer(PANDA.lower, PANDA.upper,
+                    ExplorationConfig(sigma=list(cfg.sigma), gripper_sigma=cfg.gripper_sigma, rho=cfg.rho),
+                    seed=(cfg.explore_seed * 1_000_003 + seed + rep * 7_919_993) % (2**63), mode=cfg.mode)
 
 
 def _run_one(args) -> tuple[list, str, dict]:
     seed, family, horizon, rep = args
     if _POLICY is not None:
-        from vla_rl_ros.core.rl.exploration import ExplorationConfig, Explorer
-
-        ex = Explorer(PANDA.lower, PANDA.upper,
-                      ExplorationConfig(sigma=list(_CFG.sigma), gripper_sigma=_CFG.gripper_sigma),
-                      seed=(_CFG.explore_seed * 1_000_003 + seed + rep * 7_919_993) % (2**63), mode=_CFG.mode)
-        frames, task, meta = policy_episode(_WORLD, _POLICY, ex, seed, family)
+        frames, task, meta = policy_episode(_WORLD, _POLICY, make_explorer(_CFG, seed, rep), seed, family,
+                                            _CFG.replan_every)
         return frames, task, {**meta, "repeat": rep}
     return expert_episode(_WORLD, _EXPERT, seed, family, horizon)
+
+
+def _run_outcome(job) -> dict:
+    seed, family, rep = job
+    _, _, meta = policy_episode(_WORLD, _POLICY, make_explorer(_CFG, seed, rep), seed, family, _CFG.replan_every)
+    return {"seed": seed, "family": meta["family"], "repeat": rep, "success": meta["success"], "steps": meta["steps"]}
+
+
+def rollout_outcomes(cfg: DirectCollectConfig, jobs, workers: int = 2, progress=None) -> list[dict]:
+    """Outcomes of rollouts of ``cfg.policy`` (explored, or the mean with ``mode="deploy"``) without
+    recording them: ``jobs`` are (seed, family or None, repeat) triples, each rollout's noise
+    seeded as in :func:`collect_direct`. Returns one dict per job, in order (seed, family, repeat,
+    success, steps); ``progress(n_done)`` after each."""
+    if not cfg.policy:
+        raise ValueError("rollout_outcomes needs cfg.policy (a checkpoint)")
+    cfg.validate()
+    out = []
+    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=mp.get_context("spawn"),
+                             initializer=_worker_init, initargs=(cfg,)) as pool:
+        for r in pool.map(_run_outcome, [tuple(j) for j in jobs], chunksize=1):
+            out.append(r)
+            if progress:
+                progress(len(out))
+    return out
 
 
 def collect_direct(out: str, episodes: int, cfg: DirectCollectConfig, workers: int = 2,
@@ -219,6 +268,7 @@ def collect_direct(out: str, episodes: int, cfg: DirectCollectConfig, workers: i
     from vla_rl_ros.core.data.schema import make_features
     from vla_rl_ros.core.data.writer import EpisodeWriter
 
+    cfg.validate()
     features = make_features(list(PANDA.joint_names), ("front",), image_shape=(cfg.image_size, cfg.image_size),
                              environment_state=ENV_STATE_NAMES)
     writer = EpisodeWriter(root=out, repo_id=repo_id, fps=int(round(cfg.control_rate)), features=features,

@@ -53,6 +53,10 @@ class ImproveConfig:
     gripper_sigma: float = opt(0.0, "exploration σ of the gripper (m); 0: not explored, the gripper executes μ")
     seed_repeat: int = opt(5, "rollouts per scene (seed) in a row, each with its own noise: train-rl's group "
                               "baseline is the leave-one-out mean of the scene's other rollouts", aliases=("--group-size",))
+    replan_every: int = opt(1, "collection: plan every k ticks and run the chunk's first k tokens open loop "
+                               "(the decision unit of the RL update); 1 replans every tick")
+    rho: float = opt(0.0, "collection: correlation of the exploration noise of consecutive tokens of a chunk "
+                          "(AR(1), [0, 1)); 0: white noise per token")
     seed: int = opt(0, "training seed (exploration noise; round r's RL update uses seed + 1000 r)")
     rl_threads: int = opt(2, "torch threads of each RL update")
     real_time_factor: float = opt(3.0, "real-time factor of the simulated collection (graph)", aliases=("--speed",))
@@ -73,6 +77,11 @@ class ImproveConfig:
         require(self.max_steps >= 1, "max_steps must be >= 1")
         require(self.real_time_factor > 0, "real_time_factor must be > 0")
         require(all(s >= 0 for s in self.sigma) and self.gripper_sigma >= 0, "sigma and gripper_sigma must be >= 0")
+        require(self.replan_every >= 1, "replan_every must be >= 1")
+        require(0.0 <= self.rho < 1.0, f"rho must be in [0, 1), got {self.rho}")
+        require(self.direct or (self.replan_every == 1 and self.rho == 0.0),
+                "replan_every > 1 and rho > 0 are direct collection only (--direct): the explore graph's "
+                "exploration_node perturbs each chunk with white noise and the policy node replans every tick")
 
     @property
     def scenes_per_round(self) -> int:
@@ -104,7 +113,8 @@ class DirectCollector:
         c = self.cfg
         dc = DirectCollectConfig(seed=c.collect_seed + round_index * c.scenes_per_round, seed_repeat=c.seed_repeat,
                                  image_size=self.image_size, policy=checkpoint, sigma=tuple(c.sigma),
-                                 gripper_sigma=c.gripper_sigma, explore_seed=c.seed, max_steps=c.max_steps)
+                                 gripper_sigma=c.gripper_sigma, explore_seed=c.seed, max_steps=c.max_steps,
+                                 replan_every=c.replan_every, rho=c.rho)
         res = collect_direct(str(self.data), c.episodes_per_round, dc, workers=c.workers,
                              progress=lambda n, ok: progress(n))
         k, n = res["success"], res["episodes"]

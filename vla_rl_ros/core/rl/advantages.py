@@ -114,6 +114,38 @@ def gae_advantages(dec: Decisions, values: np.ndarray, episodes: EpisodeInfo, ga
     return adv
 
 
+def decision_weights(cfg: RLConfig, dec: Decisions, episodes: EpisodeInfo) -> tuple[torch.Tensor, dict]:
+    """Per-decision weight of the update (N,) and what it kept.
+
+    A scene's *group* is its rollouts under one policy version (:attr:`EpisodeInfo.group`); a group
+    is *mixed* when some of its rollouts succeeded and some failed. ``objective filtered``: 1 for
+    decisions of successful rollouts of mixed groups (every success when no scene repeats), else 0.
+    ``drop_agreeing_groups``: 0 for decisions of groups that are not mixed (they say nothing about
+    what made the difference). Otherwise 1."""
+    members: dict = {}
+    for e, k in episodes.group.items():
+        members.setdefault(k, []).append(e)
+    succ = {e: bool(ok) for e, (_, ok) in episodes.returns.items()}
+    mixed_ep = {e: len({succ[j] for j in members[k]}) == 2 for e, k in episodes.group.items() if len(members[k]) > 1}
+    ep = [int(e) for e in dec.episode]
+    success = np.array([succ[e] for e in ep])
+    grouped = np.array([e in mixed_ep for e in ep])
+    mixed = np.array([mixed_ep.get(e, False) for e in ep])
+    w = np.ones(len(ep))
+    if cfg.objective == "filtered":
+        w = (success & (mixed | ~grouped)).astype(np.float64)
+    if cfg.drop_agreeing_groups:
+        w = w * (mixed | ~grouped)
+    if not np.any(w > 0):
+        raise ValueError(f"no decision carries weight (objective {cfg.objective}, drop_agreeing_groups "
+                         f"{cfg.drop_agreeing_groups}): every scene's rollouts agree; explore more (more rollouts per "
+                         f"scene, a larger sigma) or turn the filter off")
+    n_groups = len(set(episodes.group[e] for e in mixed_ep))
+    n_mixed = len(set(episodes.group[e] for e, m in mixed_ep.items() if m))
+    return torch.from_numpy(w).float(), {"groups": n_groups, "mixed_groups": n_mixed,
+                                         "decisions_weighted": int(np.sum(w > 0)), "decisions": len(ep)}
+
+
 def estimate_advantages(cfg: RLConfig, dec: Decisions, episodes: EpisodeInfo,
                         critic: Critic) -> tuple[torch.Tensor, str, float]:
     """The advantage estimator ``cfg`` names, normalised when ``cfg.normalize_advantages``.

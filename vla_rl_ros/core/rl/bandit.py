@@ -27,7 +27,12 @@ reward under the behaviour: a baseline that depends on neither the action nor W)
   :func:`clip_bias` measures by how much (printed by ``python -m vla_rl_ros.core.rl.bandit``).
 * Naive alternatives (:data:`ESTIMATORS`): ``no_behaviour`` ignores the logged likelihood
   (ratio ≡ 1, biased toward ∇J(W_b)); ``all_tokens`` puts unexecuted tokens into the ratio and
-  score (unbiased, noisier).
+  score (unbiased, noisier); ``white_likelihood`` scores coherent noise (``rho`` > 0) as if every
+  token were drawn on its own (biased: the tokens' noises are correlated).
+* Coherent noise (``rho`` > 0, :func:`.exploration.chain_sample`): every token is marginally
+  N(μ, σ²) when the limits do not bind, so J is the same closed form; the bandit is then built
+  with ``limits="wide"`` (limits 100 σ away) and the estimator must be unbiased with the chain's
+  conditional likelihood (:func:`.exploration.chain_logpdf`).
 
 Test statistic (:func:`estimate`): the estimate's projection on the analytic gradient,
 s = ⟨ĝ, g⟩ / ⟨g, g⟩ (1 when unbiased), with its standard error over independent batches; a bias
@@ -42,10 +47,10 @@ import numpy as np
 import torch
 
 from vla_rl_ros.core.rl.config import RLConfig
-from vla_rl_ros.core.rl.exploration import truncnorm_logpdf, truncnorm_sample
+from vla_rl_ros.core.rl.exploration import chain_conditionals, chain_sample, truncnorm_logpdf
 from vla_rl_ros.core.rl.objective import Samples, rl_objective
 
-ESTIMATORS = ("correct", "no_behaviour", "all_tokens")
+ESTIMATORS = ("correct", "no_behaviour", "all_tokens", "white_likelihood")
 #: executed token sets per decision: replanning every tick, two tokens of one chunk, a lagging chunk
 PATTERNS = ((0,), (0, 1), (1, 2))
 #: a clip ε that never binds (ratios stay far below 1 + 1e9): the plain importance-weighted estimator
@@ -64,12 +69,17 @@ def _truncnorm_moments(mu: torch.Tensor, sigma: torch.Tensor, lo: torch.Tensor, 
 
 
 class TruncatedChunkBandit:
-    def __init__(self, contexts: int = 8, d: int = 3, horizon: int = 4, seed: int = 0):
+    def __init__(self, contexts: int = 8, d: int = 3, horizon: int = 4, seed: int = 0, rho: float = 0.0,
+                 limits: str = "near"):
         g = np.random.default_rng(seed)
-        self.h, self.d = horizon, d
+        self.h, self.d, self.rho = horizon, d, rho
         self.lo = np.array([-1.0, -0.5])
         self.hi = np.array([1.0, 1.5])
         self.sigma = np.array([0.5, 0.5])
+        if limits == "wide":  # 100 σ away: the chain is the plain AR(1) Gaussian, J in closed form
+            self.lo, self.hi = self.lo - 50.0, self.hi + 50.0
+        elif limits != "near":
+            raise ValueError(f"limits must be near or wide, got {limits!r}")
         self.o = np.concatenate([np.ones((contexts, 1)), g.normal(size=(contexts, d - 1))], axis=1)
         D = len(self.lo)
         center = (self.lo + self.hi) / 2
@@ -113,11 +123,14 @@ class TruncatedChunkBandit:
         p = rng.integers(0, len(PATTERNS), n)
         mu_b = np.einsum("idk,nk->nid", self.w_b, self.o[j])
         sig = np.broadcast_to(self.sigma, mu_b.shape)
-        a = truncnorm_sample(mu_b, sig, self.lo, self.hi, rng)  # the whole chunk is sampled
+        a = chain_sample(mu_b, sig, self.lo, self.hi, self.rho, rng)  # the whole chunk is sampled
         mask = self.masks()[p]
         c = np.einsum("idk,nk->nid", self.c, self.o[j])
         r = -(((a - c) ** 2).sum(-1) * mask).sum(1)  # only the executed tokens act
-        logp_b = (truncnorm_logpdf(a, mu_b, sig, self.lo, self.hi).sum(-1) * mask).sum(1)  # what the logger writes
+        # what the logger writes: each executed token given the previous executed one of its chunk
+        start = (mask > 0) & ~np.concatenate([np.zeros((n, 1), bool), mask[:, :-1] > 0], axis=1)
+        m_c, s_c = chain_conditionals(a, mu_b, sig, self.lo, self.hi, self.rho, start)
+        logp_b = (truncnorm_logpdf(a, m_c, s_c, self.lo, self.hi).sum(-1) * mask).sum(1)
         with torch.no_grad():
             v_b = self.expected_reward(self._t(self.w_b)).numpy()[j, p]
         # padding as core/rl/samples.py lays out unexecuted tokens: action 0, σ 1, mask 0
@@ -140,16 +153,24 @@ class TruncatedChunkBandit:
         if kind == "all_tokens":  # ratio and score over every planned token, executed or not
             acts, mu_b = t(batch["a_full"]), t(batch["mu_b_full"])
             sig, mask = t(np.broadcast_to(self.sigma, acts.shape).copy()), torch.ones_like(mask)
-            logp_b = t((truncnorm_logpdf(batch["a_full"], batch["mu_b_full"], self.sigma, self.lo, self.hi)).sum((-1, -2)))
+            sig_full = np.broadcast_to(self.sigma, batch["a_full"].shape)
+            m_c, s_c = chain_conditionals(batch["a_full"], batch["mu_b_full"], sig_full, self.lo, self.hi, self.rho)
+            logp_b = t(truncnorm_logpdf(batch["a_full"], m_c, s_c, self.lo, self.hi).sum((-1, -2)))
         sig_ref = sig[:, :1].expand_as(sig)
+        rho = torch.full((len(acts),), float(self.rho), dtype=torch.float64)
         s = Samples(actions=acts, sigma=sig, mask=mask, logp_b=logp_b, adv=bias * t(batch["adv"]), mu_b=mu_b,
-                    mu_base=t(np.einsum("idk,nk->nid", self.w_b, batch["o"])), sig_ref=sig_ref)
-        if kind == "no_behaviour":  # ratio ≡ 1: the score of the current policy, unweighted
+                    mu_base=t(np.einsum("idk,nk->nid", self.w_b, batch["o"])), sig_ref=sig_ref, rho=rho)
+        if kind in ("no_behaviour", "white_likelihood"):
             from vla_rl_ros.core.rl.objective import chunk_log_prob
 
-            with torch.no_grad():
-                mu_c = torch.minimum(torch.maximum(mu, t(self.lo)), t(self.hi))
-                s.logp_b = chunk_log_prob(mu_c, acts, sig, mask, t(self.lo), t(self.hi))
+            if kind == "white_likelihood":  # coherent noise scored token by token
+                s.rho = None
+                with torch.no_grad():
+                    s.logp_b = chunk_log_prob(mu_b, acts, sig, mask, t(self.lo), t(self.hi))
+            else:  # ratio ≡ 1: the score of the current policy, unweighted
+                with torch.no_grad():
+                    mu_c = torch.minimum(torch.maximum(mu, t(self.lo)), t(self.hi))
+                    s.logp_b = chunk_log_prob(mu_c, acts, sig, mask, t(self.lo), t(self.hi), s.rho)
         loss, _, _ = rl_objective(mu, s, cfg, t(self.lo), t(self.hi))
         (g,) = torch.autograd.grad(-loss, wt)
         return g.numpy()

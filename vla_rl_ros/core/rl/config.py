@@ -18,6 +18,7 @@ RATIO = ("chunk", "dim")
 BASELINE = ("auto", "group", "value")
 ADVANTAGE = ("mc", "gae")
 CRITIC = ("auto", "privileged", "features")
+OBJECTIVE = ("ratio", "awr", "filtered")
 
 
 def _f(default, help: str, **kw):
@@ -39,6 +40,14 @@ class RLConfig:
     version: int = _f(0, "version of the result (0: init's version + 1)")
     export_onnx: bool = _f(True, "also export model.onnx next to the checkpoint (parity-checked)")
     # --- policy update
+    objective: str = _f("ratio", "ratio: the likelihood-ratio policy gradient (PPO-clipped); awr: advantage-weighted "
+                                 "regression (max-likelihood of the executed actions, weights exp(A/β)); filtered: "
+                                 "imitation of the successful rollouts of scenes whose rollouts disagree",
+                        choices=OBJECTIVE)
+    awr_beta: float = _f(1.0, "objective awr: temperature β of the weights exp(A/β) (advantages in std units)")
+    awr_max_weight: float = _f(20.0, "objective awr: upper clamp of each weight exp(A/β)")
+    drop_agreeing_groups: bool = _f(False, "leave out decisions of scenes whose rollouts all succeeded or all "
+                                           "failed (they carry no signal about what made the difference)")
     epochs: int = _f(10, "passes over the decisions")
     batch_size: int = _f(128, "decisions per minibatch")
     lr: float = _f(5e-5, "AdamW learning rate of the trained parameters")
@@ -96,7 +105,7 @@ class RLConfig:
             raise ValueError("init: a checkpoint to start from is required")
         if not self.out:
             raise ValueError("out: an output directory is required")
-        positive = ("epochs", "batch_size", "lr", "grad_clip_norm", "clip", "log_ratio_max", "anchor_sigma",
+        positive = ("awr_beta", "awr_max_weight", "epochs", "batch_size", "lr", "grad_clip_norm", "clip", "log_ratio_max", "anchor_sigma",
                     "target_kl", "logp_check_tol", "value_steps", "value_lr", "value_hidden", "value_batch",
                     "critic_max_mse", "threads")
         for name in positive:

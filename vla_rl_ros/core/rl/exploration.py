@@ -15,6 +15,24 @@ inverse-CDF draw is one uniform per dimension, fixed cost, and reproducible from
 Away from the limits (|μ − limit| ≫ σ) the normaliser is 1 and this is the plain Gaussian.
 ``σ`` may vary by token index (``sigma_per_token``) and follow a schedule over rounds.
 
+**Coherent noise over a chunk** (``rho`` > 0). White noise per token averages out within the
+few ticks a joint-position controller needs to respond: executed open loop for k ticks, a chunk
+perturbed token by token barely moves the arm off μ's path. With ``rho`` the noise of a chunk is a
+first-order autoregressive (AR(1), "coloured") sequence over its tokens, written as a chain of
+truncated conditionals, per joint:
+
+    a_0 ~ N_[lo,hi](μ_0, σ_0²)
+    a_i ~ N_[lo,hi](m_i, σ_i² (1 − ρ²)),   m_i = clip(μ_i + ρ σ_i (a_{i−1} − μ_{i−1}) / σ_{i−1}, lo, hi)
+
+Without limits this is the stationary AR(1): every token is marginally N(μ_i, σ_i²) and
+corr(ε_i, ε_j) = ρ^|i−j| (ρ → 1: one ε per chunk; ρ = 0: white). Its log-density is the sum of
+the conditionals' truncated log-densities (:func:`chain_logpdf`), exact with the limits, and
+differentiable in μ (:func:`chain_logpdf_torch`, the RL update's). A chunk's executed tokens are
+a prefix of it when the policy answers within a tick, so their likelihood is the product of their
+own conditionals; a chunk whose first executed token is k0 > 0 (a lagging policy, graph only) is
+scored as a chain starting at k0, exact away from the limits (token k0 is then marginally
+N(μ, σ²)). ρ = 1 exactly would be a degenerate density and is refused.
+
 Numpy functions (used in the nodes, on the control path) and torch functions (used in the RL
 update, differentiable in μ) compute the same density; tests check they agree.
 """
@@ -53,12 +71,17 @@ def truncnorm_logpdf(a, mu, sigma, lo, hi) -> np.ndarray:
 
 def truncnorm_sample(mu, sigma, lo, hi, rng: np.random.Generator) -> np.ndarray:
     """Inverse-CDF sample of N(μ, σ²) truncated to [lo, hi] (exact, one uniform per element)."""
+    mu = np.asarray(mu, dtype=np.float64)
+    return truncnorm_from_uniform(mu, sigma, lo, hi, rng.random(mu.shape))
+
+
+def truncnorm_from_uniform(mu, sigma, lo, hi, u) -> np.ndarray:
+    """The inverse CDF of N(μ, σ²) truncated to [lo, hi] at uniforms ``u``; σ = 0 returns μ."""
     mu, sigma = np.asarray(mu, dtype=np.float64), np.asarray(sigma, dtype=np.float64)
     lo, hi = np.broadcast_to(lo, mu.shape), np.broadcast_to(hi, mu.shape)
     fixed = sigma <= 0  # σ = 0: not explored, μ is executed (a uniform is still drawn: same stream)
     sigma = np.where(fixed, 1.0, sigma)
     alpha, beta = (lo - mu) / sigma, (hi - mu) / sigma
-    u = rng.random(mu.shape)
     # sample in the tail with more mass measured from its far side, to keep precision
     flip = alpha > 0
     a = np.where(flip, -beta, alpha)
@@ -84,6 +107,77 @@ def truncnorm_logpdf_torch(a, mu, sigma, lo, hi):
     return -0.5 * z**2 - torch.log(sigma) - LOG_SQRT_2PI - log_mass
 
 
+def chain_logpdf(a, mu, sigma, lo, hi, rho: float) -> np.ndarray:
+    """(…, H, D) log-density of each token of an AR(1) chain (module doc) given the previous token
+    of the same chunk; ``rho = 0``: :func:`truncnorm_logpdf` token by token. Entries with σ = 0
+    (not explored) are returned as 0."""
+    a, mu, sigma = (np.asarray(v, dtype=np.float64) for v in (a, mu, sigma))
+    on = sigma > 0
+    s1 = np.where(on, sigma, 1.0)
+    m, s = chain_conditionals(a, mu, s1, lo, hi, rho)
+    return np.where(on, truncnorm_logpdf(a, m, s, lo, hi), 0.0)
+
+
+def chain_conditionals(a, mu, sigma, lo, hi, rho: float, start=None):
+    """Conditional means and σ of every token of the chain (numpy; σ > 0 everywhere). ``start``
+    (…, H) bool: tokens that start a chain (default: token 0 only)."""
+    if not 0.0 <= rho < 1.0:
+        raise ValueError(f"rho must be in [0, 1), got {rho}")
+    m, s = mu.copy(), sigma.copy()
+    if rho == 0.0:
+        return m, s
+    prev = np.zeros_like(mu)
+    prev[..., 1:, :] = (a[..., :-1, :] - mu[..., :-1, :]) / sigma[..., :-1, :]
+    cont = np.ones(mu.shape[:-1], dtype=bool)
+    cont[..., 0] = False
+    if start is not None:
+        cont &= ~np.asarray(start, dtype=bool)
+    c = cont[..., None]
+    m = np.where(c, np.clip(mu + rho * sigma * prev, lo, hi), mu)
+    s = np.where(c, sigma * math.sqrt(1.0 - rho * rho), sigma)
+    return m, s
+
+
+def chain_logpdf_torch(a, mu, sigma, lo, hi, rho, start):
+    """Torch version of :func:`chain_logpdf` for the RL update: (B, H, D) per-token conditional
+    log-densities, differentiable in ``mu``. ``rho`` (B,) per decision (0: white noise);
+    ``start`` (B, H) bool marks tokens that start a chain (the first executed token of a decision).
+    σ must be > 0 everywhere (the caller substitutes 1 where a dimension is not explored)."""
+    import torch
+
+    r = rho.to(mu.dtype)[:, None, None]
+    prev = torch.zeros_like(mu)
+    prev[:, 1:] = (a[:, :-1] - mu[:, :-1]) / sigma[:, :-1]
+    cont = (~start).clone()
+    cont[:, 0] = False
+    c = cont[..., None] & (r > 0)
+    m = torch.where(c, torch.minimum(torch.maximum(mu + r * sigma * prev, lo), hi), mu)
+    s = torch.where(c, sigma * torch.sqrt(1.0 - r * r), sigma)
+    return truncnorm_logpdf_torch(a, m, s, lo, hi)
+
+
+def chain_sample(mu, sigma, lo, hi, rho: float, rng: np.random.Generator) -> np.ndarray:
+    """Sample (…, H, D) chunks from the chain (module doc): token by token (axis −2), each from its
+    truncated conditional; ``rho = 0`` is :func:`truncnorm_sample` (the same uniforms, the same
+    result)."""
+    if rho == 0.0:
+        return truncnorm_sample(mu, sigma, lo, hi, rng)
+    if not 0.0 < rho < 1.0:
+        raise ValueError(f"rho must be in [0, 1), got {rho}")
+    mu, sigma = np.asarray(mu, dtype=np.float64), np.asarray(sigma, dtype=np.float64)
+    out = np.empty_like(mu)
+    q = math.sqrt(1.0 - rho * rho)
+    u = rng.random(mu.shape)  # the same number of uniforms as the white sampler
+    for i in range(mu.shape[-2]):
+        m, s = mu[..., i, :], sigma[..., i, :]
+        if i > 0:
+            sp = sigma[..., i - 1, :]
+            prev = np.where(sp > 0, (out[..., i - 1, :] - mu[..., i - 1, :]) / np.where(sp > 0, sp, 1.0), 0.0)
+            m, s = np.clip(m + rho * s * prev, lo, hi), s * q
+        out[..., i, :] = truncnorm_from_uniform(m, s, lo, hi, u[..., i, :])
+    return out
+
+
 def gaussian_logpdf_torch(a, mu, sigma):
     import torch
 
@@ -102,12 +196,15 @@ class ExplorationConfig:
     so sensitive to the gripper that the arm cannot be updated.
     ``token_scale``: multiplies σ of token i (last value repeats), e.g. more noise late in a chunk.
     ``schedule``: σ multiplier per round (last value repeats), e.g. ``[1.0, 0.8, 0.6]``.
+    ``rho``: correlation of the noise of consecutive tokens of a chunk (AR(1), module doc);
+    0 = white noise per token.
     """
 
     sigma: list = field(default_factory=lambda: [DEFAULT_SIGMA])
     gripper_sigma: float = 0.0
     token_scale: list = field(default_factory=lambda: [1.0])
     schedule: list = field(default_factory=lambda: [1.0])
+    rho: float = 0.0
 
     def sigma_matrix(self, horizon: int, dof: int, round_index: int = 0) -> np.ndarray:
         s = np.asarray(self.sigma, dtype=np.float64).ravel()
@@ -126,6 +223,8 @@ class ExplorationConfig:
         m = float(sched[min(round_index, sched.size - 1)])
         if m <= 0 or np.any(ts <= 0):
             raise ValueError("token_scale and schedule must be > 0")
+        if not 0.0 <= self.rho < 1.0:
+            raise ValueError(f"rho must be in [0, 1), got {self.rho}")
         out = m * ts[:, None] * s[None, :]
         return out
 
@@ -157,4 +256,10 @@ class Explorer:
         # support, so the mean the policy *can* mean is its projection onto them
         mu_c = np.clip(mu, self.lower, self.upper)
         sigma = self.cfg.sigma_matrix(mu.shape[0], mu.shape[1], self.round_index)
-        return truncnorm_sample(mu_c, sigma, self.lower, self.upper, self.rng), sigma
+        return chain_sample(mu_c, sigma, self.lower, self.upper, self.cfg.rho, self.rng), sigma
+
+    def token_log_probs(self, executed: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+        """(H,) log-likelihood of each token of a chunk ``perturb`` returned, given the chunk's
+        previous token (summed over explored joints): what the logger records per executed tick."""
+        mu_c = np.clip(np.asarray(mu, dtype=np.float64), self.lower, self.upper)
+        return chain_logpdf(executed, mu_c, sigma, self.lower, self.upper, self.cfg.rho).sum(-1)

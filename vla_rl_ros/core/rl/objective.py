@@ -24,21 +24,39 @@ is the same policy gradient (Σ ∇log π_i · A, up to the 1/n average), and ea
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 import torch
 
 from vla_rl_ros.core.rl.config import RLConfig
-from vla_rl_ros.core.rl.exploration import gaussian_logpdf_torch, truncnorm_logpdf_torch
+from vla_rl_ros.core.rl.exploration import chain_logpdf_torch, gaussian_logpdf_torch, truncnorm_logpdf_torch
+
+
+def first_executed(mask: torch.Tensor) -> torch.Tensor:
+    """(B, H) bool: the first executed token of each decision (where its noise chain starts)."""
+    on = mask > 0
+    before = torch.zeros_like(on)
+    before[:, 1:] = on[:, :-1]
+    return on & ~before
 
 
 def dim_log_prob(mu: torch.Tensor, actions: torch.Tensor, sigma: torch.Tensor, mask: torch.Tensor,
-                 lower: torch.Tensor | None = None, upper: torch.Tensor | None = None):
+                 lower: torch.Tensor | None = None, upper: torch.Tensor | None = None,
+                 rho: torch.Tensor | None = None):
     """Per (token, dimension) log-density and where it counts: (B, H, D) x3, mask (B, H) ->
-    ((B, H, D) log-density, zero off the executed explored entries; (B, H, D) bool of those entries)."""
+    ((B, H, D) log-density, zero off the executed explored entries; (B, H, D) bool of those entries).
+
+    ``rho`` (B,): the noise correlation each decision was explored with (coherent AR(1) noise over
+    its tokens, :mod:`.exploration`); each executed token is then scored by its conditional given
+    the previous executed token. None or 0: white noise, every token on its own."""
     on = sigma > 0  # σ = 0: a dimension executed as μ (not explored), outside the likelihood
     sigma = torch.where(on, sigma, torch.ones_like(sigma))
-    if lower is not None and upper is not None:
+    if rho is not None and bool((rho > 0).any()):
+        lo = lower.expand_as(mu) if lower is not None else torch.full_like(mu, -float("inf"))
+        hi = upper.expand_as(mu) if upper is not None else torch.full_like(mu, float("inf"))
+        lp = chain_logpdf_torch(actions, mu, sigma, lo, hi, rho, first_executed(mask))
+    elif lower is not None and upper is not None:
         lp = truncnorm_logpdf_torch(actions, mu, sigma, lower.expand_as(mu), upper.expand_as(mu))
     else:
         lp = gaussian_logpdf_torch(actions, mu, sigma)
@@ -47,12 +65,14 @@ def dim_log_prob(mu: torch.Tensor, actions: torch.Tensor, sigma: torch.Tensor, m
 
 
 def chunk_log_prob(mu: torch.Tensor, actions: torch.Tensor, sigma: torch.Tensor, mask: torch.Tensor,
-                   lower: torch.Tensor | None = None, upper: torch.Tensor | None = None) -> torch.Tensor:
+                   lower: torch.Tensor | None = None, upper: torch.Tensor | None = None,
+                   rho: torch.Tensor | None = None) -> torch.Tensor:
     """Σ over executed tokens of the per-dimension log-density: (B, H, D) x3, mask (B, H) -> (B,).
 
-    With ``lower``/``upper`` (D,) the density is the truncated normal the explorer samples from.
+    With ``lower``/``upper`` (D,) the density is the truncated normal the explorer samples from;
+    ``rho`` as in :func:`dim_log_prob`.
     """
-    return dim_log_prob(mu, actions, sigma, mask, lower, upper)[0].sum(dim=(-1, -2))
+    return dim_log_prob(mu, actions, sigma, mask, lower, upper, rho)[0].sum(dim=(-1, -2))
 
 
 @dataclass
@@ -115,6 +135,8 @@ class Samples:
     mu_base: torch.Tensor  # (N, H, D) the initial head's mean (KL anchor)
     sig_ref: torch.Tensor  # (N, H, D) σ of the KL to the initial head (every token, every dimension)
     logp_b_dim: torch.Tensor | None = None  # (N, H, D) per-factor behaviour log-densities (ratio dim)
+    rho: torch.Tensor | None = None  # (N,) noise correlation over each decision's tokens (None: white)
+    weight: torch.Tensor | None = None  # (N,) weight of each decision in the update (None: 1)
 
     def rows(self, idx) -> "Samples":
         return Samples(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[idx]
@@ -123,18 +145,36 @@ class Samples:
 
 def rl_objective(mu: torch.Tensor, s: Samples, cfg: RLConfig, lower: torch.Tensor, upper: torch.Tensor):
     """The loss ``train_rl`` minimises on a minibatch, given the current head's means ``mu``
-    (B, H, D): the likelihood-ratio surrogate over executed tokens with the truncated density
-    (``cfg.ratio``, ``cfg.clip``, ``cfg.log_ratio_max``) plus ``cfg.kl_coef`` × KL to the initial
-    head. Returns (loss, :class:`PolicyLossStats`, KL to the initial head)."""
+    (B, H, D), plus ``cfg.kl_coef`` × KL to the initial head. Returns (loss, :class:`PolicyLossStats`,
+    KL to the initial head).
+
+    ``cfg.objective``: ``ratio`` — the likelihood-ratio surrogate over executed tokens with the
+    truncated density (``cfg.ratio``, ``cfg.clip``, ``cfg.log_ratio_max``); ``awr`` and
+    ``filtered`` — weighted maximum likelihood of the executed actions (per explored factor), the
+    weights exp(A/β) clamped to ``cfg.awr_max_weight`` (AWR) or the decisions' own weights
+    (:func:`.advantages.decision_weights`: successes of mixed groups)."""
     mu_c = torch.minimum(torch.maximum(mu, lower), upper)
-    if cfg.ratio == "dim":
-        lp, keep = dim_log_prob(mu_c, s.actions, s.sigma, s.mask, lower, upper)
+    if cfg.objective in ("awr", "filtered"):
+        lp, keep = dim_log_prob(mu_c, s.actions, s.sigma, s.mask, lower, upper, s.rho)
+        per_factor = lp.sum(dim=(-1, -2)) / keep.sum(dim=(-1, -2)).clamp(min=1)
+        w = torch.ones_like(per_factor) if s.weight is None else s.weight
+        if cfg.objective == "awr":
+            w = w * torch.exp(torch.clamp(s.adv / cfg.awr_beta, max=math.log(cfg.awr_max_weight)))
+        loss_pi = -(w.detach() * per_factor).sum() / w.sum().clamp(min=1e-8)
+        with torch.no_grad():
+            r = torch.exp(torch.clamp(lp.sum(dim=(-1, -2)) - s.logp_b, max=cfg.log_ratio_max))
+            ess = float((w.sum() ** 2) / (w.numel() * (w**2).sum()).clamp(min=1e-12))
+            st = PolicyLossStats(float(loss_pi), 0.0, ess, float(r.mean()), float(r.max()))
+    elif cfg.ratio == "dim":
+        lp, keep = dim_log_prob(mu_c, s.actions, s.sigma, s.mask, lower, upper, s.rho)
         a_dim = s.adv[:, None, None].expand_as(lp)
-        loss_pi, st = policy_loss(lp[keep], s.logp_b_dim[keep], a_dim[keep], clip=cfg.clip,
+        w_dim = None if s.weight is None else s.weight[:, None, None].expand_as(lp)[keep]
+        loss_pi, st = policy_loss(lp[keep], s.logp_b_dim[keep], a_dim[keep], clip=cfg.clip, weights=w_dim,
                                   log_ratio_max=cfg.log_ratio_max)
     elif cfg.ratio == "chunk":
-        lp = chunk_log_prob(mu_c, s.actions, s.sigma, s.mask, lower, upper)
-        loss_pi, st = policy_loss(lp, s.logp_b, s.adv, clip=cfg.clip, log_ratio_max=cfg.log_ratio_max)
+        lp = chunk_log_prob(mu_c, s.actions, s.sigma, s.mask, lower, upper, s.rho)
+        loss_pi, st = policy_loss(lp, s.logp_b, s.adv, clip=cfg.clip, weights=s.weight,
+                                  log_ratio_max=cfg.log_ratio_max)
     else:
         raise ValueError(f"ratio must be chunk or dim, got {cfg.ratio!r}")
     kl_base = gaussian_kl(mu, s.mu_base, s.sig_ref).mean()

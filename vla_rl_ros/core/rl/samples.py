@@ -47,6 +47,7 @@ class Decisions:
     version: np.ndarray  # (N,) policy version that produced the chunk
     t: np.ndarray  # (N,) frame index of the decision's first executed token
     priv: np.ndarray | None = None  # (N, P) privileged critic features at the anchor (sim data only)
+    rho: np.ndarray | None = None  # (N,) correlation of the exploration noise over the chunk's tokens (0: white)
 
 
 @dataclass
@@ -146,7 +147,8 @@ def load_decisions(roots, horizon: int, cameras, gamma: float, progress=True, ep
         if missing:
             raise ValueError(f"dataset {root} lacks {missing}: not logged by this stack's trajectory logger?")
         sel = parse_episode_list(episodes, int(info["total_episodes"]))
-        seeds = {row["episode_index"]: (row.get("meta") or {}).get("seed") for row in episode_summaries(root)}
+        metas = {row["episode_index"]: (row.get("meta") or {}) for row in episode_summaries(root)}
+        seeds = {e: m.get("seed") for e, m in metas.items()}
         for e_idx, d in tqdm(iter_episode_frames(root, keys=ekeys, episodes=sel), total=len(sel),
                              desc=f"loading {Path(root).name}", disable=not progress, leave=False):
             summary["episodes"] += 1
@@ -156,8 +158,10 @@ def load_decisions(roots, horizon: int, cameras, gamma: float, progress=True, ep
             if not dec:
                 summary["skipped_no_noise"] += 1
                 continue
+            rho = float((metas.get(e_idx, {}).get("exploration") or {}).get("rho", 0.0))
             for r in dec:
                 r["episode"] = ep_id
+                r["rho"] = rho
                 tasks.append(str(d["task"]))
             rew = np.asarray(d[S.REWARD], dtype=np.float64)
             info_e.returns[ep_id] = (returns(rew, success, gamma), success)
@@ -180,6 +184,7 @@ def load_decisions(roots, horizon: int, cameras, gamma: float, progress=True, ep
         t=np.array([r["t"] for r in rows]),
         # privileged critic inputs only when every decision has them (datasets may be mixed)
         priv=st("priv") if all("priv" in r for r in rows) else None,
+        rho=st("rho", np.float64),
     )
     summary["decisions"] = len(rows)
     summary["instructions"] = {k: v.tolist() for k, v in lang_of.items()}

@@ -33,7 +33,7 @@ import torch
 
 from vla_rl_ros.core.policy.checkpoint import load_checkpoint, save_checkpoint
 from vla_rl_ros.core.policy.grounding import grounding_files, skill_embedder
-from vla_rl_ros.core.rl.advantages import estimate_advantages
+from vla_rl_ros.core.rl.advantages import decision_weights, estimate_advantages
 from vla_rl_ros.core.rl.config import RLConfig
 from vla_rl_ros.core.rl.critic import fit_critic
 from vla_rl_ros.core.rl.objective import Samples, chunk_log_prob, dim_log_prob, gaussian_kl, rl_objective
@@ -65,7 +65,8 @@ def train_rl(cfg: RLConfig, progress=True, privileged: PrivilegedFn | None = Non
     pol = FrozenPolicy(model, dec, progress)
     critic = fit_critic(cfg, dec.ret, dec.episode, pol.features, pol.s_norm, dec.priv)
     adv, baseline, group_fraction = estimate_advantages(cfg, dec, episodes, critic)
-    samples = make_samples(cfg, dec, adv, pol)
+    weight, kept = decision_weights(cfg, dec, episodes)
+    samples = make_samples(cfg, dec, adv, pol, weight)
     check = logged_likelihood_check(cfg, samples, pol)
     head, params = trainable_head(model, cfg)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -96,7 +97,8 @@ def train_rl(cfg: RLConfig, progress=True, privileged: PrivilegedFn | None = Non
         "episode_success_rate": summary["successes"] / max(1, summary["episodes"]),
         "behaviour_versions": sorted(set(int(v) for v in dec.version)), **check,
         "value_loss": critic.value_loss, "baseline": baseline, "critic": critic.kind, "advantage": cfg.advantage,
-        "group_fraction": group_fraction, "stopped_early": stopped_early, "history": history,
+        "group_fraction": group_fraction, "weights": kept, "objective": cfg.objective,
+        "mu_shift_sigma": mu_shift(head, samples, pol), "stopped_early": stopped_early, "history": history,
         "train_seconds": time.time() - t0, "params_trained": sum(p.numel() for p in params),
     }
     return save_outputs(cfg, model, config, summary, res_meta, history)
@@ -136,9 +138,10 @@ class FrozenPolicy:
         return torch.cat([self.means(head, torch.arange(i, min(i + EVAL_BATCH, N))) for i in range(0, N, EVAL_BATCH)])
 
 
-def make_samples(cfg: RLConfig, dec: Decisions, adv: torch.Tensor, pol: FrozenPolicy) -> Samples:
-    """The objective's tensors: logged actions, σ, masks and likelihoods, the advantages, and the
-    initial head's means (the KL anchor) with the σ of that KL."""
+def make_samples(cfg: RLConfig, dec: Decisions, adv: torch.Tensor, pol: FrozenPolicy,
+                 weight: torch.Tensor | None = None) -> Samples:
+    """The objective's tensors: logged actions, σ, masks and likelihoods, the advantages, the
+    decisions' weights, and the initial head's means (the KL anchor) with the σ of that KL."""
     acts, sig, mask = (torch.from_numpy(x) for x in (dec.actions, dec.sigma, dec.mask))
     mu_b = torch.from_numpy(dec.mu_b)
     base_head = copy.deepcopy(pol.model.head).eval()
@@ -147,13 +150,15 @@ def make_samples(cfg: RLConfig, dec: Decisions, adv: torch.Tensor, pol: FrozenPo
     with torch.no_grad():
         mu_base = pol.all_means(base_head)
         # per-factor behaviour log-densities from the logged μ_b and σ (the behaviour of --ratio dim)
-        lpb_dim, _ = dim_log_prob(torch.minimum(torch.maximum(mu_b, pol.lo), pol.hi), acts, sig, mask, pol.lo, pol.hi)
+        rho = None if dec.rho is None else torch.from_numpy(dec.rho).float()
+        lpb_dim, _ = dim_log_prob(torch.minimum(torch.maximum(mu_b, pol.lo), pol.hi), acts, sig, mask, pol.lo, pol.hi,
+                                  rho)
     sig_ref = sig[:, :1].expand_as(sig)  # σ of the first token stands in for the unexecuted ones
     # dimensions that were not explored (σ = 0, e.g. the gripper) get no likelihood gradient; the
     # regulariser holds them to the base head in units of anchor_sigma
     sig_ref = torch.where(sig_ref > 0, sig_ref, torch.full_like(sig_ref, cfg.anchor_sigma))
     return Samples(actions=acts, sigma=sig, mask=mask, logp_b=torch.from_numpy(dec.logp_b).float(), adv=adv,
-                   mu_b=mu_b, mu_base=mu_base, sig_ref=sig_ref, logp_b_dim=lpb_dim)
+                   mu_b=mu_b, mu_base=mu_base, sig_ref=sig_ref, logp_b_dim=lpb_dim, rho=rho, weight=weight)
 
 
 def logged_likelihood_check(cfg: RLConfig, s: Samples, pol: FrozenPolicy) -> dict:
@@ -162,7 +167,8 @@ def logged_likelihood_check(cfg: RLConfig, s: Samples, pol: FrozenPolicy) -> dic
     collected by this very checkpoint: ratio 1 at the start). ``--ratio dim`` uses (a)'s factors as
     the behaviour policy and refuses data whose median gap exceeds ``cfg.logp_check_tol``."""
     with torch.no_grad():
-        lp0 = chunk_log_prob(torch.clamp(s.mu_base, pol.lo, pol.hi), s.actions, s.sigma, s.mask, pol.lo, pol.hi)
+        lp0 = chunk_log_prob(torch.clamp(s.mu_base, pol.lo, pol.hi), s.actions, s.sigma, s.mask, pol.lo, pol.hi,
+                             s.rho)
         init_gap = (lp0 - s.logp_b).abs()
         logged_gap = (s.logp_b_dim.sum(dim=(-1, -2)) - s.logp_b).abs()
     if cfg.ratio == "dim" and float(logged_gap.median()) > cfg.logp_check_tol:
@@ -191,10 +197,19 @@ def behaviour_fit(cfg: RLConfig, head, s: Samples, pol: FrozenPolicy) -> dict:
     with torch.no_grad():
         mu_all = pol.all_means(head)
         kl_b = float(gaussian_kl(mu_all, s.mu_b, s.sigma, s.mask).mean())
-        lp = chunk_log_prob(torch.clamp(mu_all, pol.lo, pol.hi), s.actions, s.sigma, s.mask, pol.lo, pol.hi)
+        lp = chunk_log_prob(torch.clamp(mu_all, pol.lo, pol.hi), s.actions, s.sigma, s.mask, pol.lo, pol.hi, s.rho)
         r = torch.exp(torch.clamp(lp - s.logp_b, max=cfg.log_ratio_max))
         ess = float(r.sum() ** 2 / (len(r) * (r**2).sum()))
     return {"ess": ess, "kl_behaviour": kl_b}
+
+
+def mu_shift(head, s: Samples, pol: FrozenPolicy) -> float:
+    """The update's step: mean |μ_new − μ_init| over executed explored entries, in units of σ."""
+    with torch.no_grad():
+        mu = pol.all_means(head)
+        on = (s.sigma > 0) & (s.mask[..., None] > 0)
+        z = (mu - s.mu_base).abs() / torch.where(on, s.sigma, torch.ones_like(s.sigma))
+        return float(z[on].mean()) if bool(on.any()) else 0.0
 
 
 def epoch_record(epoch: int, stats: list[tuple], fit: dict, value_loss: float) -> dict:
