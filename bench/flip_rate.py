@@ -4,9 +4,10 @@ succeed at least once in K explored rollouts — per exploration setting (σ, k 
     .venv/bin/python bench/flip_rate.py [--checkpoint models/vla_bc_v4] [--scenes 60]
         [--rollouts 4] [--settings 0.02:1:0 0.03:4:0.9 ...] [--keep-scenes 20] [--workers 2]
 
-A setting ``σ:k:ρ`` is the arm joints' exploration σ (rad), the decision unit k (the policy plans
-every k ticks, the chunk's first k tokens run open loop) and the correlation ρ of the noise of
-consecutive tokens (0: white; ``core/rl/exploration.py``). Scenes are stratified by task family
+A setting ``σ:k:ρ[:τ]`` is the arm joints' exploration σ (rad), the decision unit k (the policy
+plans every k ticks, the chunk's first k tokens run open loop), the correlation ρ of the noise of
+consecutive tokens (0: white) and the discrete gripper's temperature τ (m; 0 or absent: the
+gripper executes μ; ``core/rl/exploration.py``). Scenes are stratified by task family
 (``--scenes / 3`` each, seeds from ``--first-seed``, disjoint from training, collection and the
 README's evaluation seeds). Per setting it prints:
 
@@ -31,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 #: default exploration settings σ:k:ρ (the landed default first)
-DEFAULT_SETTINGS = ("0.02:1:0", "0.02:4:0", "0.02:4:0.9", "0.04:4:0.9", "0.06:4:0.9", "0.04:8:0.95")
+DEFAULT_SETTINGS = ("0.02:1:0", "0.005:1:0", "0.01:1:0", "0.005:4:0.9", "0.01:4:0.9")
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -45,14 +46,17 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, c - h), min(1.0, c + h)
 
 
-def parse_setting(text: str) -> tuple[float, int, float]:
+def parse_setting(text: str) -> tuple[float, int, float, float]:
+    """``σ:k:ρ[:τ]`` -> (σ, k, ρ, τ); τ the discrete gripper's temperature (m), default 0 (not explored)."""
     try:
-        s, k, r = text.split(":")
-        out = float(s), int(k), float(r)
+        parts = text.split(":")
+        if len(parts) not in (3, 4):
+            raise ValueError
+        out = float(parts[0]), int(parts[1]), float(parts[2]), float(parts[3]) if len(parts) == 4 else 0.0
     except ValueError:
-        raise SystemExit(f"bad setting {text!r}: expected sigma:k:rho, e.g. 0.03:4:0.9")
-    if out[0] <= 0 or out[1] < 1 or not 0.0 <= out[2] < 1.0:
-        raise SystemExit(f"bad setting {text!r}: sigma > 0, k >= 1, 0 <= rho < 1")
+        raise SystemExit(f"bad setting {text!r}: expected sigma:k:rho[:tau], e.g. 0.03:4:0.9 or 0.01:4:0.9:0.003")
+    if out[0] <= 0 or out[1] < 1 or not 0.0 <= out[2] < 1.0 or out[3] < 0:
+        raise SystemExit(f"bad setting {text!r}: sigma > 0, k >= 1, 0 <= rho < 1, tau >= 0")
     return out
 
 
@@ -93,16 +97,19 @@ def main() -> int:
     t0 = time.time()
     mean = run(DirectCollectConfig(**{**base.__dict__, "mode": "deploy"}), [(s, f, 0) for s, f in scenes], "μ")
     failing = [(r["seed"], r["family"]) for r in mean if not r["success"]]
-    solved = [(r["seed"], r["family"]) for r in mean if r["success"]][: args.keep_scenes]
+    # the keep rate's scenes: round-robin over the families (pick is the most fragile to noise)
+    by_fam = {f: [(r["seed"], r["family"]) for r in mean if r["success"] and r["family"] == f] for f in FAMILIES}
+    solved = [by_fam[f][i] for i in range(len(scenes)) for f in FAMILIES if i < len(by_fam[f])][: args.keep_scenes]
     print(f"μ ({args.checkpoint}): {len(scenes) - len(failing)}/{len(scenes)} scenes solved; "
           f"{len(failing)} failing scenes × {args.rollouts} explored rollouts per setting "
           f"(+ {len(solved)} solved scenes × 1 for the keep rate) [{time.time() - t0:.0f} s]")
     rows = []
-    for sigma, k, rho in settings:
-        cfg = DirectCollectConfig(**{**base.__dict__, "sigma": (sigma,), "replan_every": k, "rho": rho})
+    for sigma, k, rho, tau in settings:
+        cfg = DirectCollectConfig(**{**base.__dict__, "sigma": (sigma,), "replan_every": k, "rho": rho,
+                                     "gripper_temperature": tau})
         t1 = time.time()
         jobs = [(s, f, rep) for s, f in failing for rep in range(args.rollouts)] + [(s, f, 0) for s, f in solved]
-        res = run(cfg, jobs, f"σ {sigma} k {k} ρ {rho}")
+        res = run(cfg, jobs, f"σ {sigma} k {k} ρ {rho} τ {tau}")
         on_fail, on_solved = res[: len(failing) * args.rollouts], res[len(failing) * args.rollouts :]
         flips = sum(any(r["success"] for r in on_fail[i * args.rollouts : (i + 1) * args.rollouts])
                     for i in range(len(failing)))
@@ -112,17 +119,23 @@ def main() -> int:
             n_f, k_f = by_family.get(f, (0, 0))
             by_family[f] = (n_f + 1, k_f + int(ok))
         kept = sum(r["success"] for r in on_solved)
-        row = {"sigma": sigma, "k": k, "rho": rho, "failing": len(failing), "flips": flips,
+        keep_by_family = {}
+        for r in on_solved:
+            n_f, k_f = keep_by_family.get(r["family"], (0, 0))
+            keep_by_family[r["family"]] = (n_f + 1, k_f + int(r["success"]))
+        row = {"sigma": sigma, "k": k, "rho": rho, "gripper_temperature": tau, "failing": len(failing), "flips": flips,
                "flip_rate": flips / max(1, len(failing)), "flip_ci95": wilson(flips, len(failing)),
                "explored_success_on_failing": sum(r["success"] for r in on_fail) / max(1, len(on_fail)),
                "keep_rate": kept / max(1, len(on_solved)), "keep_ci95": wilson(kept, len(on_solved)),
                "flips_by_family": {f: {"failing": n, "flips": c} for f, (n, c) in sorted(by_family.items())},
+               "keep_by_family": {f: {"solved": n, "kept": c} for f, (n, c) in sorted(keep_by_family.items())},
                "seconds": time.time() - t1, "episodes": len(jobs)}
         rows.append(row)
-        print(f"σ {sigma:<5} k {k:<2} ρ {rho:<4}  flip {flips:>3}/{len(failing):<3} = {row['flip_rate']:5.1%} "
+        print(f"σ {sigma:<5} k {k:<2} ρ {rho:<4} τ {tau:<5}  flip {flips:>3}/{len(failing):<3} = {row['flip_rate']:5.1%} "
               f"[{row['flip_ci95'][0]:.0%}, {row['flip_ci95'][1]:.0%}]  explored success on failing "
               f"{row['explored_success_on_failing']:5.1%}  keep {kept}/{len(on_solved)} = {row['keep_rate']:5.1%}  "
-              f"by family {', '.join(f'{f} {c}/{n}' for f, (n, c) in sorted(by_family.items()))}  "
+              f"flips by family {', '.join(f'{f} {c}/{n}' for f, (n, c) in sorted(by_family.items()))}; "
+              f"kept {', '.join(f'{f} {c}/{n}' for f, (n, c) in sorted(keep_by_family.items()))}  "
               f"[{row['seconds']:.0f} s]", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -139,7 +152,7 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"σ {r['sigma']}\nk {r['k']} ρ {r['rho']}" for r in rows]
+    labels = [f"σ {r['sigma']}\nk {r['k']} ρ {r['rho']}\nτ {r['gripper_temperature']}" for r in rows]
     x = range(len(rows))
     fig, ax = plt.subplots(figsize=(1.6 * len(rows) + 2, 3.6))
     for key, ci, name, off in (("flip_rate", "flip_ci95", "flip rate (failing scenes)", -0.18),

@@ -72,7 +72,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     ev_args = ImproveConfig(eval_seed=args.eval_seed, eval_episodes=args.eval_episodes, max_steps=120,
                             workers=args.workers)
-    base, _ = evaluate_cached(str(Path(args.init).resolve()), ev_args)
+    base, _, _ = evaluate_cached(str(Path(args.init).resolve()), ev_args)
     print(f"{args.init}: {pct(base, 'overall'):.1f}% on {args.eval_episodes} seeds from {args.eval_seed}")
     rows = []
     for size in sizes:
@@ -89,7 +89,7 @@ def main() -> int:
                                         gae_lambda=args.gae_lambda, ratio=args.ratio, seed=b),
                                privileged=episode_privileged_features)
                 done.write_text(json.dumps(res, default=str))
-            ev, fails = evaluate_cached(res["checkpoint"], ev_args)
+            ev, fails, _ = evaluate_cached(res["checkpoint"], ev_args)
             h = res["history"][-1]
             rows.append({"size": size, "block": b, "episodes": sel, "eval": ev, "failures": fails,
                          "gain": pct(ev, "overall") - pct(base, "overall"), "explored_success": res["episode_success_rate"],

@@ -668,3 +668,69 @@ def test_filtered_and_awr_objectives_are_weighted_max_likelihood_of_the_executed
         tw = target_w.double()
         expected = (tw[:, None] * acts[:, 0]).sum(0) / tw.sum()
         torch.testing.assert_close(mu0.detach()[0], expected, atol=1e-5, rtol=0)
+
+
+def test_discrete_gripper_exploration_and_its_unbiased_gradient():
+    """The gripper as a Bernoulli close/open choice around μ's command (exploration
+    ``gripper_temperature``): the explorer's choices follow p(close) = sigmoid((m − μ)/τ), the
+    logged and the update's log-probabilities agree, and the gradient of train-rl's loss on the
+    gripper's mean is unbiased against the analytic one; leaving the gripper out of the
+    likelihood (the Gaussian default with σ 0) gives it no gradient at all."""
+    from vla_rl_ros.core.rl.exploration import gripper_logp
+    from vla_rl_ros.core.rl.objective import Samples, chunk_log_prob, rl_objective
+
+    lo, hi = PANDA.lower, PANDA.upper
+    tau = 0.003
+    mu = np.tile((lo + hi) / 2, (8, 1))
+    mu[:, 7] = [0.04, 0.04, 0.025, 0.021, 0.019, 0.015, 0.0, 0.0]  # open ... closing ... closed
+    cfg = ExplorationConfig(sigma=[0.01], gripper_temperature=tau)
+    closes = np.zeros(8)
+    for seed in range(400):
+        ex = Explorer(lo, hi, cfg, seed=seed)
+        a, sig = ex.perturb(mu)
+        assert set(np.unique(a[:, 7])) <= {0.0, 0.04} and np.all(sig[:, 7] == 0)
+        closes += a[:, 7] == 0.0
+    p_close = 1 / (1 + np.exp(-(0.02 - mu[:, 7]) / tau))
+    assert np.all(np.abs(closes / 400 - p_close) < 4 * np.sqrt(p_close * (1 - p_close) / 400) + 1e-3), closes / 400
+    assert closes[0] == 0 and closes[-1] == 400  # where μ is clear, the choice is μ's own
+    lp = ex.token_log_probs(a, mu, sig)
+    t = lambda x: torch.as_tensor(np.asarray(x)[None], dtype=torch.float64)  # noqa: E731
+    got = chunk_log_prob(t(mu), t(a), t(sig), torch.ones(1, 8, dtype=torch.float64), t(lo)[0], t(hi)[0],
+                         None, torch.tensor([tau]))
+    assert float(got) == pytest.approx(float(lp.sum()), abs=1e-6)
+    with pytest.raises(ValueError, match="not both"):
+        ExplorationConfig(sigma=[0.01], gripper_sigma=0.004, gripper_temperature=tau).sigma_matrix(8, 8)
+
+    # analytic check: one token, reward r_close / r_open; J(μ_g) = p(μ_g) r_c + (1 − p(μ_g)) r_o
+    r_c, r_o, mu_b = 1.0, -0.5, 0.021
+    n, batches = 10000, 20
+    lo_t, hi_t = torch.tensor(lo[-2:], dtype=torch.float64), torch.tensor(hi[-2:], dtype=torch.float64)
+    m = torch.tensor(mu_b, dtype=torch.float64, requires_grad=True)
+    p_c = torch.sigmoid((0.02 - m) / tau)
+    (g_true,) = torch.autograd.grad(p_c * r_c + (1 - p_c) * r_o, m)
+    ests, naive = [], []
+    for b in range(batches):
+        rng = np.random.default_rng(b)
+        pc = float(1 / (1 + np.exp(-(0.02 - mu_b) / tau)))
+        close = rng.random(n) < pc
+        acts = np.zeros((n, 1, 2))
+        acts[:, 0, 1] = np.where(close, 0.0, 0.04)
+        acts[:, 0, 0] = 0.0  # an unexplored arm dimension (σ 0): executes μ
+        r = np.where(close, r_c, r_o)
+        logp_b = gripper_logp(acts[:, 0, 1], np.full(n, mu_b), 0.0, 0.04, tau)
+        for grip, out in ((torch.full((n,), tau, dtype=torch.float64), ests), (None, naive)):
+            w = torch.tensor([0.0, mu_b], dtype=torch.float64, requires_grad=True)
+            mu_t = w.expand(n, 1, 2)
+            s = Samples(actions=torch.tensor(acts), sigma=torch.zeros(n, 1, 2, dtype=torch.float64),
+                        mask=torch.ones(n, 1, dtype=torch.float64),
+                        logp_b=torch.tensor(logp_b if grip is not None else np.zeros(n)),
+                        adv=torch.tensor(r - (pc * r_c + (1 - pc) * r_o)), mu_b=mu_t.detach().clone(),
+                        mu_base=mu_t.detach().clone(), sig_ref=torch.full((n, 1, 2), 0.01, dtype=torch.float64),
+                        grip_tau=grip)
+            loss, _, _ = rl_objective(mu_t, s, RLConfig(kl_coef=0.0), lo_t, hi_t)
+            (g,) = torch.autograd.grad(-loss, w)
+            out.append(float(g[1]))
+    est, se = np.mean(ests), np.std(ests, ddof=1) / np.sqrt(batches)
+    assert abs(est - float(g_true)) < 4 * se, (est, se, float(g_true))
+    assert abs(float(g_true)) > 10 * se  # the check has power
+    assert np.allclose(naive, 0.0)  # without its likelihood the gripper never learns

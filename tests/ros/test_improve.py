@@ -31,6 +31,12 @@ def test_improve_two_rounds_through_the_graph_hot_swaps_the_running_policy(tmp_p
     for x in rows:
         assert sum(x["failures"].values()) == 2 - x["eval"]["overall"][0], x
     assert "failures on the evaluation seeds" in r.stdout
+    # each round is compared with the start on the same seeds (paired bootstrap, McNemar)
+    for x in rows[1:]:
+        o = x["paired_vs_start"]["overall"]
+        assert o["n"] == 2 and o["ci"][0] <= o["diff"] <= o["ci"][1] and 0 <= o["p"] <= 1, o
+        assert x["mu_shift_sigma"] >= 0
+    assert "on the same 2 seeds" in r.stdout and "step of round 2" in r.stdout
     assert rows[1]["swap"]["event"] == "loaded" and rows[1]["swap"]["version"] == 4
     assert (out / "improve.png").stat().st_size > 1000
     # round 1 explored with v3, round 2 with v4 — swapped into the policy node that never restarted

@@ -48,6 +48,8 @@ class CollectConfig(RosOptions):
                                "(train-rl's decision unit)")
     rho: float = opt(0.0, "--checkpoint: correlation of the exploration noise of consecutive tokens of a chunk "
                           "(AR(1), [0, 1)); 0: white")
+    gripper_temperature: float = opt(0.0, "--checkpoint: explore the gripper as a discrete close/open choice with "
+                                          "this temperature (m); 0: the gripper executes μ")
 
     def validate(self) -> None:
         from vla_rl_ros.core.sim.tasks import FAMILIES
@@ -176,6 +178,7 @@ def _collect_direct(cfg: CollectConfig, out: Path, before: int) -> int:
         control_rate=cfg.control_rate, max_steps=cfg.max_steps, renderer=cfg.renderer,
         policy=policy, sigma=tuple(cfg.sigma), gripper_sigma=cfg.gripper_sigma, explore_seed=cfg.explore_seed,
         seed_repeat=cfg.seed_repeat, replan_every=cfg.replan_every, rho=cfg.rho,
+        gripper_temperature=cfg.gripper_temperature,
     )
     try:
         dc.validate()

@@ -59,6 +59,8 @@ class DirectCollectConfig:
                                "run open loop (the decision unit of train-rl); 1 replans every tick")
     rho: float = opt(0.0, "explored rollouts: correlation of the exploration noise of consecutive tokens of a "
                           "chunk (AR(1), in [0, 1)); 0: white noise per token")
+    gripper_temperature: float = opt(0.0, "explored rollouts: the gripper as a discrete close/open choice, "
+                                          "p(close) = sigmoid((middle − μ)/τ), τ in m; 0: the gripper executes μ")
 
     def validate(self) -> None:
         from vla_rl_ros.core.config import require
@@ -66,6 +68,9 @@ class DirectCollectConfig:
         require(self.replan_every >= 1, "replan_every must be >= 1")
         require(0.0 <= self.rho < 1.0, f"rho must be in [0, 1), got {self.rho}")
         require(self.seed_repeat >= 1, "seed_repeat must be >= 1")
+        require(self.gripper_temperature >= 0, "gripper_temperature must be >= 0")
+        require(not (self.gripper_temperature > 0 and self.gripper_sigma > 0),
+                "explore the gripper with gripper_temperature (discrete) or gripper_sigma (Gaussian), not both")
 
 
 _WORLD = None
@@ -213,7 +218,8 @@ def policy_episode(world, runtime, explorer, seed: int, family: str | None, repl
             meta = {"seed": seed, "family": task.family, "instruction": task.instruction,
                     "success": bool(info.success), "steps": k, "return": ret, "source": "direct",
                     "policy_version": int(runtime.version), "mode": explorer.mode,
-                    "exploration": {"rho": float(explorer.cfg.rho), "replan_every": int(replan_every)}}
+                    "exploration": {"rho": float(explorer.cfg.rho), "replan_every": int(replan_every),
+                                    "gripper_temperature": float(explorer.cfg.gripper_temperature)}}
             return frames, task.instruction, meta
 
 
@@ -222,7 +228,8 @@ def make_explorer(cfg: DirectCollectConfig, seed: int, rep: int):
     from vla_rl_ros.core.rl.exploration import ExplorationConfig, Explorer
 
     return Explorer(PANDA.lower, PANDA.upper,
-                    ExplorationConfig(sigma=list(cfg.sigma), gripper_sigma=cfg.gripper_sigma, rho=cfg.rho),
+                    ExplorationConfig(sigma=list(cfg.sigma), gripper_sigma=cfg.gripper_sigma, rho=cfg.rho,
+                                      gripper_temperature=cfg.gripper_temperature),
                     seed=(cfg.explore_seed * 1_000_003 + seed + rep * 7_919_993) % (2**63), mode=cfg.mode)
 
 

@@ -57,6 +57,8 @@ class ImproveConfig:
                                "(the decision unit of the RL update); 1 replans every tick")
     rho: float = opt(0.0, "collection: correlation of the exploration noise of consecutive tokens of a chunk "
                           "(AR(1), [0, 1)); 0: white noise per token")
+    gripper_temperature: float = opt(0.0, "collection: explore the gripper as a discrete close/open choice with this "
+                                          "temperature (m); 0: the gripper executes μ")
     seed: int = opt(0, "training seed (exploration noise; round r's RL update uses seed + 1000 r)")
     rl_threads: int = opt(2, "torch threads of each RL update")
     real_time_factor: float = opt(3.0, "real-time factor of the simulated collection (graph)", aliases=("--speed",))
@@ -79,8 +81,8 @@ class ImproveConfig:
         require(all(s >= 0 for s in self.sigma) and self.gripper_sigma >= 0, "sigma and gripper_sigma must be >= 0")
         require(self.replan_every >= 1, "replan_every must be >= 1")
         require(0.0 <= self.rho < 1.0, f"rho must be in [0, 1), got {self.rho}")
-        require(self.direct or (self.replan_every == 1 and self.rho == 0.0),
-                "replan_every > 1 and rho > 0 are direct collection only (--direct): the explore graph's "
+        require(self.direct or (self.replan_every == 1 and self.rho == 0.0 and self.gripper_temperature == 0.0),
+                "replan_every > 1, rho > 0 and gripper_temperature > 0 are direct collection only (--direct): the explore graph's "
                 "exploration_node perturbs each chunk with white noise and the policy node replans every tick")
 
     @property
@@ -114,7 +116,8 @@ class DirectCollector:
         dc = DirectCollectConfig(seed=c.collect_seed + round_index * c.scenes_per_round, seed_repeat=c.seed_repeat,
                                  image_size=self.image_size, policy=checkpoint, sigma=tuple(c.sigma),
                                  gripper_sigma=c.gripper_sigma, explore_seed=c.seed, max_steps=c.max_steps,
-                                 replan_every=c.replan_every, rho=c.rho)
+                                 replan_every=c.replan_every, rho=c.rho,
+                                 gripper_temperature=c.gripper_temperature)
         res = collect_direct(str(self.data), c.episodes_per_round, dc, workers=c.workers,
                              progress=lambda n, ok: progress(n))
         k, n = res["success"], res["episodes"]
@@ -128,9 +131,10 @@ class DirectCollector:
 
 
 # ----------------------------------------------------------------------------- evaluation
-def evaluate_cached(ckpt: str, cfg: ImproveConfig) -> tuple[dict, dict]:
-    """Noiseless success per family on the evaluation seeds, and the failures by class
-    (``evaluate --diagnose``), cached by the weights' hash."""
+def evaluate_cached(ckpt: str, cfg: ImproveConfig) -> tuple[dict, dict, list]:
+    """Noiseless success per family on the evaluation seeds, the failures by class
+    (``evaluate --diagnose``) and the per-episode outcomes ``[(seed, family, success)]`` (for the
+    paired comparison of rounds), cached by the weights' hash."""
     from tqdm import tqdm
 
     from vla_rl_ros.core.policy.evaluate import evaluate_parallel, success_by_family
@@ -140,13 +144,13 @@ def evaluate_cached(ckpt: str, cfg: ImproveConfig) -> tuple[dict, dict]:
     # (the baseline is then evaluated once for all training seeds of an experiment)
     manifest = json.loads((Path(ckpt) / "manifest.json").read_text())["files"]
     key = "|".join([manifest["model.safetensors"]["sha256"], str(seeds[0]), str(len(seeds)), str(cfg.max_steps),
-                    "diagnose"])
+                    "diagnose", "episodes"])
     cache = Path.home() / ".cache" / "vla_rl_ros" / "eval"
     cache.mkdir(parents=True, exist_ok=True)
     hit = cache / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".json")
     if hit.is_file():
         got = json.loads(hit.read_text())
-        return got["success"], got["failures"]
+        return got["success"], got["failures"], [tuple(e) for e in got["episodes"]]
     bar = tqdm(total=len(seeds), unit="ep", desc="  evaluate (mean)", leave=False, dynamic_ncols=True)
 
     def prog(res, dt):
@@ -162,8 +166,24 @@ def evaluate_cached(ckpt: str, cfg: ImproveConfig) -> tuple[dict, dict]:
         if r.failure:
             failures[r.failure] = failures.get(r.failure, 0) + 1
     failures = dict(sorted(failures.items(), key=lambda kv: -kv[1]))
-    hit.write_text(json.dumps({"success": table, "failures": failures}))
-    return table, failures
+    episodes = [(r.seed, r.family, bool(r.success)) for r in res]
+    hit.write_text(json.dumps({"success": table, "failures": failures, "episodes": episodes}))
+    return table, failures, episodes
+
+
+def paired_line(start: list, now: list, version: int, version0: int) -> tuple[str, dict]:
+    """Round vs the starting checkpoint on the same evaluation seeds (``core/stats``): the paired
+    difference per family and overall, bootstrap interval (stratified by family) and McNemar p."""
+    from vla_rl_ros.core.stats import compare_paired
+
+    if [e[0] for e in start] != [e[0] for e in now]:
+        raise ValueError("paired comparison needs the same evaluation seeds")
+    table = compare_paired([e[2] for e in start], [e[2] for e in now], [e[1] for e in start])
+    o = table["overall"]
+    fams = ", ".join(f"{f} {100 * t['diff']:+.1f}" for f, t in table.items() if f != "overall")
+    return (f"  v{version} - v{version0} on the same {o['n']} seeds: {100 * o['diff']:+.1f} points "
+            f"[{100 * o['ci'][0]:+.1f}, {100 * o['ci'][1]:+.1f}] (95% paired bootstrap), McNemar p {o['p']:.3g} "
+            f"({fams}){'' if o['ci'][0] > 0 or o['ci'][1] < 0 else ': no measurable change'}"), table
 
 
 # ----------------------------------------------------------------------------- tables and plots
@@ -249,9 +269,9 @@ def run_rounds(cfg: ImproveConfig, rl, ckpt: str, version: int, out: Path, make_
     ``rounds.json`` and ``improve.png`` after each round and returns the per-round rows. A
     ``RuntimeError`` from the collector ends it."""
     write_config(out / "config.json", "improve", cfg, rl)
-    ev, fails = evaluate_cached(ckpt, cfg)
+    ev, fails, episodes = evaluate_cached(ckpt, cfg)
     rows = [{"round": 0, "version": version, "checkpoint": ckpt, "collected_total": 0,
-             "explored_success": None, "eval": ev, "failures": fails}]
+             "explored_success": None, "eval": ev, "failures": fails, "episodes": episodes}]
     print(rounds_table(rows))
     print(failures_line(rows[0]), flush=True)
     collector = make_collector()
@@ -287,15 +307,19 @@ def _rounds(cfg: ImproveConfig, rl, ckpt: str, out: Path, collector: Collector, 
         if swap:
             print(f"  hot swap: the running policy node validated v{res['version']} in {swap['load_ms']:.0f} ms")
         ckpt, version = res["checkpoint"], res["version"]
-        ev, fails = evaluate_cached(ckpt, cfg)
+        ev, fails, episodes = evaluate_cached(ckpt, cfg)
+        line, paired = paired_line(rows[0]["episodes"], episodes, version, rows[0]["version"])
         rows.append({"round": r, "version": version, "checkpoint": ckpt, "collected_total": r * cfg.episodes_per_round,
                      "explored_success": explored, "eval": ev, "failures": fails, "collect_seconds": t_collect,
+                     "episodes": episodes, "paired_vs_start": paired, "mu_shift_sigma": res["mu_shift_sigma"],
                      "train": {k: res[k] for k in ("decisions", "train_seconds", "value_loss", "stopped_early",
                                                    "critic", "baseline", "logged_logp_gap_max",
                                                    "init_log_ratio_max")},
                      "history": res["history"], "swap": swap})
         print(rounds_table(rows))
         print(failures_line(rows[0]))
-        print(failures_line(rows[-1]), flush=True)
+        print(failures_line(rows[-1]))
+        print(line)
+        print(f"  step of round {r}: mean |Δμ| = {res['mu_shift_sigma']:.3f} σ on the explored decisions", flush=True)
         (out / "rounds.json").write_text(json.dumps(rows, indent=1))
         plot_rounds(rows, out / "improve.png")

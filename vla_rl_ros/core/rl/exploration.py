@@ -33,6 +33,17 @@ own conditionals; a chunk whose first executed token is k0 > 0 (a lagging policy
 scored as a chain starting at k0, exact away from the limits (token k0 is then marginally
 N(μ, σ²)). ρ = 1 exactly would be a degenerate density and is refused.
 
+**The gripper as a discrete decision** (``gripper_temperature`` τ > 0). Gaussian noise on the
+gripper's opening either loosens grasps or explores nothing. Instead each executed token's
+gripper is a Bernoulli choice between closed (its lower limit) and open (its upper limit):
+
+    p(close | μ_g) = sigmoid((m − μ_g) / τ),   m = the middle of the gripper's range,
+
+with its exact log-probability logged (:func:`gripper_logp`). Where μ clearly means open or
+closed (|μ_g − m| ≫ τ) the choice is μ's own; around μ's transition it is explored, i.e. the
+close (or release) happens a few ticks earlier or later. The update moves μ_g through the same
+probability, so RL learns *when* to close and release. (The deployed policy executes μ_g.)
+
 Numpy functions (used in the nodes, on the control path) and torch functions (used in the RL
 update, differentiable in μ) compute the same density; tests check they agree.
 """
@@ -178,6 +189,21 @@ def chain_sample(mu, sigma, lo, hi, rho: float, rng: np.random.Generator) -> np.
     return out
 
 
+def gripper_logp(executed, mu, lo: float, hi: float, tau: float):
+    """Log-probability of each executed gripper command (closed: below the middle of [lo, hi],
+    open: above it) under p(close) = sigmoid((m − μ)/τ); numpy or torch (differentiable in μ)."""
+    m = 0.5 * (lo + hi)
+    if isinstance(mu, np.ndarray) or np.isscalar(mu):
+        x = (m - np.asarray(mu, dtype=np.float64)) / tau
+        sign = np.where(np.asarray(executed) < m, 1.0, -1.0)
+        return -np.logaddexp(0.0, -sign * x)  # log sigmoid(sign · x)
+    import torch
+
+    x = (m - mu) / tau
+    sign = torch.where(executed < m, torch.ones_like(x), -torch.ones_like(x))
+    return torch.nn.functional.logsigmoid(sign * x)
+
+
 def gaussian_logpdf_torch(a, mu, sigma):
     import torch
 
@@ -205,6 +231,7 @@ class ExplorationConfig:
     token_scale: list = field(default_factory=lambda: [1.0])
     schedule: list = field(default_factory=lambda: [1.0])
     rho: float = 0.0
+    gripper_temperature: float = 0.0
 
     def sigma_matrix(self, horizon: int, dof: int, round_index: int = 0) -> np.ndarray:
         s = np.asarray(self.sigma, dtype=np.float64).ravel()
@@ -225,6 +252,11 @@ class ExplorationConfig:
             raise ValueError("token_scale and schedule must be > 0")
         if not 0.0 <= self.rho < 1.0:
             raise ValueError(f"rho must be in [0, 1), got {self.rho}")
+        if not (math.isfinite(self.gripper_temperature) and self.gripper_temperature >= 0):
+            raise ValueError(f"gripper_temperature must be >= 0, got {self.gripper_temperature}")
+        if self.gripper_temperature > 0 and s[-1] > 0:
+            raise ValueError("the gripper is explored either as a discrete decision (gripper_temperature) or with "
+                             "Gaussian noise (gripper_sigma), not both")
         out = m * ts[:, None] * s[None, :]
         return out
 
@@ -256,10 +288,21 @@ class Explorer:
         # support, so the mean the policy *can* mean is its projection onto them
         mu_c = np.clip(mu, self.lower, self.upper)
         sigma = self.cfg.sigma_matrix(mu.shape[0], mu.shape[1], self.round_index)
-        return chain_sample(mu_c, sigma, self.lower, self.upper, self.cfg.rho, self.rng), sigma
+        a = chain_sample(mu_c, sigma, self.lower, self.upper, self.cfg.rho, self.rng)
+        tau = self.cfg.gripper_temperature
+        if tau > 0:  # the gripper: closed or open, a Bernoulli choice around μ's command
+            lo, hi = self.lower[-1], self.upper[-1]
+            p_close = np.exp(gripper_logp(np.full(len(a), lo), mu_c[:, -1], lo, hi, tau))
+            a[:, -1] = np.where(self.rng.random(len(a)) < p_close, lo, hi)
+        return a, sigma
 
     def token_log_probs(self, executed: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
         """(H,) log-likelihood of each token of a chunk ``perturb`` returned, given the chunk's
-        previous token (summed over explored joints): what the logger records per executed tick."""
+        previous token (summed over explored joints, and the gripper's choice when it is
+        explored): what the logger records per executed tick."""
         mu_c = np.clip(np.asarray(mu, dtype=np.float64), self.lower, self.upper)
-        return chain_logpdf(executed, mu_c, sigma, self.lower, self.upper, self.cfg.rho).sum(-1)
+        lp = chain_logpdf(executed, mu_c, sigma, self.lower, self.upper, self.cfg.rho).sum(-1)
+        tau = self.cfg.gripper_temperature
+        if tau > 0:
+            lp = lp + gripper_logp(np.asarray(executed)[:, -1], mu_c[:, -1], self.lower[-1], self.upper[-1], tau)
+        return lp

@@ -30,7 +30,9 @@ from dataclasses import dataclass, fields
 import torch
 
 from vla_rl_ros.core.rl.config import RLConfig
-from vla_rl_ros.core.rl.exploration import chain_logpdf_torch, gaussian_logpdf_torch, truncnorm_logpdf_torch
+from vla_rl_ros.core.rl.exploration import (
+    chain_logpdf_torch, gaussian_logpdf_torch, gripper_logp, truncnorm_logpdf_torch,
+)
 
 
 def first_executed(mask: torch.Tensor) -> torch.Tensor:
@@ -43,13 +45,15 @@ def first_executed(mask: torch.Tensor) -> torch.Tensor:
 
 def dim_log_prob(mu: torch.Tensor, actions: torch.Tensor, sigma: torch.Tensor, mask: torch.Tensor,
                  lower: torch.Tensor | None = None, upper: torch.Tensor | None = None,
-                 rho: torch.Tensor | None = None):
+                 rho: torch.Tensor | None = None, grip_tau: torch.Tensor | None = None):
     """Per (token, dimension) log-density and where it counts: (B, H, D) x3, mask (B, H) ->
     ((B, H, D) log-density, zero off the executed explored entries; (B, H, D) bool of those entries).
 
     ``rho`` (B,): the noise correlation each decision was explored with (coherent AR(1) noise over
     its tokens, :mod:`.exploration`); each executed token is then scored by its conditional given
-    the previous executed token. None or 0: white noise, every token on its own."""
+    the previous executed token. None or 0: white noise, every token on its own. ``grip_tau`` (B,):
+    the gripper's (last dimension's) discrete-exploration temperature of each decision; where > 0
+    its entries are the Bernoulli close/open log-probabilities (:func:`.exploration.gripper_logp`)."""
     on = sigma > 0  # σ = 0: a dimension executed as μ (not explored), outside the likelihood
     sigma = torch.where(on, sigma, torch.ones_like(sigma))
     if rho is not None and bool((rho > 0).any()):
@@ -61,18 +65,27 @@ def dim_log_prob(mu: torch.Tensor, actions: torch.Tensor, sigma: torch.Tensor, m
     else:
         lp = gaussian_logpdf_torch(actions, mu, sigma)
     keep = (mask[..., None] > 0) & on
+    if grip_tau is not None and bool((grip_tau > 0).any()):
+        if lower is None or upper is None:
+            raise ValueError("the discrete gripper's likelihood needs the joint limits")
+        g = grip_tau > 0
+        tau = torch.where(g, grip_tau, torch.ones_like(grip_tau)).to(mu.dtype)[:, None]
+        lp_g = gripper_logp(actions[..., -1], mu[..., -1], float(lower[-1]), float(upper[-1]), tau)
+        on_g = (mask > 0) & g[:, None]
+        lp = torch.cat([lp[..., :-1], torch.where(on_g, lp_g, lp[..., -1])[..., None]], -1)
+        keep = torch.cat([keep[..., :-1], (keep[..., -1] | on_g)[..., None]], -1)
     return torch.where(keep, lp, torch.zeros_like(lp)), keep
 
 
 def chunk_log_prob(mu: torch.Tensor, actions: torch.Tensor, sigma: torch.Tensor, mask: torch.Tensor,
                    lower: torch.Tensor | None = None, upper: torch.Tensor | None = None,
-                   rho: torch.Tensor | None = None) -> torch.Tensor:
+                   rho: torch.Tensor | None = None, grip_tau: torch.Tensor | None = None) -> torch.Tensor:
     """Σ over executed tokens of the per-dimension log-density: (B, H, D) x3, mask (B, H) -> (B,).
 
     With ``lower``/``upper`` (D,) the density is the truncated normal the explorer samples from;
-    ``rho`` as in :func:`dim_log_prob`.
+    ``rho``, ``grip_tau`` as in :func:`dim_log_prob`.
     """
-    return dim_log_prob(mu, actions, sigma, mask, lower, upper, rho)[0].sum(dim=(-1, -2))
+    return dim_log_prob(mu, actions, sigma, mask, lower, upper, rho, grip_tau)[0].sum(dim=(-1, -2))
 
 
 @dataclass
@@ -137,6 +150,7 @@ class Samples:
     logp_b_dim: torch.Tensor | None = None  # (N, H, D) per-factor behaviour log-densities (ratio dim)
     rho: torch.Tensor | None = None  # (N,) noise correlation over each decision's tokens (None: white)
     weight: torch.Tensor | None = None  # (N,) weight of each decision in the update (None: 1)
+    grip_tau: torch.Tensor | None = None  # (N,) discrete gripper exploration temperature (None / 0: not explored)
 
     def rows(self, idx) -> "Samples":
         return Samples(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[idx]
@@ -155,7 +169,7 @@ def rl_objective(mu: torch.Tensor, s: Samples, cfg: RLConfig, lower: torch.Tenso
     (:func:`.advantages.decision_weights`: successes of mixed groups)."""
     mu_c = torch.minimum(torch.maximum(mu, lower), upper)
     if cfg.objective in ("awr", "filtered"):
-        lp, keep = dim_log_prob(mu_c, s.actions, s.sigma, s.mask, lower, upper, s.rho)
+        lp, keep = dim_log_prob(mu_c, s.actions, s.sigma, s.mask, lower, upper, s.rho, s.grip_tau)
         per_factor = lp.sum(dim=(-1, -2)) / keep.sum(dim=(-1, -2)).clamp(min=1)
         w = torch.ones_like(per_factor) if s.weight is None else s.weight
         if cfg.objective == "awr":
@@ -166,13 +180,13 @@ def rl_objective(mu: torch.Tensor, s: Samples, cfg: RLConfig, lower: torch.Tenso
             ess = float((w.sum() ** 2) / (w.numel() * (w**2).sum()).clamp(min=1e-12))
             st = PolicyLossStats(float(loss_pi), 0.0, ess, float(r.mean()), float(r.max()))
     elif cfg.ratio == "dim":
-        lp, keep = dim_log_prob(mu_c, s.actions, s.sigma, s.mask, lower, upper, s.rho)
+        lp, keep = dim_log_prob(mu_c, s.actions, s.sigma, s.mask, lower, upper, s.rho, s.grip_tau)
         a_dim = s.adv[:, None, None].expand_as(lp)
         w_dim = None if s.weight is None else s.weight[:, None, None].expand_as(lp)[keep]
         loss_pi, st = policy_loss(lp[keep], s.logp_b_dim[keep], a_dim[keep], clip=cfg.clip, weights=w_dim,
                                   log_ratio_max=cfg.log_ratio_max)
     elif cfg.ratio == "chunk":
-        lp = chunk_log_prob(mu_c, s.actions, s.sigma, s.mask, lower, upper, s.rho)
+        lp = chunk_log_prob(mu_c, s.actions, s.sigma, s.mask, lower, upper, s.rho, s.grip_tau)
         loss_pi, st = policy_loss(lp, s.logp_b, s.adv, clip=cfg.clip, weights=s.weight,
                                   log_ratio_max=cfg.log_ratio_max)
     else:

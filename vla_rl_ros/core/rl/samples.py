@@ -48,6 +48,7 @@ class Decisions:
     t: np.ndarray  # (N,) frame index of the decision's first executed token
     priv: np.ndarray | None = None  # (N, P) privileged critic features at the anchor (sim data only)
     rho: np.ndarray | None = None  # (N,) correlation of the exploration noise over the chunk's tokens (0: white)
+    grip_tau: np.ndarray | None = None  # (N,) temperature of the discrete gripper exploration (0: not explored)
 
 
 @dataclass
@@ -158,10 +159,11 @@ def load_decisions(roots, horizon: int, cameras, gamma: float, progress=True, ep
             if not dec:
                 summary["skipped_no_noise"] += 1
                 continue
-            rho = float((metas.get(e_idx, {}).get("exploration") or {}).get("rho", 0.0))
+            explo = metas.get(e_idx, {}).get("exploration") or {}
+            rho, tau = float(explo.get("rho", 0.0)), float(explo.get("gripper_temperature", 0.0))
             for r in dec:
                 r["episode"] = ep_id
-                r["rho"] = rho
+                r["rho"], r["grip_tau"] = rho, tau
                 tasks.append(str(d["task"]))
             rew = np.asarray(d[S.REWARD], dtype=np.float64)
             info_e.returns[ep_id] = (returns(rew, success, gamma), success)
@@ -184,7 +186,7 @@ def load_decisions(roots, horizon: int, cameras, gamma: float, progress=True, ep
         t=np.array([r["t"] for r in rows]),
         # privileged critic inputs only when every decision has them (datasets may be mixed)
         priv=st("priv") if all("priv" in r for r in rows) else None,
-        rho=st("rho", np.float64),
+        rho=st("rho", np.float64), grip_tau=st("grip_tau", np.float64),
     )
     summary["decisions"] = len(rows)
     summary["instructions"] = {k: v.tolist() for k, v in lang_of.items()}

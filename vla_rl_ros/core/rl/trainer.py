@@ -151,14 +151,19 @@ def make_samples(cfg: RLConfig, dec: Decisions, adv: torch.Tensor, pol: FrozenPo
         mu_base = pol.all_means(base_head)
         # per-factor behaviour log-densities from the logged μ_b and σ (the behaviour of --ratio dim)
         rho = None if dec.rho is None else torch.from_numpy(dec.rho).float()
+        tau = None if dec.grip_tau is None else torch.from_numpy(dec.grip_tau).float()
         lpb_dim, _ = dim_log_prob(torch.minimum(torch.maximum(mu_b, pol.lo), pol.hi), acts, sig, mask, pol.lo, pol.hi,
-                                  rho)
+                                  rho, tau)
     sig_ref = sig[:, :1].expand_as(sig)  # σ of the first token stands in for the unexecuted ones
     # dimensions that were not explored (σ = 0, e.g. the gripper) get no likelihood gradient; the
     # regulariser holds them to the base head in units of anchor_sigma
     sig_ref = torch.where(sig_ref > 0, sig_ref, torch.full_like(sig_ref, cfg.anchor_sigma))
+    if tau is not None and bool((tau > 0).any()):  # a discretely explored gripper moves on the scale of its τ
+        g = torch.where(tau > 0, tau, sig_ref[:, 0, -1])
+        sig_ref = torch.cat([sig_ref[..., :-1], g[:, None, None].expand(-1, sig_ref.shape[1], 1)], -1)
     return Samples(actions=acts, sigma=sig, mask=mask, logp_b=torch.from_numpy(dec.logp_b).float(), adv=adv,
-                   mu_b=mu_b, mu_base=mu_base, sig_ref=sig_ref, logp_b_dim=lpb_dim, rho=rho, weight=weight)
+                   mu_b=mu_b, mu_base=mu_base, sig_ref=sig_ref, logp_b_dim=lpb_dim, rho=rho, weight=weight,
+                   grip_tau=tau)
 
 
 def logged_likelihood_check(cfg: RLConfig, s: Samples, pol: FrozenPolicy) -> dict:
@@ -168,7 +173,7 @@ def logged_likelihood_check(cfg: RLConfig, s: Samples, pol: FrozenPolicy) -> dic
     the behaviour policy and refuses data whose median gap exceeds ``cfg.logp_check_tol``."""
     with torch.no_grad():
         lp0 = chunk_log_prob(torch.clamp(s.mu_base, pol.lo, pol.hi), s.actions, s.sigma, s.mask, pol.lo, pol.hi,
-                             s.rho)
+                             s.rho, s.grip_tau)
         init_gap = (lp0 - s.logp_b).abs()
         logged_gap = (s.logp_b_dim.sum(dim=(-1, -2)) - s.logp_b).abs()
     if cfg.ratio == "dim" and float(logged_gap.median()) > cfg.logp_check_tol:
@@ -197,7 +202,8 @@ def behaviour_fit(cfg: RLConfig, head, s: Samples, pol: FrozenPolicy) -> dict:
     with torch.no_grad():
         mu_all = pol.all_means(head)
         kl_b = float(gaussian_kl(mu_all, s.mu_b, s.sigma, s.mask).mean())
-        lp = chunk_log_prob(torch.clamp(mu_all, pol.lo, pol.hi), s.actions, s.sigma, s.mask, pol.lo, pol.hi, s.rho)
+        lp = chunk_log_prob(torch.clamp(mu_all, pol.lo, pol.hi), s.actions, s.sigma, s.mask, pol.lo, pol.hi, s.rho,
+                            s.grip_tau)
         r = torch.exp(torch.clamp(lp - s.logp_b, max=cfg.log_ratio_max))
         ess = float(r.sum() ** 2 / (len(r) * (r**2).sum()))
     return {"ess": ess, "kl_behaviour": kl_b}
