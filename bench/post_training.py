@@ -88,10 +88,11 @@ def train(args, seed: int, data: Path, objective: str, out: Path) -> dict:
 def compare(args, candidate: str, out: Path) -> dict:
     from vla_rl_ros.cli import main as cli
 
-    path = out / "compare.json"
+    path = out / f"compare_k{args.eval_replan_every}_pf{args.per_family}.json"
     if not path.is_file():
         rc = cli(["compare", str(Path(args.init).resolve()), candidate, "--per-family", str(args.per_family),
                   "--workers", str(args.workers), "--max-steps", str(args.max_steps), "--json", str(path),
+                  "--replan-every", str(args.eval_replan_every),
                   "--cache", args.cache])
         if rc != 0:
             raise SystemExit(f"compare failed ({rc})")
@@ -116,6 +117,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--max-steps", type=int, default=120)
     ap.add_argument("--cache", default="runs/eval_cache")
+    ap.add_argument("--eval-replan-every", type=int, default=1, help="the evaluated (deployed) policy plans every k ticks")
     ap.add_argument("--out", default="out/post_training")
     args = ap.parse_args()
     setting = parse_setting(args.setting)
@@ -130,9 +132,8 @@ def main() -> int:
         data = root / f"data_s{seed}"
         t1 = time.time()
         col = collect(args, seed, data, setting)
-        print(f"seed {seed}: {args.episodes} explored episodes ({args.setting}) in {data} "
-              f"[{'reused' if col.get('reused') else f'{time.time() - t1:.0f} s, success {col['success']}/{args.episodes}'}]",
-              flush=True)
+        how = "reused" if col.get("reused") else f"{time.time() - t1:.0f} s, success {col['success']}/{args.episodes}"
+        print(f"seed {seed}: {args.episodes} explored episodes ({args.setting}) in {data} [{how}]", flush=True)
         for objective in args.objectives:
             out = root / f"{objective}_s{seed}"
             res = train(args, seed, data, objective, out)
