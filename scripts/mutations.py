@@ -74,6 +74,20 @@ MUTATIONS: list[Mutation] = [
         "        if False:\n",
         "tests/core/test_policy.py::test_runtime_refuses_non_finite_output",
     ),
+    Mutation(
+        "coherent noise scored as white noise in the update (rho ignored)",
+        "vla_rl_ros/core/rl/objective.py",
+        "    if rho is not None and bool((rho > 0).any()):\n",
+        "    if False:\n",
+        "tests/core/test_rl.py::test_coherent_noise_estimator_is_unbiased_and_a_white_likelihood_is_not",
+    ),
+    Mutation(
+        "discrete gripper left out of the update's likelihood",
+        "vla_rl_ros/core/rl/objective.py",
+        "    if grip_tau is not None and bool((grip_tau > 0).any()):\n",
+        "    if False:\n",
+        "tests/core/test_rl.py::test_discrete_gripper_exploration_and_its_unbiased_gradient",
+    ),
 ]
 
 
