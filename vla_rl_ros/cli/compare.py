@@ -22,6 +22,7 @@ from pathlib import Path
 from vla_rl_ros.cli.common import build_or_die, die
 from vla_rl_ros.core import stats
 from vla_rl_ros.core.config import add_fields, opt, require, to_dict
+from vla_rl_ros.core.control import ENSEMBLE_DECAY, TEMPORAL_ENSEMBLE
 from vla_rl_ros.core.node_config import BACKENDS, RENDERERS
 
 HELP = "paired comparison of two checkpoints on the held-out seed bank (McNemar, bootstrap interval)"
@@ -40,6 +41,9 @@ class CompareConfig:
     workers: int = opt(2, "evaluation processes")
     max_steps: int = opt(120, "episode length limit (control ticks)")
     replan_every: int = opt(1, "infer on every n-th observation")
+    temporal_ensemble: bool = opt(TEMPORAL_ENSEMBLE, "average each chunk with the earlier ones that overlap it before "
+                                                     "it runs (ACT temporal ensembling, as the policy node does)")
+    ensemble_decay: float = opt(ENSEMBLE_DECAY, "ensemble weight exp(-decay * age in ticks); 0: uniform")
     backend: str = opt("onnxruntime", "inference backend", choices=BACKENDS)
     renderer: str = opt("tiny", "PyBullet renderer", choices=RENDERERS)
     boot: int = opt(stats.N_BOOT, "bootstrap resamples of each interval")
@@ -134,9 +138,12 @@ def checkpoint_digest(ckpt: str) -> dict:
 def cache_key(cfg: CompareConfig, files: dict, bank) -> dict:
     """Everything an episode's outcome depends on. Equal keys: equal results (the loop is
     deterministic given the weights, the scene and the loop settings)."""
-    return {"format": CACHE_FORMAT, "checkpoint_files": files, "bank_sha256": stats.bank_digest(bank),
-            "episodes": len(bank), "max_steps": cfg.max_steps, "replan_every": cfg.replan_every,
-            "backend": cfg.resolved_backend, "renderer": cfg.renderer}
+    key = {"format": CACHE_FORMAT, "checkpoint_files": files, "bank_sha256": stats.bank_digest(bank),
+           "episodes": len(bank), "max_steps": cfg.max_steps, "replan_every": cfg.replan_every,
+           "backend": cfg.resolved_backend, "renderer": cfg.renderer}
+    if cfg.temporal_ensemble:  # (keys without it: the loop without ensembling, as before it existed)
+        key["ensemble_decay"] = cfg.ensemble_decay
+    return key
 
 
 def _digest(key: dict) -> str:
@@ -211,7 +218,8 @@ def _evaluate(cfg: CompareConfig, side: str, ckpt: str, bank) -> list[dict]:
     try:
         results = evaluate_parallel(ckpt, [s for s, _ in bank], workers=cfg.workers, families=[f for _, f in bank],
                                     replan_every=cfg.replan_every, backend=cfg.resolved_backend,
-                                    max_steps=cfg.max_steps, renderer=cfg.renderer, progress=progress)
+                                    max_steps=cfg.max_steps, renderer=cfg.renderer, progress=progress,
+                                    temporal_ensemble=cfg.temporal_ensemble, ensemble_decay=cfg.ensemble_decay)
     finally:
         bar.close()
     return [dict(r.__dict__) for r in results]

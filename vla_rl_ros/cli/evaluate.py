@@ -13,6 +13,7 @@ from pathlib import Path
 
 from vla_rl_ros.cli.common import RosOptions, build_or_die, die, success_table
 from vla_rl_ros.core.config import add_fields, opt, require, write_config
+from vla_rl_ros.core.control import ENSEMBLE_DECAY, TEMPORAL_ENSEMBLE
 from vla_rl_ros.core.node_config import BACKENDS, RENDERERS
 from vla_rl_ros.core.paths import checkpoint_or_default
 
@@ -28,6 +29,9 @@ class EvaluateConfig(RosOptions):
     backend: str = opt("auto", "inference backend", choices=BACKENDS)
     threads: int = opt(1, "inference threads")
     replan_every: int = opt(1, "infer on every n-th observation")
+    temporal_ensemble: bool = opt(TEMPORAL_ENSEMBLE, "average each chunk with the earlier ones that overlap it before "
+                                                     "it runs (ACT temporal ensembling, as the policy node does)")
+    ensemble_decay: float = opt(ENSEMBLE_DECAY, "ensemble weight exp(-decay * age in ticks); 0: uniform")
     max_steps: int = opt(120, "episode length limit (control ticks)")
     real_time_factor: float = opt(2.0, "real-time factor of the simulation (graph)", aliases=("--speed",))
     direct: bool = opt(False, "evaluate without ROS (same loop, one process)")
@@ -108,7 +112,8 @@ def _evaluate_parallel(cfg: EvaluateConfig, ckpt: str) -> int:
     backend = "onnxruntime" if cfg.backend == "auto" else cfg.backend
     results = evaluate_parallel(ckpt, seeds, workers=cfg.workers, family=cfg.family or None,
                                 replan_every=cfg.replan_every, backend=backend, max_steps=cfg.max_steps,
-                                renderer=cfg.renderer, progress=progress, diagnose=cfg.diagnose)
+                                renderer=cfg.renderer, progress=progress, diagnose=cfg.diagnose,
+                                temporal_ensemble=cfg.temporal_ensemble, ensemble_decay=cfg.ensemble_decay)
     bar.close()
     _report(cfg, results, time.time() - t0)
     return 0
@@ -128,7 +133,8 @@ def _evaluate_here(cfg: EvaluateConfig, ckpt: str) -> int:
     t0 = time.time()
     act = lambda o: rt.infer(Observation(o["images"], o["state"], o["instruction"]))  # noqa: E731
     results = evaluate(world, act, seeds, family=cfg.family or None, replan_every=cfg.replan_every,
-                       progress=progress, diagnose=cfg.diagnose)
+                       progress=progress, diagnose=cfg.diagnose, temporal_ensemble=cfg.temporal_ensemble,
+                       ensemble_decay=cfg.ensemble_decay)
     bar.close()
     world.close()
     _report(cfg, results, time.time() - t0)
@@ -167,7 +173,7 @@ def _evaluate_ros(cfg: EvaluateConfig, ckpt: str) -> int:
         "seed": seeds[0], "family": cfg.family, "real_time_factor": cfg.real_time_factor,
         "image_width": size, "image_height": size, "max_steps": cfg.max_steps,
         "replan_every": cfg.replan_every, "threads": cfg.threads, "renderer": cfg.renderer,
-        "lockstep": cfg.lockstep,
+        "lockstep": cfg.lockstep, "temporal_ensemble": cfg.temporal_ensemble,
     })
     log_dir = cfg.log_dir or tempfile.mkdtemp(prefix="vla_eval_logs_")
     monitor = GraphMonitor(cfg.domain_id)

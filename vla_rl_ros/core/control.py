@@ -8,6 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
+#: temporal ensembling of overlapping chunks (ACT, Zhao et al. 2023) on by default wherever the mean
+#: policy drives the arm: each tick's target is the weighted mean of every chunk's prediction for it
+TEMPORAL_ENSEMBLE = True
+#: weight of a chunk's prediction ∝ exp(-ENSEMBLE_DECAY · age), age = ticks since the chunk's
+#: observation (0: uniform over every chunk that covers the tick; > 0 favours the newest)
+ENSEMBLE_DECAY = 0.0
+
 
 class ChunkScheduler:
     """Chooses the joint target for each control tick from the chunks received so far.
@@ -51,6 +58,53 @@ class ChunkScheduler:
         """True while the chunk answering the newest replan observation (tick ``tick - tick %
         replan_every``) has not arrived: the lock-step controller waits on it."""
         return self.chunk is None or self.anchor < tick - tick % max(1, replan_every)
+
+
+class ChunkEnsembler:
+    """Temporal ensembling of overlapping chunks, applied before a chunk is sent.
+
+    ``add(chunk, tick)`` takes a chunk planned from the observation of tick ``tick`` (point ``i``
+    for tick ``tick + i``, the :class:`ChunkScheduler` convention) and returns a chunk of the
+    same shape whose point ``i`` is the weighted mean, over this chunk and every earlier one that
+    covers tick ``tick + i``, of their predictions for that tick (weight ``exp(-decay · age)``, age
+    = ticks since the predicting chunk's observation). A controller that plays the newest chunk
+    (a joint trajectory controller, :class:`ChunkScheduler`) then executes the ensemble. Averaging
+    the plans of several observations cancels much of the per-frame error of the position read
+    from the image, at the price of a lag when the plan changes on purpose.
+
+    Earlier chunks are forgotten once they no longer cover the new chunk's ticks, on
+    :meth:`reset` (a new episode, instruction or policy version), and when ``tick`` does not move
+    forward (a restarted clock). Pure numpy; exploration never goes through it (the RL update
+    scores the chunk that was executed).
+    """
+
+    def __init__(self, decay: float = ENSEMBLE_DECAY):
+        if not np.isfinite(decay):
+            raise ValueError(f"ensemble decay must be finite, got {decay}")
+        self.decay = float(decay)
+        self.reset()
+
+    def reset(self) -> None:
+        self.chunks: list[tuple[int, np.ndarray]] = []  # (tick, chunk as planned), oldest first
+
+    def add(self, chunk: np.ndarray, tick: int) -> np.ndarray:
+        chunk = np.asarray(chunk, dtype=np.float64)
+        if chunk.ndim != 2:
+            raise ValueError(f"chunk must be (horizon, dof), got shape {chunk.shape}")
+        tick = int(tick)
+        if self.chunks and (tick <= self.chunks[-1][0] or self.chunks[-1][1].shape[1] != chunk.shape[1]):
+            self.reset()
+        self.chunks = [(t, c) for t, c in self.chunks if t + len(c) > tick]
+        self.chunks.append((tick, chunk))
+        total = np.zeros_like(chunk)
+        weight = np.zeros((len(chunk), 1))
+        for t, c in self.chunks:
+            age = tick - t
+            n = min(len(c) - age, len(chunk))  # points of c that cover ticks tick .. tick + n - 1
+            w = float(np.exp(-self.decay * age))
+            total[:n] += w * c[age:age + n]
+            weight[:n] += w
+        return total / weight
 
 
 def chunk_age_is_late(age: int, replan_every: int) -> bool:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Protocol
 
 from vla_rl_ros.core.config import opt, require, write_config
+from vla_rl_ros.core.control import ENSEMBLE_DECAY, TEMPORAL_ENSEMBLE
 from vla_rl_ros.core.node_config import DEFAULT_SIGMA
 from vla_rl_ros.core.sim.tasks import FAMILIES
 
@@ -144,7 +145,7 @@ def evaluate_cached(ckpt: str, cfg: ImproveConfig) -> tuple[dict, dict, list]:
     # (the baseline is then evaluated once for all training seeds of an experiment)
     manifest = json.loads((Path(ckpt) / "manifest.json").read_text())["files"]
     key = "|".join([manifest["model.safetensors"]["sha256"], str(seeds[0]), str(len(seeds)), str(cfg.max_steps),
-                    "diagnose", "episodes"])
+                    "diagnose", "episodes", f"ensemble {ENSEMBLE_DECAY if TEMPORAL_ENSEMBLE else None}"])
     cache = Path.home() / ".cache" / "vla_rl_ros" / "eval"
     cache.mkdir(parents=True, exist_ok=True)
     hit = cache / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".json")

@@ -7,9 +7,11 @@ and help, and builds the dataclass back from the values the graph YAML (``config
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from vla_rl_ros.core.config import opt, require
+from vla_rl_ros.core.control import ENSEMBLE_DECAY, TEMPORAL_ENSEMBLE
 from vla_rl_ros.core.topics import CONTROLLER_TOPIC
 
 RENDERERS = ("auto", "egl", "tiny")
@@ -74,11 +76,20 @@ class PolicyNodeConfig:
     controller_topic: str = opt(CONTROLLER_TOPIC, "topic of the executed chunks")
     hold_unclear: bool = opt(True, "hold (publish nothing) while the instruction is not understood "
                                    "(nonsense, an object the scene cannot contain); false: act on the best guess")
+    temporal_ensemble: bool = opt(TEMPORAL_ENSEMBLE, "send each chunk averaged with the earlier ones that overlap it "
+                                                     "(ACT temporal ensembling, core/control.py: ChunkEnsembler); "
+                                                     "off for exploration, whose update scores the chunk it ran")
+    ensemble_decay: float = opt(ENSEMBLE_DECAY, "ensemble weight exp(-decay * age in ticks); 0: uniform")
+    ensemble_ticks: str = opt("stamps", "how the ticks between two chunks are counted: stamps (observation stamps x "
+                                        "control_rate: a real arm) or observations (one per control tick since the "
+                                        "episode's instruction: the simulator, whose stamps follow its real-time "
+                                        "factor)", choices=("stamps", "observations"))
 
     def validate(self) -> None:
         require(self.threads >= 1, "threads must be >= 1")
         require(self.control_rate > 0, "control_rate must be > 0")
         require(self.replan_every >= 1, "replan_every must be >= 1")
+        require(math.isfinite(self.ensemble_decay), "ensemble_decay must be finite")
 
 
 @dataclass(frozen=True)

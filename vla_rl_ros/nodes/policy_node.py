@@ -57,6 +57,7 @@ from vla_rl_ros.core.policy.runtime import (
     SwapEvent,
     guard_chunk,
 )
+from vla_rl_ros.core.control import ChunkEnsembler
 from vla_rl_ros.core.node_config import PolicyNodeConfig
 from vla_rl_ros.core.paths import DEFAULT_CHECKPOINT as _DEFAULT_CHECKPOINT
 from vla_rl_ros.core.paths import checkpoint_or_default
@@ -95,6 +96,12 @@ class PolicyNode(Node):
         self.max_first_jump = c.max_first_jump
         self.to_controller = c.publish_to_controller
         self.guard = OutputGuard(PANDA.lower, PANDA.upper, self.max_first_jump)
+        # temporal ensembling (inference thread only); reset at each episode's instruction and swap
+        self.ensembler = ChunkEnsembler(c.ensemble_decay) if c.temporal_ensemble else None
+        self.ensemble_by_stamps = c.ensemble_ticks == "stamps"
+        self._ensemble_reset = False
+        self._ensemble_version = None
+        self.episode_obs = 0  # complete observations since the last instruction message
 
         runtime = PolicyRuntime(checkpoint_or_default(c.checkpoint), backend=c.backend,
                                 joint_names=PANDA.joint_names, threads=c.threads, hold_unclear=c.hold_unclear)
@@ -215,6 +222,8 @@ class PolicyNode(Node):
             self.counters["rejected_input"] += 1
             self._complain(f"instruction of {len(text)} characters refused (limit {MAX_INSTRUCTION_CHARS})")
             return
+        self.episode_obs = 0  # the simulator (and a robot's reset) sends the instruction at each episode start
+        self._ensemble_reset = True
         if text != self.instruction:
             self.instruction = text
             self.pending.clear()
@@ -312,16 +321,19 @@ class PolicyNode(Node):
             del self.pending[k]
         while len(self.pending) > 50:  # stale partial observations
             del self.pending[min(self.pending)]
+        tick, self.episode_obs = self.episode_obs, self.episode_obs + 1
         if not self.instruction or not self._usable(self.instruction):
             return
         count, self.obs_count = self.obs_count, self.obs_count + 1
         if count % self.replan_every:
             return
         obs = Observation(slot["images"], slot["state"], self.instruction)
+        if self.ensemble_by_stamps:
+            tick = round(ns * 1e-9 * self.control_rate)
         with self._cv:
             if self._slot is not None:
                 self.counters["dropped_obs"] += 1
-            self._slot = (ns, obs)
+            self._slot = (ns, obs, tick)
             self._cv.notify()
 
     # ------------------------------------------------------------------ inference thread
@@ -332,8 +344,9 @@ class PolicyNode(Node):
                     self._cv.wait(timeout=0.5)
                 if self._stop:
                     return
-                ns, obs = self._slot
+                ns, obs, tick = self._slot
                 self._slot = None
+                reset, self._ensemble_reset = self._ensemble_reset, False
             runtime = self.swapper.active()  # between two inferences: install a validated candidate
             t0 = time.perf_counter()
             try:
@@ -353,6 +366,11 @@ class PolicyNode(Node):
                 self.counters["rejected_output"] += 1
                 self._complain(f"{e}: not sent")
                 continue
+            if self.ensembler is not None:
+                if reset or runtime.version != self._ensemble_version:
+                    self.ensembler.reset()
+                    self._ensemble_version = runtime.version
+                chunk = self.ensembler.add(chunk, tick)
             msg = chunk_msg(chunk, ns_to_stamp(ns), self.control_rate, policy_version=runtime.version)
             self.pub_mean.publish(msg)
             if self.pub_cmd is not None:

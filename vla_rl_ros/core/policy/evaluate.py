@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vla_rl_ros.core.control import ChunkScheduler
+from vla_rl_ros.core.control import ENSEMBLE_DECAY, TEMPORAL_ENSEMBLE, ChunkEnsembler, ChunkScheduler
 from vla_rl_ros.core.robot import PANDA
 
 
@@ -44,10 +44,13 @@ def most_moved(world, init: dict) -> str | None:
 
 
 def run_episode(world, act, seed: int, family: str | None = None, replan_every: int = 1,
-                instruction: str | None = None, diagnose: bool = False) -> EpisodeResult:
+                instruction: str | None = None, diagnose: bool = False, temporal_ensemble: bool = TEMPORAL_ENSEMBLE,
+                ensemble_decay: float = ENSEMBLE_DECAY) -> EpisodeResult:
     """``act(obs_dict) -> (H, dof) chunk``; ``instruction`` overrides the task's text (for
     instruction-following tests: same scene, different instruction); ``diagnose`` classifies a
-    failure from the simulator's state (:mod:`vla_rl_ros.core.sim.diagnose`)."""
+    failure from the simulator's state (:mod:`vla_rl_ros.core.sim.diagnose`);
+    ``temporal_ensemble``: each chunk is averaged with the earlier ones that overlap it
+    (:class:`~vla_rl_ros.core.control.ChunkEnsembler`, as the policy node does) before it runs."""
     world.reset(seed=seed, family=family)
     text = instruction or world.task.instruction
     init = {n: np.asarray(p) for n, (p, _) in world.object_poses().items()}
@@ -58,12 +61,15 @@ def run_episode(world, act, seed: int, family: str | None = None, replan_every: 
         watch = EpisodeWatch()
         watch.start(world.task, world.object_poses())
     sched = ChunkScheduler(world.joint_positions())
+    ensembler = ChunkEnsembler(ensemble_decay) if temporal_ensemble else None
     ret, k = 0.0, 0
     while True:
         obs = world.observe(render=True)
         obs["instruction"] = text
         if k % replan_every == 0:
             chunk = np.clip(np.asarray(act(obs), dtype=np.float64), PANDA.lower, PANDA.upper)
+            if ensembler is not None:
+                chunk = ensembler.add(chunk, k)
             sched.offer(chunk, k, k)
         target, _ = sched.target(k)
         world.apply_action(target)
@@ -79,11 +85,12 @@ def run_episode(world, act, seed: int, family: str | None = None, replan_every: 
 
 
 def evaluate(world, act, seeds, family: str | None = None, replan_every: int = 1, progress=None,
-             diagnose: bool = False):
+             diagnose: bool = False, temporal_ensemble: bool = TEMPORAL_ENSEMBLE, ensemble_decay: float = ENSEMBLE_DECAY):
     results = []
     t0 = time.time()
     for s in seeds:
-        results.append(run_episode(world, act, int(s), family, replan_every, diagnose=diagnose))
+        results.append(run_episode(world, act, int(s), family, replan_every, diagnose=diagnose,
+                                   temporal_ensemble=temporal_ensemble, ensemble_decay=ensemble_decay))
         if progress:
             progress(results, time.time() - t0)
     return results
@@ -119,7 +126,7 @@ def _eval_init(ckpt: str, backend: str, image_size: int | None, max_steps: int, 
 def _eval_one(job) -> EpisodeResult:
     from vla_rl_ros.core.policy.runtime import Observation
 
-    seed, family, replan_every, diagnose, instruction = (tuple(job) + (None,))[:5]
+    seed, family, replan_every, diagnose, instruction, temporal_ensemble, ensemble_decay = job
     rt, world = _EVAL
     if instruction is not None:
         u = rt.understand(instruction)
@@ -128,13 +135,15 @@ def _eval_one(job) -> EpisodeResult:
             return EpisodeResult(seed, world.task.family, instruction, False, 0, 0.0, None, "refused",
                                  {"reason": u.reason, "best": u.best, "confidence": u.confidence})
     act = lambda o: rt.infer(Observation(o["images"], o["state"], o["instruction"]))  # noqa: E731
-    return run_episode(world, act, seed, family, replan_every, diagnose=diagnose, instruction=instruction)
+    return run_episode(world, act, seed, family, replan_every, diagnose=diagnose, instruction=instruction,
+                       temporal_ensemble=temporal_ensemble, ensemble_decay=ensemble_decay)
 
 
 def evaluate_parallel(ckpt: str, seeds, workers: int = 2, family: str | None = None, replan_every: int = 1,
                       backend: str = "onnxruntime", max_steps: int = 120, renderer: str = "tiny",
                       progress=None, diagnose: bool = False, instructions=None,
-                      families=None) -> list[EpisodeResult]:
+                      families=None, temporal_ensemble: bool = TEMPORAL_ENSEMBLE,
+                      ensemble_decay: float = ENSEMBLE_DECAY) -> list[EpisodeResult]:
     """:func:`evaluate` of checkpoint ``ckpt`` spread over ``workers`` processes (one policy
     runtime + one simulator each, single-threaded). Each episode depends only on its seed, so the
     results equal the single-process loop's, in seed order. ``instructions`` (one per seed)
@@ -153,7 +162,7 @@ def evaluate_parallel(ckpt: str, seeds, workers: int = 2, family: str | None = N
     fams = list(families) if families is not None else [family] * len(seeds)
     if len(fams) != len(seeds):
         raise ValueError(f"{len(fams)} families for {len(seeds)} seeds")
-    jobs = [(int(s), f, replan_every, diagnose, t) for s, f, t in zip(seeds, fams, texts)]
+    jobs = [(int(s), f, replan_every, diagnose, t, temporal_ensemble, ensemble_decay) for s, f, t in zip(seeds, fams, texts)]
     results = []
     t0 = time.time()
     with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=mp.get_context("spawn"),
