@@ -48,6 +48,10 @@ def test_negative_decay_favours_older_plans_and_a_restarted_tick_resets():
     out = ens.add(np.full((3, 1), 7.0), 0)  # a new episode: ticks start again
     np.testing.assert_array_equal(out, np.full((3, 1), 7.0))
     assert len(ens.chunks) == 1
+    ens.add(np.full((3, 1), 1.0), 1)
+    out = ens.add(np.full((3, 1), 3.0), 1)  # a newer plan for the same tick replaces the older one
+    np.testing.assert_allclose(out[:2, 0], (np.exp(1.0) * 7.0 + 3.0) / (np.exp(1.0) + 1.0))
+    assert len(ens.chunks) == 2
 
 
 def test_bad_input_is_refused():

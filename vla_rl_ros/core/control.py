@@ -73,8 +73,8 @@ class ChunkEnsembler:
     from the image, at the price of a lag when the plan changes on purpose.
 
     Earlier chunks are forgotten once they no longer cover the new chunk's ticks, on
-    :meth:`reset` (a new episode, instruction or policy version), and when ``tick`` does not move
-    forward (a restarted clock). Pure numpy; exploration never goes through it (the RL update
+    :meth:`reset` (a new episode, instruction or policy version), and when ``tick`` goes back (a
+    restarted clock or episode); a second chunk for the same tick replaces the first. Pure numpy; exploration never goes through it (the RL update
     scores the chunk that was executed).
     """
 
@@ -92,9 +92,10 @@ class ChunkEnsembler:
         if chunk.ndim != 2:
             raise ValueError(f"chunk must be (horizon, dof), got shape {chunk.shape}")
         tick = int(tick)
-        if self.chunks and (tick <= self.chunks[-1][0] or self.chunks[-1][1].shape[1] != chunk.shape[1]):
+        if self.chunks and (tick < self.chunks[-1][0] or self.chunks[-1][1].shape[1] != chunk.shape[1]):
             self.reset()
-        self.chunks = [(t, c) for t, c in self.chunks if t + len(c) > tick]
+        # a second plan for the same tick (a camera faster than the control rate) replaces the first
+        self.chunks = [(t, c) for t, c in self.chunks if t + len(c) > tick and t != tick]
         self.chunks.append((tick, chunk))
         total = np.zeros_like(chunk)
         weight = np.zeros((len(chunk), 1))
