@@ -261,6 +261,10 @@ def test_cache_key_is_exact(tmp_path):
                                 backend="torch"), files, bank),
         cache_key(CompareConfig(checkpoint_a="x", checkpoint_b="y", cache=str(tmp_path), per_family=1,
                                 renderer="egl"), files, bank),
+        cache_key(CompareConfig(checkpoint_a="x", checkpoint_b="y", cache=str(tmp_path), per_family=1,
+                                temporal_ensemble=not cfg.temporal_ensemble), files, bank),
+        cache_key(CompareConfig(checkpoint_a="x", checkpoint_b="y", cache=str(tmp_path), per_family=1,
+                                temporal_ensemble=True, ensemble_decay=0.5), files, bank),
         cache_key(cfg, {**files, "model.safetensors": "2" * 64}, bank),
         cache_key(cfg, files, stats.seed_bank(per_family=2)),
     ]
