@@ -88,6 +88,20 @@ MUTATIONS: list[Mutation] = [
         "    if False:\n",
         "tests/core/test_rl.py::test_discrete_gripper_exploration_and_its_unbiased_gradient",
     ),
+    Mutation(
+        "temporal ensemble averages nothing (the newest chunk passes through)",
+        "vla_rl_ros/core/control.py",
+        "        return total / weight\n",
+        "        return chunk\n",
+        "tests/core/test_control.py::test_a_ensembled_plan_cancels_per_frame_noise_in_closed_loop",
+    ),
+    Mutation(
+        "the policy node sends the plain chunk (no temporal ensemble in the graph)",
+        "vla_rl_ros/nodes/policy_node.py",
+        "                chunk = self.ensembler.add(chunk, tick)\n",
+        "                self.ensembler.add(chunk, tick)\n",
+        "tests/ros/test_evaluate.py::test_graph_and_direct_evaluation_agree",
+    ),
 ]
 
 
