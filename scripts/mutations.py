@@ -102,6 +102,13 @@ MUTATIONS: list[Mutation] = [
         "                self.ensembler.add(chunk, tick)\n",
         "tests/ros/test_evaluate.py::test_graph_and_direct_evaluation_agree",
     ),
+    Mutation(
+        "weights from outside the allowed directories accepted",
+        "vla_rl_ros/core/policy/trust.py",
+        "        if not any(real == d or real.is_relative_to(d) for d in self.allowed_dirs):\n",
+        "        if False:\n",
+        "tests/core/test_trust.py::test_the_swapper_refuses_untrusted_weights_and_keeps_running",
+    ),
 ]
 
 

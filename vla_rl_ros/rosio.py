@@ -182,6 +182,8 @@ class GraphCollector:
         for n in graph.nodes:
             if n.name == "sim_node":
                 n.parameters["paused"] = True
+            if n.name == "policy_node":  # the rounds' checkpoints are written under the run's folder
+                n.parameters["allowed_weights_dirs"] = [str(Path(cfg.out).resolve())]
         self.cfg = cfg
         self.monitor = GraphMonitor(cfg.domain_id)
         self.monitor.watch(POLICY_SWAP_TOPIC)

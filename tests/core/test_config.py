@@ -18,6 +18,7 @@ from vla_rl_ros.cli.common import RosOptions
 from vla_rl_ros.cli.compare import CompareConfig
 from vla_rl_ros.cli.evaluate import EvaluateConfig
 from vla_rl_ros.cli.replay import ReplayConfig
+from vla_rl_ros.cli.sign import SignConfig
 from vla_rl_ros.cli.train_rl import TrainRLOptions
 from vla_rl_ros.core import node_config as nc
 from vla_rl_ros.core.collect import DirectCollectConfig
@@ -41,6 +42,7 @@ VERB_CONFIGS = {
     "train-rl": [(RLConfig, ()), (TrainRLOptions, ())],
     "improve": [(ImproveConfig, ()), (RLConfig, RL_FIELDS_SET_BY_IMPROVE)],
     "rollback": [(RosOptions, ())],
+    "sign": [(SignConfig, ())],
     "run": [(RosOptions, ())],
 }
 

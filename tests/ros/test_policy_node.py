@@ -1,8 +1,11 @@
 """policy_node as a real process: chunks stamped with their observation, bad input never acted on."""
 
 import json
+import shutil
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,7 +108,6 @@ def test_hot_swap_under_a_running_20hz_loop_refuses_corrupt_and_rolls_back(tmp_p
     version keeps commanding the arm, and the rollback service brings the earlier version back.
     Over the whole run (the valid swap's load and export included) the controller never runs out
     of chunk (/sim/status, core/control.py: TickMonitor)."""
-    import shutil
 
     import torch
     from sensor_msgs.msg import JointState
@@ -319,6 +321,25 @@ def test_policy_node_guards_in_latest_mode(tmp_path, probe, start_nodes):
         assert len(chunks) == 5 and all(m.header.frame_id == "policy_version=2" for m in chunks)
         assert all(abs(m.points[0].positions[0] - (PANDA.home[0] + 0.3)) < 1e-3 for m in chunks)
         assert status()["rejected_output"] == r_out + 5
+        # weights outside the allowed directories (default: the starting checkpoint's folder and
+        # ./runs), directly or through a symlink planted inside: refused before anything is read
+        n_ref = sum(e["event"] == "refused" for e in probe.json_msgs("/vla/policy/swap"))
+        elsewhere = Path(tempfile.mkdtemp(prefix="untrusted_"))
+        try:
+            outside = save_checkpoint(VLAPolicy(PolicyConfig(**dict(SMALL, cameras=("front", "wrist"))),
+                                                Normalization(PANDA.home.tolist(), [0.5] * 8, [0.0] * 8,
+                                                              [1e-4] * 8)).eval(), elsewhere / "v9", version=9)
+            (tmp_path / "planted").symlink_to(outside)
+            for bad in (str(outside), str(tmp_path / "planted"), "/etc", "/nonexistent/checkpoint"):
+                pub_w.publish(String(data=bad))
+            refused_now = lambda: [e for e in probe.json_msgs("/vla/policy/swap") if e["event"] == "refused"][n_ref:]  # noqa: E731
+            assert probe.wait_for(lambda: len(refused_now()) >= 4, 30), probe.json_msgs("/vla/policy/swap")
+            why = {e["path"]: e["reason"] for e in refused_now()}
+            assert all("outside the allowed weights directories" in why[p] for p in (str(outside), str(tmp_path / "planted"), "/etc")), why
+            assert "does not exist" in why["/nonexistent/checkpoint"], why
+            assert all(e["active_version"] == 2 for e in refused_now()), refused_now()
+        finally:
+            shutil.rmtree(elsewhere, ignore_errors=True)
 
         n = len(probe.msgs("/vla/action_chunk"))
         # stale: the newest joint state is either a stale one (stale_lag old) or the last fresh one,

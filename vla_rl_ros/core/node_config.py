@@ -80,6 +80,11 @@ class PolicyNodeConfig:
                                                      "(ACT temporal ensembling, core/control.py: ChunkEnsembler); "
                                                      "off for exploration, whose update scores the chunk it ran")
     ensemble_decay: float = opt(ENSEMBLE_DECAY, "ensemble weight exp(-decay * age in ticks); 0: uniform")
+    allowed_weights_dirs: tuple[str, ...] = opt((), "directories the weights topic and the checkpoint parameter may load "
+                                                    "from (symlinks resolved; core/policy/trust.py); empty: the "
+                                                    "starting checkpoint's directory and ./runs")
+    weights_key_file: str = opt("", "HMAC key file: when set, only checkpoints signed with it (manifest.sig, "
+                                    "`vla-rl-ros sign`) are loaded")
     ensemble_ticks: str = opt("stamps", "how the ticks between two chunks are counted: stamps (observation stamps x "
                                         "control_rate: a real arm) or observations (one per control tick since the "
                                         "episode's instruction: the simulator, whose stamps follow its real-time "
@@ -177,6 +182,7 @@ class TrainerNodeConfig:
     init: str = opt("", "checkpoint of the first round (default: the shipped one); then each result")
     out_root: str = opt("runs/trainer", "round n writes <out_root>/round_<n>")
     seed: int = opt(0, "round n's RL update uses seed + n")
+    weights_key_file: str = opt("", "HMAC key file: sign each new checkpoint (manifest.sig) before announcing it")
 
     def validate(self) -> None:
         pass  # an empty data list is reported per request, the node stays up

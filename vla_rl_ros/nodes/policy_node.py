@@ -46,6 +46,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from vla_rl_ros.core.policy.grounding import NONE
+from vla_rl_ros.core.policy.trust import WeightsTrust, default_allowed_dirs, trusted_loader
 from vla_rl_ros.core.policy.runtime import (
     ChunkRejected,
     HotSwapper,
@@ -103,9 +104,14 @@ class PolicyNode(Node):
         self._ensemble_version = None
         self.episode_obs = 0  # complete observations since the last instruction message
 
-        runtime = PolicyRuntime(checkpoint_or_default(c.checkpoint), backend=c.backend,
+        start = checkpoint_or_default(c.checkpoint)
+        runtime = PolicyRuntime(start, backend=c.backend,
                                 joint_names=PANDA.joint_names, threads=c.threads, hold_unclear=c.hold_unclear)
-        self.swapper = HotSwapper(runtime, on_event=self._on_swap_event)
+        # which checkpoints the weights topic (anyone on the DDS domain) may make this node load
+        self.trust = WeightsTrust.build(c.allowed_weights_dirs or default_allowed_dirs(start), c.weights_key_file)
+        self.get_logger().info(f"hot swap accepts {self.trust.describe()}")
+        self.swapper = HotSwapper(runtime, on_event=self._on_swap_event,
+                                  loader=trusted_loader(self.trust))
         self.cameras = list(self.runtime.cameras)
         size = self.runtime.cfg.image_size
         self.image_hw = (size, size)

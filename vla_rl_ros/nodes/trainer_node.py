@@ -23,6 +23,7 @@ from std_srvs.srv import Trigger
 
 from vla_rl_ros.core.node_config import TRAINER_SETS_RL_FIELDS, TrainerNodeConfig
 from vla_rl_ros.core.paths import checkpoint_or_default
+from vla_rl_ros.core.policy.trust import read_key, sign_checkpoint
 from vla_rl_ros.core.rl.config import RLConfig
 from vla_rl_ros.nodes.common import LATCHED_QOS, RELIABLE_QOS, declare_config, json_msg, spin_node
 
@@ -37,6 +38,7 @@ class TrainerNode(Node):
         self.current = checkpoint_or_default(c.init)
         self.out_root = Path(c.out_root)
         self.seed = c.seed
+        self.key = read_key(c.weights_key_file) if c.weights_key_file else None  # a bad key file: fail at start
         self.pub_weights = self.create_publisher(String, "/vla/policy/weights", RELIABLE_QOS)
         self.pub_status = self.create_publisher(String, "/vla/trainer/status", LATCHED_QOS)
         self.create_service(Trigger, "/vla/trainer/train", self._on_train)
@@ -69,6 +71,8 @@ class TrainerNode(Node):
             rl = dataclasses.replace(self.rl, data=tuple(self.data), init=self.current, out=str(out),
                                      seed=self.seed + self.round).validate()
             res = train_rl(rl, progress=False, privileged=episode_privileged_features)
+            if self.key is not None:  # signed before anyone can be told about it
+                sign_checkpoint(res["checkpoint"], self.key)
             self.current = res["checkpoint"]
             self.pub_weights.publish(String(data=json.dumps({"path": res["checkpoint"], "version": res["version"]})))
             self.get_logger().info(f"round {self.round}: v{res['version']} written and announced ({res['checkpoint']})")
