@@ -86,3 +86,24 @@ def test_a_ensembled_plan_cancels_per_frame_noise_in_closed_loop():
 
     plain, ensembled = run(False), run(True)
     assert ensembled < 0.5 * plain, (plain, ensembled)
+
+
+def test_watchdog_flags_silence_under_fresh_input_but_not_a_deliberate_hold():
+    from vla_rl_ros.core.control import CommandWatchdog
+
+    dog = CommandWatchdog(timeout_s=2.0, fresh_s=1.0)
+    assert dog.check(0.0) == {"stalled": False, "inputs_fresh": False, "since_command_s": None, "hold": None}
+    for t in np.arange(0.0, 1.9, 0.1):  # observations, no command yet: silent for < 2 s
+        dog.observed(float(t))
+    assert not dog.check(1.9)["stalled"]
+    dog.observed(2.5)
+    st = dog.check(2.6)
+    assert st["stalled"] and st["since_command_s"] == pytest.approx(2.6)
+    assert not dog.check(2.6, hold="no instruction")["stalled"]  # holding on purpose
+    dog.commanded(2.7)
+    assert not dog.check(2.8)["stalled"]
+    dog.observed(4.6)
+    assert dog.check(4.8)["stalled"]  # 2.1 s since the last chunk, input 0.2 s old
+    assert not dog.check(6.0)["stalled"]  # inputs stopped too (1.4 s old): not the policy's silence
+    with pytest.raises(ValueError):
+        CommandWatchdog(0.0, 1.0)

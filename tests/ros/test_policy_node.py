@@ -302,6 +302,15 @@ def test_policy_node_guards_in_latest_mode(tmp_path, probe, start_nodes):
         # the first jump guard: every observation answered by one refusal, nothing published
         jumped = send_until(lambda i, s: status().get("rejected_output", 0) >= r_out + i, 5)
         assert next_status()["rejected_output"] == r_out + 5 and not answered() & jumped
+        # the watchdog: observations keep arriving, every chunk is refused, nothing asked for a
+        # hold -> the status says stalled (default watchdog_s 2 s)
+        t0 = time.monotonic()
+        while not status().get("stalled") and time.monotonic() - t0 < 20:
+            send_one()
+            time.sleep(0.2)
+        st = status()
+        assert st.get("stalled") is True and st["since_command_s"] > 2.0 and st["hold"] is None, st
+        r_out = next_status()["rejected_output"] - 5  # (the refusals above; the checks below count from here)
         # malformed announcements (two broken JSON objects; text not starting with "{" is a bare
         # path, here to nothing): refused with the reason, the running version untouched
         for bad in ('{"path": ', '{"nopath": 1}', '["x"]'):
@@ -321,6 +330,7 @@ def test_policy_node_guards_in_latest_mode(tmp_path, probe, start_nodes):
         assert len(chunks) == 5 and all(m.header.frame_id == "policy_version=2" for m in chunks)
         assert all(abs(m.points[0].positions[0] - (PANDA.home[0] + 0.3)) < 1e-3 for m in chunks)
         assert status()["rejected_output"] == r_out + 5
+        assert next_status()["stalled"] is False  # commanding again
         # weights outside the allowed directories (default: the starting checkpoint's folder and
         # ./runs), directly or through a symlink planted inside: refused before anything is read
         n_ref = sum(e["event"] == "refused" for e in probe.json_msgs("/vla/policy/swap"))

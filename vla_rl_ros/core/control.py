@@ -108,6 +108,41 @@ class ChunkEnsembler:
         return total / weight
 
 
+class CommandWatchdog:
+    """Tells a policy that has stopped commanding while its inputs keep arriving from one that
+    holds on purpose.
+
+    ``observed(now)`` at every complete observation, ``commanded(now)`` at every chunk sent;
+    :meth:`check` says *stalled* when an observation arrived within ``fresh_s`` but no chunk was
+    sent for more than ``timeout_s`` (counted from the first observation if none ever was), unless
+    the caller names a deliberate hold (no instruction, one not understood). Times in seconds,
+    from any monotonic clock. Pure logic; the policy node reports it on its status."""
+
+    def __init__(self, timeout_s: float, fresh_s: float):
+        if not (timeout_s > 0 and fresh_s > 0):
+            raise ValueError(f"watchdog times must be > 0, got timeout {timeout_s}, fresh {fresh_s}")
+        self.timeout_s, self.fresh_s = float(timeout_s), float(fresh_s)
+        self.last_obs: float | None = None
+        self.last_cmd: float | None = None
+        self.first_obs: float | None = None
+
+    def observed(self, now: float) -> None:
+        self.last_obs = now
+        if self.first_obs is None:
+            self.first_obs = now
+
+    def commanded(self, now: float) -> None:
+        self.last_cmd = now
+
+    def check(self, now: float, hold: str | None = None) -> dict:
+        fresh = self.last_obs is not None and now - self.last_obs <= self.fresh_s
+        since = self.last_cmd if self.last_cmd is not None else self.first_obs
+        silent = None if since is None else now - since
+        stalled = bool(fresh and hold is None and silent is not None and silent > self.timeout_s)
+        return {"stalled": stalled, "inputs_fresh": bool(fresh), "since_command_s": silent,
+                "hold": hold}
+
+
 def chunk_age_is_late(age: int, replan_every: int) -> bool:
     """A *late tick*: the controller runs on no chunk (``age`` -1) or on a chunk at least
     ``replan_every`` ticks old.

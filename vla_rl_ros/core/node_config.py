@@ -85,6 +85,8 @@ class PolicyNodeConfig:
                                                     "starting checkpoint's directory and ./runs")
     weights_key_file: str = opt("", "HMAC key file: when set, only checkpoints signed with it (manifest.sig, "
                                     "`vla-rl-ros sign`) are loaded")
+    watchdog_s: float = opt(2.0, "report a stall (status 'stalled', an error line) when no chunk was sent for this "
+                                 "long while observations keep arriving and nothing asked the policy to hold (s)")
     ensemble_ticks: str = opt("stamps", "how the ticks between two chunks are counted: stamps (observation stamps x "
                                         "control_rate: a real arm) or observations (one per control tick since the "
                                         "episode's instruction: the simulator, whose stamps follow its real-time "
@@ -95,6 +97,7 @@ class PolicyNodeConfig:
         require(self.control_rate > 0, "control_rate must be > 0")
         require(self.replan_every >= 1, "replan_every must be >= 1")
         require(math.isfinite(self.ensemble_decay), "ensemble_decay must be finite")
+        require(self.watchdog_s > 0, "watchdog_s must be > 0")
 
 
 @dataclass(frozen=True)

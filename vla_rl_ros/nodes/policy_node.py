@@ -58,7 +58,7 @@ from vla_rl_ros.core.policy.runtime import (
     SwapEvent,
     guard_chunk,
 )
-from vla_rl_ros.core.control import ChunkEnsembler
+from vla_rl_ros.core.control import ChunkEnsembler, CommandWatchdog
 from vla_rl_ros.core.node_config import PolicyNodeConfig
 from vla_rl_ros.core.paths import DEFAULT_CHECKPOINT as _DEFAULT_CHECKPOINT
 from vla_rl_ros.core.paths import checkpoint_or_default
@@ -103,6 +103,8 @@ class PolicyNode(Node):
         self._ensemble_reset = False
         self._ensemble_version = None
         self.episode_obs = 0  # complete observations since the last instruction message
+        # a node that stops commanding while its inputs are fresh says so (status + error line)
+        self.watchdog = CommandWatchdog(c.watchdog_s, fresh_s=max(1.0, c.watchdog_s / 2))
 
         start = checkpoint_or_default(c.checkpoint)
         runtime = PolicyRuntime(start, backend=c.backend,
@@ -328,6 +330,7 @@ class PolicyNode(Node):
         while len(self.pending) > 50:  # stale partial observations
             del self.pending[min(self.pending)]
         tick, self.episode_obs = self.episode_obs, self.episode_obs + 1
+        self.watchdog.observed(time.monotonic())
         if not self.instruction or not self._usable(self.instruction):
             return
         count, self.obs_count = self.obs_count, self.obs_count + 1
@@ -382,6 +385,7 @@ class PolicyNode(Node):
             if self.pub_cmd is not None:
                 self.pub_cmd.publish(msg)
             self.counters["chunks"] += 1
+            self.watchdog.commanded(time.monotonic())
             self.latencies.append((self.get_clock().now().nanoseconds - ns) * 1e-6)
 
     def _publish_status(self) -> None:
@@ -394,7 +398,24 @@ class PolicyNode(Node):
             latency_p50_ms=float(np.percentile(lat, 50)), latency_p99_ms=float(np.percentile(lat, 99)),
             infer_p50_ms=float(np.percentile(inf, 50)), infer_p99_ms=float(np.percentile(inf, 99)),
         )
+        dog = self.watchdog.check(time.monotonic(), self._hold_reason())
+        status.update(stalled=dog["stalled"], since_command_s=dog["since_command_s"], hold=dog["hold"])
+        if dog["stalled"]:
+            self._complain(f"STALLED: observations keep arriving but no chunk was sent for "
+                           f"{dog['since_command_s']:.1f} s (rejected input {self.counters['rejected_input']}, "
+                           f"rejected output {self.counters['rejected_output']}, dropped {self.counters['dropped_obs']})")
         self.pub_status.publish(json_msg(status))
+
+    def _hold_reason(self) -> str | None:
+        """Why the node deliberately sends nothing now, or None (it should be commanding)."""
+        if not self.instruction:
+            return "no instruction"
+        u = self.understood.get(self.instruction)
+        if u is None:
+            return "resolving the instruction"
+        if not u.understood and (self.runtime.hold_unclear or u.best == NONE):
+            return f"instruction not understood: {u.reason}"
+        return None
 
     def _language_status(self) -> dict:
         u = self.understood.get(self.instruction)
