@@ -57,7 +57,7 @@ def one(node: str, after: float, domain: int, work: Path) -> dict:
     out = work / f"ds_{node}"
     size = int(read_config(str(DEFAULT_CHECKPOINT))["policy"]["image_size"])
     g = load_graph("explore", {"out": str(out), "episodes": 0, "real_time_factor": 3.0, "family": "push",
-                               "image_width": size, "image_height": size, "max_steps": 60,
+                               "image_width": size, "image_height": size, "max_steps": 120,
                                "backend": "onnxruntime"})
     bg = BackgroundNode(f"faults_{node}", domain)
     bg.collect(String, "/vla/logger/status", LATCHED_QOS)
@@ -81,16 +81,24 @@ def one(node: str, after: float, domain: int, work: Path) -> dict:
         n_saved = saved()
         js_before = len(bg.msgs("/joint_states"))
         t_kill = time.monotonic()
+        ended_before = sum(json.loads(m.data)["event"] == "end" for _, m in bg.msgs("/vla/episode"))
         os.killpg(runner.procs[node].pid, signal.SIGKILL)
         runner.procs[node].wait(timeout=10)
         time.sleep(after)
         js = [(t, joint_state_to_array(m)) for t, m in bg.msgs("/joint_states")[js_before:]]
-        late = [q for t, q in js if t > t_kill + 0.5]  # (messages in flight at the kill left out)
-        dq = float(np.abs(np.array(late)[:, :7] - late[0][:7]).max()) if len(late) > 1 else float("nan")
-        row.update(saved_before_kill=n_saved, saved_after=saved(),
+        # the arm within the episode that was running: from 0.5 s after the kill (messages in
+        # flight and the chunk's remaining points, 8 ticks = 0.27 s at x3) to the next episode's
+        # start (the simulator resets the arm to home then)
+        events = [(t, json.loads(m.data)) for t, m in bg.msgs("/vla/episode") if t > t_kill]
+        starts_after = [t for t, e in events if e["event"] == "start"]
+        t_end = starts_after[0] if starts_after else float("inf")
+        held = [q for t, q in js if t_kill + 0.5 < t < t_end]
+        dq = float(np.abs(np.array(held)[:, :7] - held[0][:7]).max()) if len(held) > 1 else float("nan")
+        row.update(saved_before_kill=n_saved, ended_before_kill=ended_before, saved_after=saved(), joint_states_in_episode=len(held),
+                   episodes_ended_after_kill=sum(e["event"] == "end" for _, e in events),
                    alive=sorted(n for n in runner.procs if n not in runner.dead()),
                    dead=sorted(runner.dead()),
-                   joint_states_after=len(late), arm_motion_rad=dq)
+                   joint_states_after=sum(t > t_kill + 0.5 for t, _ in js), arm_motion_rad=dq)
     finally:
         t0 = time.monotonic()
         runner.stop(timeout=30)
@@ -103,8 +111,10 @@ def one(node: str, after: float, domain: int, work: Path) -> dict:
         row.update(loaded_episodes=got["episodes"], loaded_frames=got["frames"])
     else:
         row.update(loaded_episodes=None, load_error=r.stderr.strip().splitlines()[-1][:200])
+    # lost: episodes the simulator had ended before the kill that the dataset does not hold
+    # (the logger's status lags its background writer, so "saved" undercounts)
     row["lost_completed"] = (None if row.get("loaded_episodes") is None
-                             else max(0, row["saved_before_kill"] - row["loaded_episodes"]))
+                             else max(0, row["ended_before_kill"] - row["loaded_episodes"]))
     return row
 
 
@@ -121,12 +131,15 @@ def main() -> int:
         print(f"kill -9 {n} ...", flush=True)
         rows.append(one(n, args.after, domain, work))
         print(json.dumps(rows[-1]), flush=True)
-    print("\n| killed (required?) | still running | joint states in the next "
-          f"{args.after:.0f} s | arm motion (max |Δq|, rad) | saved before the kill → loadable after | lost | stop |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"\n| killed (required?) | still running | joint states in the next {args.after:.0f} s | arm motion in the "
+          "episode after the kill (max |Δq|, rad) | episodes ended after the kill | ended before the kill (reported "
+          "saved) → loadable after | lost | stop |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['node']} ({'yes' if r['required'] else 'no'}) | {', '.join(r['alive']) or '-'} | {r['joint_states_after']} | "
-              f"{r['arm_motion_rad']:.4f} | {r['saved_before_kill']} → {r.get('loaded_episodes')} | "
+        print(f"| {r['node']} ({'yes' if r['required'] else 'no'}) | {', '.join(r['alive']) or '-'} | "
+              f"{r['joint_states_after']} | {r['arm_motion_rad']:.4f} ({r['joint_states_in_episode']} states) | "
+              f"{r['episodes_ended_after_kill']} | {r['ended_before_kill']} ({r['saved_before_kill']}) → "
+              f"{r.get('loaded_episodes')} | "
               f"{r['lost_completed']} | {r['stop_s']} s |")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
