@@ -22,7 +22,7 @@ from pathlib import Path
 from vla_rl_ros.cli.common import build_or_die, die
 from vla_rl_ros.core import stats
 from vla_rl_ros.core.config import add_fields, opt, require, to_dict
-from vla_rl_ros.core.control import ENSEMBLE_DECAY, TEMPORAL_ENSEMBLE
+from vla_rl_ros.core.control import DECAY_HELP, ENSEMBLE_DECAY, ENSEMBLE_HELP, TEMPORAL_ENSEMBLE
 from vla_rl_ros.core.node_config import BACKENDS, RENDERERS
 
 HELP = "paired comparison of two checkpoints on the held-out seed bank (McNemar, bootstrap interval)"
@@ -41,9 +41,8 @@ class CompareConfig:
     workers: int = opt(2, "evaluation processes")
     max_steps: int = opt(120, "episode length limit (control ticks)")
     replan_every: int = opt(1, "infer on every n-th observation")
-    temporal_ensemble: bool = opt(TEMPORAL_ENSEMBLE, "average each chunk with the earlier ones that overlap it before "
-                                                     "it runs (ACT temporal ensembling, as the policy node does)")
-    ensemble_decay: float = opt(ENSEMBLE_DECAY, "ensemble weight exp(-decay * age in ticks); 0: uniform")
+    temporal_ensemble: bool = opt(TEMPORAL_ENSEMBLE, ENSEMBLE_HELP)
+    ensemble_decay: float = opt(ENSEMBLE_DECAY, DECAY_HELP)
     backend: str = opt("onnxruntime", "inference backend", choices=BACKENDS)
     renderer: str = opt("tiny", "PyBullet renderer", choices=RENDERERS)
     boot: int = opt(stats.N_BOOT, "bootstrap resamples of each interval")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from vla_rl_ros.cli.common import RosOptions, build_or_die, die, success_table
 from vla_rl_ros.core.config import add_fields, opt, require, write_config
-from vla_rl_ros.core.control import ENSEMBLE_DECAY, TEMPORAL_ENSEMBLE
+from vla_rl_ros.core.control import DECAY_HELP, ENSEMBLE_DECAY, ENSEMBLE_HELP, TEMPORAL_ENSEMBLE
 from vla_rl_ros.core.node_config import BACKENDS, RENDERERS
 from vla_rl_ros.core.paths import checkpoint_or_default
 
@@ -29,9 +29,8 @@ class EvaluateConfig(RosOptions):
     backend: str = opt("auto", "inference backend", choices=BACKENDS)
     threads: int = opt(1, "inference threads")
     replan_every: int = opt(1, "infer on every n-th observation")
-    temporal_ensemble: bool = opt(TEMPORAL_ENSEMBLE, "average each chunk with the earlier ones that overlap it before "
-                                                     "it runs (ACT temporal ensembling, as the policy node does)")
-    ensemble_decay: float = opt(ENSEMBLE_DECAY, "ensemble weight exp(-decay * age in ticks); 0: uniform")
+    temporal_ensemble: bool = opt(TEMPORAL_ENSEMBLE, ENSEMBLE_HELP)
+    ensemble_decay: float = opt(ENSEMBLE_DECAY, DECAY_HELP)
     max_steps: int = opt(120, "episode length limit (control ticks)")
     real_time_factor: float = opt(2.0, "real-time factor of the simulation (graph)", aliases=("--speed",))
     direct: bool = opt(False, "evaluate without ROS (same loop, one process)")

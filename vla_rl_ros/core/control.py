@@ -14,6 +14,10 @@ TEMPORAL_ENSEMBLE = True
 #: weight of a chunk's prediction ∝ exp(-ENSEMBLE_DECAY · age), age = ticks since the chunk's
 #: observation (0: uniform over every chunk that covers the tick; > 0 favours the newest)
 ENSEMBLE_DECAY = 0.0
+#: help of the two settings, wherever they are options (evaluate, compare, policy_node)
+ENSEMBLE_HELP = ("average each chunk with the earlier ones that overlap it before it runs (ACT temporal "
+                 "ensembling, core/control.py: ChunkEnsembler); exploration never does")
+DECAY_HELP = "ensemble weight exp(-decay * age in ticks); 0: uniform"
 
 
 class ChunkScheduler:
@@ -74,8 +78,8 @@ class ChunkEnsembler:
 
     Earlier chunks are forgotten once they no longer cover the new chunk's ticks, on
     :meth:`reset` (a new episode, instruction or policy version), and when ``tick`` goes back (a
-    restarted clock or episode); a second chunk for the same tick replaces the first. Pure numpy; exploration never goes through it (the RL update
-    scores the chunk that was executed).
+    restarted clock or episode); a second chunk for the same tick replaces the first. Pure numpy;
+    exploration never goes through it (the RL update scores the chunk that was executed).
     """
 
     def __init__(self, decay: float = ENSEMBLE_DECAY):

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 from vla_rl_ros.core.config import opt, require
-from vla_rl_ros.core.control import ENSEMBLE_DECAY, TEMPORAL_ENSEMBLE
+from vla_rl_ros.core.control import DECAY_HELP, ENSEMBLE_DECAY, ENSEMBLE_HELP, TEMPORAL_ENSEMBLE
 from vla_rl_ros.core.topics import CONTROLLER_TOPIC
 
 RENDERERS = ("auto", "egl", "tiny")
@@ -76,10 +76,8 @@ class PolicyNodeConfig:
     controller_topic: str = opt(CONTROLLER_TOPIC, "topic of the executed chunks")
     hold_unclear: bool = opt(True, "hold (publish nothing) while the instruction is not understood "
                                    "(nonsense, an object the scene cannot contain); false: act on the best guess")
-    temporal_ensemble: bool = opt(TEMPORAL_ENSEMBLE, "send each chunk averaged with the earlier ones that overlap it "
-                                                     "(ACT temporal ensembling, core/control.py: ChunkEnsembler); "
-                                                     "off for exploration, whose update scores the chunk it ran")
-    ensemble_decay: float = opt(ENSEMBLE_DECAY, "ensemble weight exp(-decay * age in ticks); 0: uniform")
+    temporal_ensemble: bool = opt(TEMPORAL_ENSEMBLE, ENSEMBLE_HELP)
+    ensemble_decay: float = opt(ENSEMBLE_DECAY, DECAY_HELP)
     allowed_weights_dirs: tuple[str, ...] = opt((), "directories the weights topic and the checkpoint parameter may load "
                                                     "from (symlinks resolved; core/policy/trust.py); empty: the "
                                                     "starting checkpoint's directory and ./runs")

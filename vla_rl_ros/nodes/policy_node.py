@@ -45,8 +45,8 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from vla_rl_ros.core.control import ChunkEnsembler, CommandWatchdog
 from vla_rl_ros.core.policy.grounding import NONE
-from vla_rl_ros.core.policy.trust import WeightsTrust, default_allowed_dirs, trusted_loader
 from vla_rl_ros.core.policy.runtime import (
     ChunkRejected,
     HotSwapper,
@@ -58,7 +58,7 @@ from vla_rl_ros.core.policy.runtime import (
     SwapEvent,
     guard_chunk,
 )
-from vla_rl_ros.core.control import ChunkEnsembler, CommandWatchdog
+from vla_rl_ros.core.policy.trust import WeightsTrust, default_allowed_dirs, trusted_loader
 from vla_rl_ros.core.node_config import PolicyNodeConfig
 from vla_rl_ros.core.paths import DEFAULT_CHECKPOINT as _DEFAULT_CHECKPOINT
 from vla_rl_ros.core.paths import checkpoint_or_default
@@ -285,10 +285,15 @@ class PolicyNode(Node):
         u = self.understood.get(text)
         if u is None:
             return False  # not resolved yet (a few ms): hold
-        if not u.understood and (self.runtime.hold_unclear or u.best == NONE):
+        if self._holds_on(u):
             self.counters["held_unclear"] += 1
             return False
         return True
+
+    def _holds_on(self, u) -> bool:
+        """An instruction understood as ``u`` makes the node hold (not understood, and holding on
+        unclear instructions or no guess at all)."""
+        return not u.understood and (self.runtime.hold_unclear or u.best == NONE)
 
     def _on_state(self, msg: JointState) -> None:
         try:
@@ -413,7 +418,7 @@ class PolicyNode(Node):
         u = self.understood.get(self.instruction)
         if u is None:
             return "resolving the instruction"
-        if not u.understood and (self.runtime.hold_unclear or u.best == NONE):
+        if self._holds_on(u):
             return f"instruction not understood: {u.reason}"
         return None
 
