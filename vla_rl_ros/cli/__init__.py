@@ -4,7 +4,7 @@ Verbs: ``run <graph>`` (start a node graph as real ROS 2 processes), ``collect``
 logger -> LeRobot dataset, with a progress bar and a success table), ``replay DIR`` (publish a
 dataset back onto the topics), ``summary DIR`` (the success table of a dataset), ``graphs``,
 ``train-bc``, ``evaluate``, ``compare A B`` (two checkpoints paired on a held-out seed bank),
-``train-rl``, ``rollback``, ``sign``, ``improve``.
+``train-rl``, ``train-wm`` (the world model), ``rollback``, ``sign``, ``improve``.
 
 Each verb module has ``HELP``, ``add_arguments(parser)`` (options generated from the verb's config
 dataclass, ``core/config.py``) and ``main(args) -> int``; none imports rclpy at import time, so
@@ -28,6 +28,7 @@ VERBS = {
     "evaluate": "evaluate",
     "compare": "compare",
     "train-rl": "train_rl",
+    "train-wm": "train_wm",
     "rollback": "rollback",
     "sign": "sign",
     "improve": "improve",

@@ -254,7 +254,17 @@ def rl_summary(res: dict) -> str:
             f"ESS {h.get('ess', float('nan')):.2f}, clip fraction {h.get('clip_fraction', float('nan')):.2f}, "
             f"KL to behaviour {h.get('kl_behaviour', float('nan')):.3f}, value loss {res['value_loss']:.3f} "
             f"(baseline: {res.get('baseline', 'value_mlp')}); "
-            f"{res['train_seconds']:.0f}s; plots {Path(res['checkpoint']).parent / 'rl.png'}")
+            f"{res['train_seconds']:.0f}s; plots {Path(res['checkpoint']).parent / 'rl.png'}"
+            + wm_line(res.get("world_model")))
+
+
+def wm_line(info: dict | None) -> str:
+    """The world model's part of the summary ('' without one)."""
+    if not info:
+        return ""
+    return (f"\nworld model {info['source']}: {info['candidates']} candidates per decision, branches of "
+            f"{info['branch']} chunk(s); halted: {100 * info['executed_halted']:.1f}% of executed chunks, "
+            f"{100 * info['candidates_halted']:.1f}% of candidates; candidate Q sd {info['candidate_q_sd']:.3f}")
 
 
 def round_rl_config(rl, cfg: ImproveConfig, data: Path, ckpt: str, out: Path, r: int):

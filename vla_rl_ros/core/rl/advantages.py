@@ -146,10 +146,11 @@ def decision_weights(cfg: RLConfig, dec: Decisions, episodes: EpisodeInfo) -> tu
                                          "decisions_weighted": int(np.sum(w > 0)), "decisions": len(ep)}
 
 
-def estimate_advantages(cfg: RLConfig, dec: Decisions, episodes: EpisodeInfo,
-                        critic: Critic) -> tuple[torch.Tensor, str, float]:
+def estimate_advantages(cfg: RLConfig, dec: Decisions, episodes: EpisodeInfo, critic: Critic,
+                        model_adv: torch.Tensor | None = None) -> tuple[torch.Tensor, str, float]:
     """The advantage estimator ``cfg`` names, normalised when ``cfg.normalize_advantages``.
-    Returns (advantages (N,), a description of the estimator, fraction of decisions with a group)."""
+    ``model_adv``: the world model's advantages (``core/wm/scoring.model_advantages``), required by
+    ``advantage world_model``. Returns (advantages (N,), a description of the estimator, fraction of decisions with a group)."""
     ret = torch.from_numpy(dec.ret).float()
     gb, has_group = group_baseline(dec.t, dec.episode, episodes.returns, episodes.group, cfg.gamma)
     group_fraction = float(has_group.mean())
@@ -161,6 +162,14 @@ def estimate_advantages(cfg: RLConfig, dec: Decisions, episodes: EpisodeInfo,
         adv = torch.from_numpy(gae_advantages(dec, critic.values.double().numpy(), episodes, cfg.gamma,
                                               cfg.gae_lambda)).float()
         what = f"GAE(λ={cfg.gae_lambda:g}) on the {critic.kind} critic"
+    elif cfg.advantage == "world_model":
+        if model_adv is None:
+            raise ValueError("advantage world_model needs the world model's advantages")
+        if not bool((model_adv != 0).any()):
+            raise ValueError("every decision's branch halted in the world model (the data lie outside what it "
+                             "was trained on): retrain it on these episodes with train-wm")
+        adv = model_adv.float()
+        what = "world model: Q(executed) − mean Q(candidates)"
     elif cfg.advantage == "mc" and cfg.baseline == "group" and group_fraction == 0:
         raise ValueError("--baseline group needs episodes that share a seed (collect with a group size > 1)")
     elif cfg.advantage == "mc" and cfg.baseline != "value" and group_fraction > 0:
@@ -170,7 +179,7 @@ def estimate_advantages(cfg: RLConfig, dec: Decisions, episodes: EpisodeInfo,
         adv = mc_value_advantages(ret, critic.values)
         what = critic.description
     else:
-        raise ValueError(f"advantage must be one of mc, gae, got {cfg.advantage!r}")
+        raise ValueError(f"advantage must be one of mc, gae, world_model, got {cfg.advantage!r}")
     if cfg.normalize_advantages:
         adv = (adv - adv.mean()) / adv.std().clamp(min=1e-6)
     return adv, what, group_fraction

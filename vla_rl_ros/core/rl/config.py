@@ -16,7 +16,7 @@ from pathlib import Path
 TRAINABLE = ("head", "out")
 RATIO = ("chunk", "dim")
 BASELINE = ("auto", "group", "value")
-ADVANTAGE = ("mc", "gae")
+ADVANTAGE = ("mc", "gae", "world_model")
 CRITIC = ("auto", "privileged", "features")
 OBJECTIVE = ("ratio", "awr", "filtered")
 
@@ -66,13 +66,21 @@ class RLConfig:
                                      "and the one recomputed from the logged μ/σ")
     # --- advantage
     gamma: float = _f(0.95, "discount per control tick")
-    advantage: str = _f("mc", "mc: Monte-Carlo return minus the baseline; gae: TD(λ) on the critic",
-                        choices=ADVANTAGE)
+    advantage: str = _f("mc", "mc: Monte-Carlo return minus the baseline; gae: TD(λ) on the critic; world_model: "
+                              "Q of the executed chunk minus the mean Q of candidates drawn like the explorer, both "
+                              "scored in --world-model", choices=ADVANTAGE)
     baseline: str = _f("auto", "advantage mc's baseline: group (leave-one-out mean of rollouts from the same scene), "
                                "value (the critic) or auto (group where scenes repeat, else the critic)",
                        choices=BASELINE)
     gae_lambda: float = _f(0.9, "λ of TD(λ) advantages (advantage gae), in [0, 1]")
     normalize_advantages: bool = _f(True, "standardise the advantages (zero mean, unit std) before the update")
+    # --- world model (advantage world_model)
+    world_model: str = _f("", "folder of a world model trained by train-wm on this checkpoint's backbone")
+    wm_candidates: int = _f(16, "advantage world_model: candidate chunks scored per real decision")
+    wm_branch: int = _f(1, "advantage world_model: chunks per imagined branch (1-3; past the first, the model's "
+                           "behaviour chunk)")
+    wm_penalty: float = _f(1.0, "advantage world_model: λ of the disagreement penalty (return units per unit of "
+                                "disagreement)")
     # --- critic (value net)
     critic: str = _f("auto", "value net inputs: privileged simulator state when logged (auto), or the frozen features",
                      choices=CRITIC)
@@ -122,6 +130,13 @@ class RLConfig:
             raise ValueError(f"gae_lambda must be in [0, 1], got {self.gae_lambda}")
         if self.clip >= 1.0:
             raise ValueError(f"clip must be in (0, 1), got {self.clip}")
+        if self.advantage == "world_model" and not self.world_model:
+            raise ValueError("advantage world_model needs --world-model (a folder written by train-wm)")
+        if self.wm_candidates < 2 or not 1 <= self.wm_branch <= 3:
+            raise ValueError(f"wm_candidates must be >= 2 and wm_branch in 1..3, got {self.wm_candidates}, "
+                             f"{self.wm_branch}")
+        if not (math.isfinite(self.wm_penalty) and self.wm_penalty >= 0):
+            raise ValueError(f"wm_penalty must be >= 0, got {self.wm_penalty}")
         if self.advantage == "gae" and self.baseline == "group":
             raise ValueError("baseline group applies to advantage mc only (gae uses the critic)")
         return self

@@ -45,10 +45,12 @@ FEATURE_BATCH = 256
 EVAL_BATCH = 512
 
 
-def train_rl(cfg: RLConfig, progress=True, privileged: PrivilegedFn | None = None) -> dict:
+def train_rl(cfg: RLConfig, progress=True, privileged: PrivilegedFn | None = None, world_model=None) -> dict:
     """One offline RL update of ``cfg.init`` on ``cfg.data`` (module doc). ``privileged``: the
     simulator's critic features (``core/sim/task_features.episode_privileged_features``); None:
-    the critic sees the frozen features only."""
+    the critic sees the frozen features only. ``world_model``: any
+    :class:`~vla_rl_ros.core.wm.interface.WorldModel` for ``advantage world_model`` (default: the
+    one in ``cfg.world_model``, loaded on the checkpoint's backbone)."""
     from tqdm import tqdm
 
     cfg.validate()
@@ -64,7 +66,10 @@ def train_rl(cfg: RLConfig, progress=True, privileged: PrivilegedFn | None = Non
                                             embed=skill_embedder(cfg.init, config.get("instructions")))
     pol = FrozenPolicy(model, dec, progress)
     critic = fit_critic(cfg, dec.ret, dec.episode, pol.features, pol.s_norm, dec.priv)
-    adv, baseline, group_fraction = estimate_advantages(cfg, dec, episodes, critic)
+    model_adv, wm_info = None, None
+    if cfg.advantage == "world_model":
+        model_adv, wm_info = world_model_advantages(cfg, model, dec, pol, world_model, progress)
+    adv, baseline, group_fraction = estimate_advantages(cfg, dec, episodes, critic, model_adv)
     weight, kept = decision_weights(cfg, dec, episodes)
     samples = make_samples(cfg, dec, adv, pol, weight)
     check = logged_likelihood_check(cfg, samples, pol)
@@ -97,11 +102,33 @@ def train_rl(cfg: RLConfig, progress=True, privileged: PrivilegedFn | None = Non
         "episode_success_rate": summary["successes"] / max(1, summary["episodes"]),
         "behaviour_versions": sorted(set(int(v) for v in dec.version)), **check,
         "value_loss": critic.value_loss, "baseline": baseline, "critic": critic.kind, "advantage": cfg.advantage,
-        "group_fraction": group_fraction, "weights": kept, "objective": cfg.objective,
+        "group_fraction": group_fraction, "weights": kept, "world_model": wm_info, "objective": cfg.objective,
         "mu_shift_sigma": mu_shift(head, samples, pol), "stopped_early": stopped_early, "history": history,
         "train_seconds": time.time() - t0, "params_trained": sum(p.numel() for p in params),
     }
     return save_outputs(cfg, model, config, summary, res_meta, history)
+
+
+def world_model_advantages(cfg: RLConfig, model, dec: Decisions, pol: "FrozenPolicy", world_model=None,
+                           progress=True) -> tuple[torch.Tensor, dict]:
+    """The world model's advantages of every decision (``core/wm/scoring.model_advantages``)."""
+    from vla_rl_ros.core.wm.scoring import executed_chunk, model_advantages
+
+    if world_model is None:
+        from vla_rl_ros.core.wm.latent import LatentWorldModel
+
+        world_model = LatentWorldModel.load(cfg.world_model, model)
+    wm = world_model
+    k = int(wm.chunk_len)
+    z = torch.cat([wm.encode(torch.from_numpy(dec.images[i:i + FEATURE_BATCH]), torch.from_numpy(dec.state[i:i + FEATURE_BATCH]),
+                             torch.from_numpy(dec.lang[i:i + FEATURE_BATCH])) for i in range(0, len(dec.ret), FEATURE_BATCH)])
+    executed = executed_chunk(dec.actions, dec.mask, k)
+    mu, sigma = executed_chunk(dec.mu_b, dec.mask, k), executed_chunk(dec.sigma, dec.mask, k)
+    rho = dec.rho if dec.rho is not None else np.zeros(len(dec.ret))
+    adv, info = model_advantages(wm, z, executed, mu, sigma, rho, pol.lo.numpy().astype(np.float64),
+                                 pol.hi.numpy().astype(np.float64), cfg.wm_candidates, cfg.wm_branch, cfg.wm_penalty,
+                                 cfg.seed, progress)
+    return adv, {"source": cfg.world_model or type(wm).__name__, **info}
 
 
 class FrozenPolicy:

@@ -110,3 +110,32 @@ def aux_targets(env: np.ndarray, task: str) -> np.ndarray:
         goal = np.array([pad[0], pad[1], start[2]], np.float32)
     goal = np.broadcast_to(goal, cube.shape)
     return np.concatenate([cube, goal, cube - ee, goal - cube, pos[:, :, :2].reshape(len(env), -1)], axis=1)
+
+
+#: contact label (:func:`episode_contact`): the grasp point within this distance of a held cube (m)
+HOLD_RADIUS = 0.03
+#: ... and the cube at least this far above its start (m): held in the air, not resting beside the fingers
+HOLD_LIFT = 0.01
+#: a push is in contact while the grasp point is within this distance of the cube (m) ...
+PUSH_RADIUS = 0.06
+#: ... and the cube has moved at least this far on the table since the start (m)
+PUSH_MOVED = 0.01
+
+
+def episode_contact(env: np.ndarray, state: np.ndarray, instruction: str) -> np.ndarray | None:
+    """(T,) bool: the gripper holds the instructed cube in the air (pick, place) or is pushing it
+    (push) at each frame of one logged episode; None when the episode is not one of this
+    simulator's tasks. The world model's contact label (``core/wm/data.load_frames``)."""
+    env = np.asarray(env, dtype=np.float64)
+    try:
+        spec = parse_instruction(instruction)
+    except ValueError:
+        return None
+    if env.ndim != 2 or env.shape[1] != 3 * (len(OBJECTS) + 1):
+        return None
+    i = OBJECTS.index(spec.target)
+    cube, ee = env[:, 3 * i : 3 * i + 3], env[:, -3:]
+    dist = np.linalg.norm(ee - cube, axis=1)
+    if spec.family == "push":
+        return (dist < PUSH_RADIUS) & (np.linalg.norm(cube[:, :2] - cube[0, :2], axis=1) > PUSH_MOVED)
+    return (dist < HOLD_RADIUS) & (cube[:, 2] - cube[0, 2] > HOLD_LIFT)

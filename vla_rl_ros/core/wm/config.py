@@ -1,0 +1,86 @@
+"""``WMConfig``: every setting of the default world model and of ``train-wm`` in one place.
+
+Each field carries a one-line help from which the command line is generated
+(:func:`vla_rl_ros.core.config.add_fields`); :meth:`WMConfig.validate` checks the values before any
+file is read, and ``train-wm`` writes the resolved configuration into the model's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+
+def _f(default, help: str, **kw):
+    """A dataclass field with its one-line help."""
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("mutable default")
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass(frozen=True)
+class WMConfig:
+    """The default latent, chunk-level world model (``core/wm/latent.py``) and its training."""
+
+    # --- data and outputs
+    data: tuple[str, ...] = _f((), "LeRobot datasets logged by this stack (explored or not; at least one)")
+    checkpoint: str = _f("", "the policy whose frozen backbone encodes observations (default: the shipped one)")
+    out: str = _f("runs/wm", "output folder (model, metrics.json, plots, config.json)")
+    held_out: float = _f(0.15, "fraction of episodes held out for the prediction-quality figures")
+    # --- model
+    chunk: int = _f(4, "executed tokens per model step (one decision when exploring with --replan-every k)")
+    latent_pca: int = _f(32, "principal components of the frozen backbone features kept in the latent")
+    members: int = _f(5, "networks in the dynamics ensemble (>= 2: their disagreement is the uncertainty)")
+    hidden: int = _f(256, "hidden width of every network")
+    # --- training
+    steps: int = _f(3000, "optimiser steps (dynamics ensemble and heads)")
+    batch_size: int = _f(256, "transitions per minibatch")
+    lr: float = _f(1e-3, "AdamW learning rate")
+    weight_decay: float = _f(1e-4, "AdamW weight decay")
+    gamma: float = _f(0.95, "discount per control tick of the value head's returns (success absorbing)")
+    seed: int = _f(0, "seed of the split, the ensemble's initialisation and minibatches")
+    threads: int = _f(2, "torch CPU threads")
+
+    def __post_init__(self):
+        if isinstance(self.data, (str, Path)):
+            object.__setattr__(self, "data", (str(self.data),))
+        else:
+            object.__setattr__(self, "data", tuple(str(d) for d in self.data))
+
+    def validate(self) -> "WMConfig":
+        """Raise ``ValueError`` naming the first bad field; returns self. Reads no file."""
+        if not self.data:
+            raise ValueError("data: at least one LeRobot dataset is required")
+        if not self.out:
+            raise ValueError("out: an output folder is required")
+        for name in ("chunk", "latent_pca", "hidden", "steps", "batch_size", "lr", "threads"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a positive number, got {v!r}")
+        if self.members < 2:
+            raise ValueError(f"members must be >= 2 (the ensemble's disagreement is the uncertainty), got {self.members}")
+        if not 0.0 <= self.held_out < 1.0:
+            raise ValueError(f"held_out must be in [0, 1), got {self.held_out}")
+        if not 0.0 < self.gamma < 1.0:
+            raise ValueError(f"gamma must be in (0, 1), got {self.gamma}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    def save(self, path: Path) -> Path:
+        path = Path(path)
+        path.write_text(self.to_json())
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> "WMConfig":
+        d = json.loads(Path(path).read_text())
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"{path}: unknown WMConfig fields {sorted(unknown)}")
+        return cls(**d)
