@@ -5,6 +5,7 @@ real logged episodes."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -176,6 +177,17 @@ def test_a_stand_in_world_model_drives_train_rl_through_the_interface(lagging_da
     print("\nΔμ first token per joint:", [round(float(x), 4) for x in shift])
     assert float(shift[0]) > 0  # the update moved μ toward what the model rewards
     assert float(shift[0]) > 2 * float(shift[1:7].abs().mean())  # ... and mostly there
+    # best-of-K: imitate, at each logged state, the candidate the model scores best
+    bok = train_rl(dataclasses.replace(cfg, objective="best_of_k", advantage="mc", out=str(tmp_path / "bok"),
+                                       epochs=20, lr=2e-3, wm_scale=0.5), progress=False,
+                   world_model=PreferHigherJoint0())
+    assert bok["world_model"]["mu_best"] < 0.1 and bok["world_model"]["decisions_imitated"] > 0
+    m2, _ = load_checkpoint(bok["checkpoint"], joint_names=PANDA.joint_names)
+    with torch.no_grad():
+        d2 = (FrozenPolicy(m2, dec, False).all_means(m2.head) - FrozenPolicy(m0, dec, False).all_means(m0.head))
+    print("best-of-K Δμ first token per joint:", [round(float(x), 4) for x in d2[:, 0].mean(0)])
+    assert float(d2[:, 0, 0].mean()) > 2 * float(d2[:, 0, 1:7].abs().mean())
+    assert float(d2[:, 0, 0].mean()) > float(shift[0])  # a deterministic target moves μ further than the ratio
     # every branch beyond the model's halt threshold: no advantage at all, a clear error
     with pytest.raises(ValueError, match="halted"):
         train_rl(cfg, progress=False, world_model=PreferHigherJoint0(halt_threshold=1.0, u=2.0))

@@ -18,7 +18,7 @@ RATIO = ("chunk", "dim")
 BASELINE = ("auto", "group", "value")
 ADVANTAGE = ("mc", "gae", "world_model")
 CRITIC = ("auto", "privileged", "features")
-OBJECTIVE = ("ratio", "awr", "filtered")
+OBJECTIVE = ("ratio", "awr", "filtered", "best_of_k")
 
 
 def _f(default, help: str, **kw):
@@ -42,8 +42,9 @@ class RLConfig:
     # --- policy update
     objective: str = _f("ratio", "ratio: the likelihood-ratio policy gradient (PPO-clipped); awr: advantage-weighted "
                                  "regression (max-likelihood of the executed actions, weights exp(A/β)); filtered: "
-                                 "imitation of the successful rollouts of scenes whose rollouts disagree",
-                        choices=OBJECTIVE)
+                                 "imitation of the successful rollouts of scenes whose rollouts disagree; best_of_k: "
+                                 "imitation of the best of K candidate chunks scored in --world-model at each "
+                                 "logged state, where it beats μ by more than --wm-margin", choices=OBJECTIVE)
     awr_beta: float = _f(1.0, "objective awr: temperature β of the weights exp(A/β) (advantages in std units)")
     awr_max_weight: float = _f(20.0, "objective awr: upper clamp of each weight exp(A/β)")
     drop_agreeing_groups: bool = _f(False, "leave out decisions of scenes whose rollouts all succeeded or all "
@@ -81,6 +82,9 @@ class RLConfig:
                            "behaviour chunk)")
     wm_penalty: float = _f(1.0, "advantage world_model: λ of the disagreement penalty (return units per unit of "
                                 "disagreement)")
+    wm_scale: float = _f(1.0, "objective best_of_k: the candidates' σ in units of the logged exploration σ")
+    wm_margin: float = _f(0.0, "objective best_of_k: imitate the best candidate only where its Q beats μ's by more "
+                               "than this (return units)")
     # --- critic (value net)
     critic: str = _f("auto", "value net inputs: privileged simulator state when logged (auto), or the frozen features",
                      choices=CRITIC)
@@ -130,8 +134,12 @@ class RLConfig:
             raise ValueError(f"gae_lambda must be in [0, 1], got {self.gae_lambda}")
         if self.clip >= 1.0:
             raise ValueError(f"clip must be in (0, 1), got {self.clip}")
-        if self.advantage == "world_model" and not self.world_model:
-            raise ValueError("advantage world_model needs --world-model (a folder written by train-wm)")
+        if (self.advantage == "world_model" or self.objective == "best_of_k") and not self.world_model:
+            raise ValueError(f"{'objective best_of_k' if self.objective == 'best_of_k' else 'advantage world_model'} "
+                             f"needs --world-model (a folder written by train-wm)")
+        if not (math.isfinite(self.wm_scale) and self.wm_scale > 0 and math.isfinite(self.wm_margin)
+                and self.wm_margin >= 0):
+            raise ValueError(f"wm_scale must be > 0 and wm_margin >= 0, got {self.wm_scale}, {self.wm_margin}")
         if self.wm_candidates < 2 or not 1 <= self.wm_branch <= 3:
             raise ValueError(f"wm_candidates must be >= 2 and wm_branch in 1..3, got {self.wm_candidates}, "
                              f"{self.wm_branch}")

@@ -166,9 +166,10 @@ def rl_objective(mu: torch.Tensor, s: Samples, cfg: RLConfig, lower: torch.Tenso
     truncated density (``cfg.ratio``, ``cfg.clip``, ``cfg.log_ratio_max``); ``awr`` and
     ``filtered`` — weighted maximum likelihood of the executed actions (per explored factor), the
     weights exp(A/β) clamped to ``cfg.awr_max_weight`` (AWR) or the decisions' own weights
-    (:func:`.advantages.decision_weights`: successes of mixed groups)."""
+    (:func:`.advantages.decision_weights`: successes of mixed groups); ``best_of_k`` — the same with
+    ``s.actions`` the world model's best candidates and ``s.weight`` where they beat μ."""
     mu_c = torch.minimum(torch.maximum(mu, lower), upper)
-    if cfg.objective in ("awr", "filtered"):
+    if cfg.objective in ("awr", "filtered", "best_of_k"):
         lp, keep = dim_log_prob(mu_c, s.actions, s.sigma, s.mask, lower, upper, s.rho, s.grip_tau)
         per_factor = lp.sum(dim=(-1, -2)) / keep.sum(dim=(-1, -2)).clamp(min=1)
         w = torch.ones_like(per_factor) if s.weight is None else s.weight

@@ -72,6 +72,8 @@ def train_rl(cfg: RLConfig, progress=True, privileged: PrivilegedFn | None = Non
     adv, baseline, group_fraction = estimate_advantages(cfg, dec, episodes, critic, model_adv)
     weight, kept = decision_weights(cfg, dec, episodes)
     samples = make_samples(cfg, dec, adv, pol, weight)
+    if cfg.objective == "best_of_k":
+        samples, wm_info = best_of_k_samples(cfg, model, dec, pol, samples, world_model, progress)
     check = logged_likelihood_check(cfg, samples, pol)
     head, params = trainable_head(model, cfg)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -114,14 +116,9 @@ def world_model_advantages(cfg: RLConfig, model, dec: Decisions, pol: "FrozenPol
     """The world model's advantages of every decision (``core/wm/scoring.model_advantages``)."""
     from vla_rl_ros.core.wm.scoring import executed_chunk, model_advantages
 
-    if world_model is None:
-        from vla_rl_ros.core.wm.latent import LatentWorldModel
-
-        world_model = LatentWorldModel.load(cfg.world_model, model)
-    wm = world_model
+    wm = world_model or load_world_model(cfg, model)
     k = int(wm.chunk_len)
-    z = torch.cat([wm.encode(torch.from_numpy(dec.images[i:i + FEATURE_BATCH]), torch.from_numpy(dec.state[i:i + FEATURE_BATCH]),
-                             torch.from_numpy(dec.lang[i:i + FEATURE_BATCH])) for i in range(0, len(dec.ret), FEATURE_BATCH)])
+    z = encode_decisions(wm, dec)
     executed = executed_chunk(dec.actions, dec.mask, k)
     mu, sigma = executed_chunk(dec.mu_b, dec.mask, k), executed_chunk(dec.sigma, dec.mask, k)
     rho = dec.rho if dec.rho is not None else np.zeros(len(dec.ret))
@@ -129,6 +126,51 @@ def world_model_advantages(cfg: RLConfig, model, dec: Decisions, pol: "FrozenPol
                                  pol.hi.numpy().astype(np.float64), cfg.wm_candidates, cfg.wm_branch, cfg.wm_penalty,
                                  cfg.seed, progress)
     return adv, {"source": cfg.world_model or type(wm).__name__, **info}
+
+
+def best_of_k_samples(cfg: RLConfig, model, dec: Decisions, pol: "FrozenPolicy", s: Samples, world_model=None,
+                      progress=True) -> tuple[Samples, dict]:
+    """``s`` with the executed actions replaced by the world model's best-of-K chunks (at the
+    executed token positions) and the weights set to where they beat μ by ``cfg.wm_margin``."""
+    import dataclasses
+
+    from vla_rl_ros.core.wm.scoring import best_of_k, executed_chunk
+
+    wm = world_model or load_world_model(cfg, model)
+    k = int(wm.chunk_len)
+    z = encode_decisions(wm, dec)
+    with torch.no_grad():
+        mu_now = s.mu_base.numpy()  # the initial head's μ (= the behaviour's when it collected the data)
+    mu, sigma = executed_chunk(mu_now, dec.mask, k), executed_chunk(dec.sigma, dec.mask, k)
+    rho = dec.rho if dec.rho is not None else np.zeros(len(dec.ret))
+    targets, gain, info = best_of_k(wm, z, mu, sigma, rho, pol.lo.numpy().astype(np.float64),
+                                    pol.hi.numpy().astype(np.float64), cfg.wm_candidates, cfg.wm_scale, cfg.wm_branch,
+                                    cfg.wm_penalty, cfg.seed, progress)
+    actions = s.actions.clone()
+    for i in range(len(actions)):  # the first k executed positions take the target's tokens
+        pos = np.flatnonzero(dec.mask[i] > 0)[:k]
+        actions[i, pos] = torch.from_numpy(targets[i, : len(pos)]).float()
+    w = torch.from_numpy((gain > cfg.wm_margin).astype(np.float32))
+    if s.weight is not None:
+        w = w * s.weight
+    if not bool((w > 0).any()):
+        raise ValueError(f"no candidate beats μ by more than wm_margin {cfg.wm_margin:g} in the world model "
+                         f"(largest gain {gain.max():.3g}): nothing to imitate")
+    info = {"source": cfg.world_model or type(wm).__name__, **info, "decisions_imitated": int((w > 0).sum())}
+    return dataclasses.replace(s, actions=actions, weight=w), info
+
+
+def load_world_model(cfg: RLConfig, model):
+    from vla_rl_ros.core.wm.latent import LatentWorldModel
+
+    return LatentWorldModel.load(cfg.world_model, model)
+
+
+def encode_decisions(wm, dec: Decisions) -> torch.Tensor:
+    """The world model's latent of every decision's anchor observation."""
+    t = torch.from_numpy
+    return torch.cat([wm.encode(t(dec.images[i:i + FEATURE_BATCH]), t(dec.state[i:i + FEATURE_BATCH]),
+                                t(dec.lang[i:i + FEATURE_BATCH])) for i in range(0, len(dec.ret), FEATURE_BATCH)])
 
 
 class FrozenPolicy:

@@ -72,9 +72,9 @@ def encode_frames(model, images: np.ndarray, state: np.ndarray, lang: np.ndarray
     with torch.no_grad():
         for i in range(0, len(state), ENCODE_BATCH):
             sl = slice(i, i + ENCODE_BATCH)
-            out.append(model.features(torch.from_numpy(np.ascontiguousarray(images[sl])),
-                                      torch.from_numpy(np.asarray(state[sl], np.float32)),
-                                      torch.from_numpy(np.asarray(lang[sl], np.float32))).numpy())
+            out.append(model.features(torch.from_numpy(np.array(images[sl])),
+                                      torch.from_numpy(np.array(state[sl], np.float32)),
+                                      torch.from_numpy(np.array(lang[sl], np.float32))).numpy())
     return np.concatenate(out) if out else np.zeros((0, 2 * model.cfg.d_model), np.float32)
 
 

@@ -101,3 +101,39 @@ def model_advantages(wm: WorldModel, z: torch.Tensor, executed: np.ndarray, mu: 
         spread.append(qc.std(1).mean().item())
     return adv, {"executed_halted": float(exec_halted.float().mean()), "candidates_halted": float(np.mean(cand_halted)),
                  "candidate_q_sd": float(np.mean(spread)), "candidates": candidates, "branch": branch}
+
+
+def best_of_k(wm: WorldModel, z: torch.Tensor, mu: np.ndarray, sigma: np.ndarray, rho: np.ndarray, lo: np.ndarray,
+              hi: np.ndarray, candidates: int, scale: float, branch: int, penalty: float, seed: int,
+              progress=True) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Best-of-K targets (after PA-RL): at each real decision, μ's own chunk and K candidates drawn
+    like the explorer with σ × ``scale`` are scored in the model; the best non-halted one is the
+    target. Returns (targets (N, k, D), improvement Q_best − Q_μ (N,; 0 where μ's branch halted or
+    μ is best), info)."""
+    from tqdm import tqdm
+
+    rng = np.random.default_rng(seed)
+    N, k, D = len(z), wm.chunk_len, mu.shape[-1]
+    targets = np.array(mu, dtype=np.float64, copy=True)
+    gain = np.zeros(N)
+    picked_mu, halted = 0, []
+    for i in tqdm(range(0, N, SCORE_BATCH), desc="best-of-K in the world model", disable=not progress, leave=False):
+        sl = slice(i, min(i + SCORE_BATCH, N))
+        B = sl.stop - sl.start
+        cands = np.concatenate([sample_like_explorer(mu[j:j + 1], sigma[j:j + 1] * scale, float(rho[j]), lo, hi,
+                                                     candidates, rng) for j in range(sl.start, sl.stop)])
+        cands = np.concatenate([np.clip(mu[sl], lo, hi)[:, None], cands], axis=1)  # candidate 0: μ itself
+        q, h = branch_q(wm, z[sl].repeat_interleave(candidates + 1, 0),
+                        torch.from_numpy(cands.reshape(-1, k, D)).float(), branch, penalty)
+        q, h = q.view(B, candidates + 1).numpy(), h.view(B, candidates + 1).numpy()
+        qm = np.where(h, -np.inf, q)
+        best = qm.argmax(1)
+        ok = ~h[:, 0] & np.isfinite(qm.max(1))
+        rows = np.arange(B)
+        targets[sl] = np.where(ok[:, None, None], cands[rows, best], targets[sl])
+        gain[sl] = np.where(ok, qm[rows, best] - q[:, 0], 0.0)
+        picked_mu += int(np.sum(ok & (best == 0)))
+        halted.append(h[:, 1:].mean())
+    return targets, gain, {"candidates": candidates, "scale": scale, "branch": branch, "mu_best": picked_mu / max(N, 1),
+                           "candidates_halted": float(np.mean(halted)), "gain_mean": float(gain.mean()),
+                           "gain_p90": float(np.percentile(gain, 90))}
