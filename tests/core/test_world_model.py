@@ -56,7 +56,7 @@ def synthetic_frames(episodes: int, T: int, seed: int) -> Frames:
             ret[i] = g
     return Frames(feats=cat["feats"].astype(np.float32), state=cat["state"].astype(np.float32),
                   action=cat["action"].astype(np.float32), action_mean=cat["action"].astype(np.float32), reward=rew,
-                  ret=ret, success=cat["success"], contact=cat["contact"], episode=cat["episode"], t=cat["t"])
+                  ret=ret, success=cat["success"], contact=cat["contact"], priv=None, episode=cat["episode"], t=cat["t"])
 
 
 CFG = WMConfig(data=("synthetic",), chunk=4, latent_pca=8, members=5, hidden=64, steps=800, batch_size=128, lr=3e-3,
@@ -215,3 +215,32 @@ def test_train_wm_end_to_end_on_logged_episodes_then_train_rl_uses_it(lagging_da
                             value_steps=5, threads=1, export_onnx=False), progress=False)
     assert out["world_model"]["branch"] == 2 and out["advantage"] == "world_model"
     assert out["version"] == 3
+
+
+@pytest.mark.timeout(600)
+def test_improve_refits_the_world_model_every_round_and_refuses_mismatched_options(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.core.test_policy import instruction_table
+
+    from vla_rl_ros.core.policy.checkpoint import save_checkpoint
+
+    init = save_checkpoint(small_model(), tmp_path / "init", version=3, instructions=instruction_table())
+    base = [sys.executable, "-m", "vla_rl_ros.cli", "improve", "--direct", "--init", str(init), "--rounds", "2",
+            "--episodes-per-round", "4", "--seed-repeat", "2", "--eval-episodes", "2", "--max-steps", "14",
+            "--epochs", "1", "--workers", "1", "--sigma", "0.03", "--replan-every", "2", "--rho", "0.5"]
+    r = subprocess.run(base + ["--out", str(tmp_path / "imp"), "--world-model", "--objective", "best_of_k",
+                               "--wm-steps", "20", "--wm-candidates", "4"], capture_output=True, text=True, timeout=500)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.stdout.count("world model refitted on") == 2
+    assert "world model refitted on 4 episodes" in r.stdout and "world model refitted on 8 episodes" in r.stdout
+    for rd in (1, 2):  # one model per round, one step per executed chunk (--replan-every 2)
+        assert json.loads((tmp_path / "imp" / f"round_{rd}" / "wm" / "config.json").read_text())["chunk"] == 2
+        assert (tmp_path / "imp" / f"round_{rd}" / "wm" / "model" / "wm.safetensors").is_file()
+    rows = json.loads((tmp_path / "imp" / "rounds.json").read_text())
+    assert [x["version"] for x in rows] == [3, 4, 5]
+    for extra, msg in ((["--world-model"], "needs --advantage world_model"),
+                       (["--objective", "best_of_k"], "needs --world-model")):
+        bad = subprocess.run(base + ["--out", str(tmp_path / "bad"), *extra], capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 2 and msg in bad.stderr, bad.stderr[-2000:]

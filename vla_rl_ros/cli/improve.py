@@ -9,7 +9,7 @@ from pathlib import Path
 
 from vla_rl_ros.cli.common import build_or_die, check_writable_dir, die
 from vla_rl_ros.core.config import add_fields
-from vla_rl_ros.core.improve import RL_FIELDS_SET_BY_IMPROVE, ImproveConfig
+from vla_rl_ros.core.improve import RL_FIELDS_SET_BY_IMPROVE, ImproveConfig, check_world_model_options
 from vla_rl_ros.core.paths import checkpoint_or_default
 from vla_rl_ros.core.rl.config import RLConfig
 
@@ -28,7 +28,13 @@ def main(args) -> int:
     cfg = build_or_die(ImproveConfig, args)
     ckpt = str(Path(checkpoint_or_default(cfg.init)).resolve())
     out = Path(cfg.out).expanduser().resolve()
-    rl = build_or_die(RLConfig, args, data=(str(out / "data"),), init=ckpt, out=str(out / "round_1"))
+    placeholder = str(out / "round_1" / "wm" / "model") if cfg.world_model else ""  # refitted every round
+    rl = build_or_die(RLConfig, args, data=(str(out / "data"),), init=ckpt, out=str(out / "round_1"),
+                      world_model=placeholder)
+    try:
+        check_world_model_options(cfg, rl)
+    except ValueError as e:
+        die(str(e))
     try:
         pcfg = read_config(ckpt)
     except CheckpointError as e:

@@ -25,15 +25,15 @@ def main(args) -> int:
     cfg = build_or_die(WMConfig, args, checkpoint=checkpoint_or_default(args.checkpoint))
     require_datasets(cfg.data)
     check_writable_dir(cfg.out)
-    from vla_rl_ros.core.sim.task_features import episode_contact
+    from vla_rl_ros.core.sim.task_features import episode_contact, episode_privileged_features
     from vla_rl_ros.core.wm.train import train_world_model
 
     try:
-        res = train_world_model(cfg, contact=episode_contact)
+        res = train_world_model(cfg, contact=episode_contact, privileged=episode_privileged_features)
     except (CheckpointError, ValueError, FileNotFoundError) as e:
         die(str(e))
     print(f"world model: {res['model']}  ({res['train_episodes']} training / {res['held_out_episodes']} held-out "
-          f"episodes, {res['frames']} frames; encode {res['encode_seconds']:.0f} s, train {res['train_seconds']:.0f} s)")
+          f"episodes, {res['frames']} frames{', privileged task features in the latent' if res['privileged'] else ''}; encode {res['encode_seconds']:.0f} s, train {res['train_seconds']:.0f} s)")
     if res["summary"]:
         print(res["summary"])
         print(f"plot: {cfg.out}/wm.png")

@@ -38,7 +38,8 @@ from vla_rl_ros.core.node_config import DEFAULT_SIGMA
 from vla_rl_ros.core.sim.tasks import FAMILIES
 
 #: RLConfig fields that improve sets itself (per round) instead of taking from the command line
-RL_FIELDS_SET_BY_IMPROVE = ("data", "episode_ids", "init", "out", "seed", "threads", "version", "export_onnx")
+RL_FIELDS_SET_BY_IMPROVE = ("data", "episode_ids", "init", "out", "seed", "threads", "version", "export_onnx",
+                            "world_model")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,10 @@ class ImproveConfig:
     max_steps: int = opt(120, "episode length limit (collection and evaluation)")
     stall_timeout: float = opt(180.0, "graph: give up when no episode ended for this long (s)")
     domain_id: int | None = opt(None, "ROS_DOMAIN_ID for the graph (default: the environment's)")
+    world_model: bool = opt(False, "before each round's update, refit the world model (train-wm) on all real episodes "
+                                   "so far and score the update's candidates in it (needs --advantage world_model or "
+                                   "--objective best_of_k)")
+    wm_steps: int = opt(3000, "--world-model: optimiser steps of each round's world-model fit")
 
     def validate(self) -> None:
         require(self.rounds >= 1, "rounds must be >= 1")
@@ -262,9 +267,14 @@ def wm_line(info: dict | None) -> str:
     """The world model's part of the summary ('' without one)."""
     if not info:
         return ""
-    return (f"\nworld model {info['source']}: {info['candidates']} candidates per decision, branches of "
-            f"{info['branch']} chunk(s); halted: {100 * info['executed_halted']:.1f}% of executed chunks, "
-            f"{100 * info['candidates_halted']:.1f}% of candidates; candidate Q sd {info['candidate_q_sd']:.3f}")
+    head = (f"\nworld model {info['source']}: {info['candidates']} candidates per decision, branches of "
+            f"{info['branch']} chunk(s); ")
+    if "mu_best" in info:  # best-of-K targets
+        return head + (f"candidates at {info['scale']:g} × σ, {100 * info['candidates_halted']:.1f}% halted; μ itself "
+                       f"best at {100 * info['mu_best']:.1f}% of decisions; {info['decisions_imitated']} decisions "
+                       f"imitate a better candidate (mean gain {info['gain_mean']:.3f}, p90 {info['gain_p90']:.3f})")
+    return head + (f"halted: {100 * info['executed_halted']:.1f}% of executed chunks, "
+                   f"{100 * info['candidates_halted']:.1f}% of candidates; candidate Q sd {info['candidate_q_sd']:.3f}")
 
 
 def round_rl_config(rl, cfg: ImproveConfig, data: Path, ckpt: str, out: Path, r: int):
@@ -272,6 +282,30 @@ def round_rl_config(rl, cfg: ImproveConfig, data: Path, ckpt: str, out: Path, r:
     the current checkpoint."""
     return dataclasses.replace(rl, data=(str(data),), init=ckpt, out=str(out / f"round_{r}"),
                                seed=cfg.seed + 1000 * r, threads=cfg.rl_threads).validate()
+
+
+def check_world_model_options(cfg: ImproveConfig, rl) -> None:
+    """``--world-model`` and the RL options that use it go together (a clear error otherwise)."""
+    uses = rl.advantage == "world_model" or rl.objective == "best_of_k"
+    if cfg.world_model and not uses:
+        raise ValueError("--world-model needs --advantage world_model or --objective best_of_k (what the model is for)")
+    if uses and not cfg.world_model:
+        raise ValueError("--advantage world_model and --objective best_of_k need --world-model (refit every round)")
+
+
+def refit_world_model(cfg: ImproveConfig, data: Path, ckpt: str, out: Path, r: int) -> str:
+    """Round ``r``'s world model: the default model refitted on every real episode so far, on the
+    current checkpoint's backbone, one step per executed chunk; its held-out figures printed."""
+    from vla_rl_ros.core.sim.task_features import episode_contact, episode_privileged_features
+    from vla_rl_ros.core.wm.config import WMConfig
+    from vla_rl_ros.core.wm.train import train_world_model
+
+    wcfg = WMConfig(data=(str(data),), checkpoint=ckpt, out=str(out / f"round_{r}" / "wm"), chunk=cfg.replan_every,
+                    steps=cfg.wm_steps, seed=cfg.seed + 1000 * r, threads=cfg.rl_threads)
+    res = train_world_model(wcfg, contact=episode_contact, privileged=episode_privileged_features)
+    print(f"  world model refitted on {res['train_episodes'] + res['held_out_episodes']} episodes "
+          f"({res['train_seconds']:.0f} s)\n" + "\n".join("  " + line for line in res["summary"].splitlines()))
+    return res["model"]
 
 
 def run_rounds(cfg: ImproveConfig, rl, ckpt: str, version: int, out: Path, make_collector) -> list[dict]:
@@ -312,7 +346,10 @@ def _rounds(cfg: ImproveConfig, rl, ckpt: str, out: Path, collector: Collector, 
         bar.close()
         explored = sum(bool(e.get("success")) for e in ended) / max(len(ended), 1)
         t_collect = time.monotonic() - t0
-        res = train_rl(round_rl_config(rl, cfg, data, ckpt, out, r), privileged=episode_privileged_features)
+        rl_r = round_rl_config(rl, cfg, data, ckpt, out, r)
+        if cfg.world_model:
+            rl_r = dataclasses.replace(rl_r, world_model=refit_world_model(cfg, data, ckpt, out, r)).validate()
+        res = train_rl(rl_r, privileged=episode_privileged_features)
         print(rl_summary(res))
         swap = collector.announce(res["checkpoint"])
         if swap:

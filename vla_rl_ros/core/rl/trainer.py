@@ -169,8 +169,16 @@ def load_world_model(cfg: RLConfig, model):
 def encode_decisions(wm, dec: Decisions) -> torch.Tensor:
     """The world model's latent of every decision's anchor observation."""
     t = torch.from_numpy
-    return torch.cat([wm.encode(t(dec.images[i:i + FEATURE_BATCH]), t(dec.state[i:i + FEATURE_BATCH]),
-                                t(dec.lang[i:i + FEATURE_BATCH])) for i in range(0, len(dec.ret), FEATURE_BATCH)])
+    priv = getattr(wm, "uses_privileged", False)
+    if priv and dec.priv is None:
+        raise ValueError("the world model's latent holds the simulator's privileged task features, which these "
+                         "episodes lack: train one with train-wm --privileged off")
+    out = []
+    for i in range(0, len(dec.ret), FEATURE_BATCH):
+        sl = slice(i, i + FEATURE_BATCH)
+        extra = {"privileged": t(dec.priv[sl]).float()} if priv else {}
+        out.append(wm.encode(t(dec.images[sl]), t(dec.state[sl]), t(dec.lang[sl]), **extra))
+    return torch.cat(out)
 
 
 class FrozenPolicy:

@@ -32,6 +32,10 @@ class WMConfig:
     # --- model
     chunk: int = _f(4, "executed tokens per model step (one decision when exploring with --replan-every k)")
     latent_pca: int = _f(32, "principal components of the frozen backbone features kept in the latent")
+    privileged: str = _f("off", "auto: put the simulator's privileged task features (gripper → instructed cube, cube "
+                                 "→ goal, lift, ...) in the latent when every frame has them (offline, in "
+                                 "simulation: the model is never deployed); off: backbone features and state only",
+                         choices=("auto", "off"))
     members: int = _f(5, "networks in the dynamics ensemble (>= 2: their disagreement is the uncertainty)")
     hidden: int = _f(256, "hidden width of every network")
     # --- training
@@ -59,6 +63,8 @@ class WMConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a positive number, got {v!r}")
+        if self.privileged not in ("auto", "off"):
+            raise ValueError(f"privileged must be auto or off, got {self.privileged!r}")
         if self.members < 2:
             raise ValueError(f"members must be >= 2 (the ensemble's disagreement is the uncertainty), got {self.members}")
         if not 0.0 <= self.held_out < 1.0:

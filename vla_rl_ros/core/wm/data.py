@@ -8,8 +8,9 @@ scores any k-token chunk from any state needs.
 Labels per frame: the shaped reward, the discounted return (success absorbing, the convention of
 ``core/rl/samples.returns``), the episode's outcome, and — when the caller passes the simulator's
 ``contact`` function (``core/sim/task_features.episode_contact``) and the frames carry the
-environment state — whether the gripper holds or pushes the instructed object. ``core/wm`` knows
-nothing of the simulator.
+environment state — whether the gripper holds or pushes the instructed object. Optionally the
+simulator's privileged task features (``privileged``), which the default model can put in its
+latent (``WMConfig.privileged``). ``core/wm`` knows nothing of the simulator.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from vla_rl_ros.core.data import schema as S
-from vla_rl_ros.core.rl.samples import returns
+from vla_rl_ros.core.rl.samples import PrivilegedFn, returns
 
 #: ``contact(environment_state (T, E), state (T, S), instruction) -> (T,) bool or None``
 ContactFn = Callable[[np.ndarray, np.ndarray, str], "np.ndarray | None"]
@@ -42,6 +43,7 @@ class Frames:
     ret: np.ndarray  # (N,) discounted return from the frame, success absorbing
     success: np.ndarray  # (N,) the episode's outcome
     contact: np.ndarray | None  # (N,) holding / pushing the instructed object (None: no label)
+    priv: np.ndarray | None  # (N, P) the simulator's privileged task features (None: not logged / not asked for)
     episode: np.ndarray  # (N,) episode id (over all datasets)
     t: np.ndarray  # (N,) frame index within the episode
 
@@ -78,9 +80,12 @@ def encode_frames(model, images: np.ndarray, state: np.ndarray, lang: np.ndarray
     return np.concatenate(out) if out else np.zeros((0, 2 * model.cfg.d_model), np.float32)
 
 
-def load_frames(roots, model, embed, gamma: float, contact: ContactFn | None = None, progress=True) -> Frames:
+def load_frames(roots, model, embed, gamma: float, contact: ContactFn | None = None, progress=True,
+                privileged: PrivilegedFn | None = None) -> Frames:
     """Every frame of ``roots``, encoded by ``model``'s frozen backbone. ``embed``: logged
-    instruction -> the network's language input (``core/policy/grounding.skill_embedder``)."""
+    instruction -> the network's language input (``core/policy/grounding.skill_embedder``);
+    ``privileged``: the simulator's task features of each frame (``core/sim/task_features.
+    episode_privileged_features``; None: not used)."""
     from tqdm import tqdm
 
     from vla_rl_ros.core.data.reader import iter_episode_frames
@@ -89,9 +94,9 @@ def load_frames(roots, model, embed, gamma: float, contact: ContactFn | None = N
     cams = [S.image_key(c) for c in model.cfg.cameras]
     base = cams + [S.STATE, S.ACTION, S.REWARD, S.SUCCESS]
     parts: dict[str, list] = {k: [] for k in ("feats", "state", "action", "action_mean", "reward", "ret", "success",
-                                             "contact", "episode", "t")}
+                                             "contact", "priv", "episode", "t")}
     lang_cache: dict[str, np.ndarray] = {}
-    ep_id, with_contact = 0, contact is not None
+    ep_id, with_contact, with_priv = 0, contact is not None, privileged is not None
     for root in roots:
         info = read_info(Path(root))
         if info is None:
@@ -128,10 +133,16 @@ def load_frames(roots, model, embed, gamma: float, contact: ContactFn | None = N
                 with_contact = False  # one episode without a label: no contact head for anyone
             else:
                 parts["contact"].append(np.asarray(c, bool))
+            pv = privileged(np.asarray(d[S.ENV_STATE]), state, task) if with_priv and S.ENV_STATE in d else None
+            if pv is None:
+                with_priv = False
+            else:
+                parts["priv"].append(np.asarray(pv, np.float32))
             parts["episode"].append(np.full(T, ep_id))
             parts["t"].append(np.arange(T))
             ep_id += 1
     if ep_id == 0:
         raise ValueError("no episode with at least 2 frames in the data")
-    cat = {k: np.concatenate(v) for k, v in parts.items() if k != "contact"}
-    return Frames(contact=np.concatenate(parts["contact"]) if with_contact else None, **cat)
+    cat = {k: np.concatenate(v) for k, v in parts.items() if k not in ("contact", "priv")}
+    return Frames(contact=np.concatenate(parts["contact"]) if with_contact else None,
+                  priv=np.concatenate(parts["priv"]) if with_priv else None, **cat)

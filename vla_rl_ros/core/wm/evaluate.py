@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from vla_rl_ros.core.wm.data import Frames
+from vla_rl_ros.core.wm.latent import frame_privileged
 
 #: open-loop horizons (in chunks) of the latent-error figure
 HORIZONS = (1, 2, 4)
@@ -49,7 +50,8 @@ def evaluate_world_model(wm, frames: Frames) -> dict:
 
     k = wm.chunk_len
     with torch.no_grad():
-        z = wm.latent(torch.from_numpy(frames.feats).float(), torch.from_numpy(frames.state).float())
+        z = wm.latent(torch.from_numpy(frames.feats).float(), torch.from_numpy(frames.state).float(),
+                      frame_privileged(frames) if wm.uses_privileged else None)
     out: dict = {"frames": len(frames), "episodes": int(len(np.unique(frames.episode))), "horizons": {}}
     for h in HORIZONS:
         s = rollout_starts(frames, k, h)

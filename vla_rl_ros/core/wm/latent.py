@@ -1,9 +1,13 @@
 """The default world model: a latent, chunk-level dynamics ensemble on the frozen policy backbone.
 
-Latent ``z = [PCA_P(features) / scale, normalised joint state]``: the policy's pooled prefix
-features (``VLAPolicy.features``, frozen: post-training changes the action head only, so every
-checkpoint descended from the same parent shares them) projected onto their first P principal
-components and whitened, plus the joint state.
+Latent ``z = [PCA_P(features) / scale, normalised joint state (, privileged task features)]``: the
+policy's pooled prefix features (``VLAPolicy.features``, frozen: post-training changes the action
+head only, so every checkpoint descended from the same parent shares them) projected onto their
+first P principal components and whitened, plus the joint state. With ``WMConfig.privileged``
+auto (not the default) and a simulator that logs its state, also the task features the
+privileged critic sees (gripper → instructed cube, cube → goal, lift, gripper, time, family): the
+model is an offline training tool that is never deployed, so in simulation it may see what the
+policy cannot, as the asymmetric critic does.
 
 * **Dynamics**: an ensemble of ``members`` MLPs, each mapping (z, executed chunk as normalised
   joint deltas from z's state) to the change of z over the chunk's k ticks and the discounted
@@ -38,6 +42,8 @@ from vla_rl_ros.core.wm.interface import Prediction, WorldModel
 
 #: percentile of the uncertainty on real transitions not fitted beyond which a branch halts
 HALT_PERCENTILE = 95.0
+#: fewest transitions a model is fitted on (minibatches are drawn with replacement)
+MIN_TRANSITIONS = 16
 #: share of the training episodes kept aside (not fitted) to set the halt threshold
 CALIBRATION_FRACTION = 0.1
 FORMAT = "vla_rl_ros.latent_world_model/1"
@@ -94,6 +100,7 @@ class LatentWorldModel(WorldModel):
 
     def __init__(self, policy, cfg: WMConfig, stats: dict, dynamics: Dynamics, heads: Heads,
                  halt_threshold: float = float("inf"), has_contact: bool = False):
+        #: the latent holds the simulator's privileged task features (``encode`` then needs them)
         self.policy, self.cfg, self.stats = policy, cfg, stats
         self.dynamics, self.heads = dynamics.eval(), heads.eval()
         self.chunk_len, self.gamma = int(cfg.chunk), float(cfg.gamma)
@@ -101,16 +108,25 @@ class LatentWorldModel(WorldModel):
         self.has_contact = has_contact
         self.action_dim = policy.cfg.action_dim
         self.P = int(stats["pca_components"].shape[1])
+        self.S = int(policy.cfg.state_dim)
+        self.uses_privileged = "priv_mean" in stats
 
     # ----------------------------------------------------------------- latent
-    def latent(self, feats: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """Pooled backbone features (B, F) and raw state (B, S) -> z (B, P + S)."""
+    def latent(self, feats: torch.Tensor, state: torch.Tensor, privileged: torch.Tensor | None = None) -> torch.Tensor:
+        """Pooled backbone features (B, F), raw state (B, S) and, for a model with privileged
+        inputs, the simulator's task features (B, Q) -> z (B, P + S [+ Q])."""
         s = self.stats
         pc = (feats - s["pca_mean"]) @ s["pca_components"] / s["pca_scale"]
-        return torch.cat([pc, (state - self.policy.state_mean) / self.policy.state_std], -1)
+        parts = [pc, (state - self.policy.state_mean) / self.policy.state_std]
+        if self.uses_privileged:
+            if privileged is None:
+                raise ValueError("this world model's latent holds the simulator's privileged task features: pass them "
+                                 "(logged episodes with observation.environment_state), or train one with --privileged off")
+            parts.append((privileged - s["priv_mean"]) / s["priv_std"])
+        return torch.cat(parts, -1)
 
     def state_of(self, z: torch.Tensor) -> torch.Tensor:
-        return z[:, self.P:] * self.policy.state_std + self.policy.state_mean
+        return z[:, self.P:self.P + self.S] * self.policy.state_std + self.policy.state_mean
 
     def chunk_input(self, z: torch.Tensor, chunk: torch.Tensor) -> torch.Tensor:
         """(B, k, D) absolute joint targets -> (B, k·D) normalised deltas from z's state."""
@@ -125,9 +141,9 @@ class LatentWorldModel(WorldModel):
             return self.dynamics(x[None].expand(self.cfg.members, -1, -1))
 
     # ----------------------------------------------------------------- WorldModel
-    def encode(self, images, state, lang) -> torch.Tensor:
+    def encode(self, images, state, lang, privileged=None) -> torch.Tensor:
         with torch.no_grad():
-            return self.latent(self.policy.features(images, state, lang), state)
+            return self.latent(self.policy.features(images, state, lang), state, privileged)
 
     def member_steps(self, z: torch.Tensor, chunk: torch.Tensor) -> torch.Tensor:
         """(E, B, Z): every member's next latent."""
@@ -170,7 +186,8 @@ class LatentWorldModel(WorldModel):
         tmp.replace(out / "wm.safetensors")
         info = {"format": FORMAT, "config": json.loads(self.cfg.to_json()), "halt_threshold": self.halt_threshold,
                 "has_contact": self.has_contact, "backbone_digest": backbone_digest(self.policy),
-                "latent_dim": self.P + self.policy.cfg.state_dim, **(meta or {})}
+                "latent_dim": int(self.stats["dz_std"].shape[0]), "uses_privileged": self.uses_privileged,
+                **(meta or {})}
         (out / "wm.json").write_text(json.dumps(info, indent=1))
         return out
 
@@ -206,6 +223,10 @@ class LatentWorldModel(WorldModel):
         return cls(policy, cfg, stats, dyn, heads, info["halt_threshold"], bool(info.get("has_contact")))
 
 
+def frame_privileged(frames: Frames) -> torch.Tensor | None:
+    return None if frames.priv is None else torch.from_numpy(frames.priv).float()
+
+
 def _networks(cfg: WMConfig, z_dim: int, action_dim: int) -> tuple[Dynamics, Heads]:
     a_in = cfg.chunk * action_dim
     return Dynamics(cfg.members, z_dim + a_in, z_dim + 1, cfg.hidden), Heads(z_dim, a_in, cfg.hidden)
@@ -238,7 +259,8 @@ def fit_latent_world_model(cfg: WMConfig, frames: Frames, policy, progress=True)
     start, _ = calib.transitions(cfg.chunk)
     if len(start):
         with torch.no_grad():
-            z = wm.latent(torch.from_numpy(calib.feats).float(), torch.from_numpy(calib.state).float())
+            z = wm.latent(torch.from_numpy(calib.feats).float(), torch.from_numpy(calib.state).float(),
+                          frame_privileged(calib))
             chunk = torch.from_numpy(calib.chunks(start, cfg.chunk)).float()
             u = torch.cat([wm.uncertainty(z[start[i:i + 4096]], chunk[i:i + 4096]) for i in range(0, len(start), 4096)])
         wm.halt_threshold = float(np.percentile(u.numpy(), HALT_PERCENTILE))
@@ -255,14 +277,18 @@ def _fit(cfg: WMConfig, frames: Frames, policy, progress=True) -> tuple[LatentWo
     stats = {"pca_mean": torch.tensor(mean, dtype=torch.float32), "pca_components": torch.tensor(comp, dtype=torch.float32),
              "pca_scale": torch.tensor(scale, dtype=torch.float32)}
     start, nxt = frames.transitions(k)
-    if len(start) < cfg.batch_size:
+    if len(start) < MIN_TRANSITIONS:
         raise ValueError(f"{len(start)} transitions of {k} ticks: too few to train a world model "
-                         f"(at least batch_size {cfg.batch_size}); log more episodes")
-    z_dim = comp.shape[1] + policy.cfg.state_dim
+                         f"(at least {MIN_TRANSITIONS}); log more or longer episodes")
+    priv = None
+    if cfg.privileged == "auto" and frames.priv is not None:
+        priv = torch.from_numpy(frames.priv).float()
+        stats.update(priv_mean=priv.mean(0), priv_std=priv.std(0).clamp(min=1e-4))
+    z_dim = comp.shape[1] + policy.cfg.state_dim + (0 if priv is None else priv.shape[1])
     dyn, heads = _networks(cfg, z_dim, policy.cfg.action_dim)
     wm = LatentWorldModel(policy, cfg, stats, dyn, heads)
     with torch.no_grad():
-        z = wm.latent(torch.from_numpy(frames.feats).float(), torch.from_numpy(frames.state).float())
+        z = wm.latent(torch.from_numpy(frames.feats).float(), torch.from_numpy(frames.state).float(), priv)
         chunk = torch.from_numpy(frames.chunks(start, k)).float()
         a_in = wm.chunk_input(z[start], chunk)
         mean_chunk = torch.from_numpy(np.stack([frames.action_mean[start + j] for j in range(k)], 1)).float()

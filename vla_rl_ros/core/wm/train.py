@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vla_rl_ros.core.rl.samples import PrivilegedFn
 from vla_rl_ros.core.wm.config import WMConfig
 from vla_rl_ros.core.wm.data import ContactFn, load_frames
 from vla_rl_ros.core.wm.evaluate import evaluate_world_model, format_metrics, plot_metrics
@@ -28,9 +29,11 @@ def split_episodes(episodes: np.ndarray, held_out: float, seed: int) -> tuple[np
     return np.sort(perm[n:]), np.sort(perm[:n])
 
 
-def train_world_model(cfg: WMConfig, contact: ContactFn | None = None, progress=True) -> dict:
+def train_world_model(cfg: WMConfig, contact: ContactFn | None = None, progress=True,
+                      privileged: PrivilegedFn | None = None) -> dict:
     """Train, evaluate and save (module doc). ``contact``: the simulator's contact labels
-    (``core/sim/task_features.episode_contact``), None for data without them."""
+    (``core/sim/task_features.episode_contact``), None for data without them; ``privileged``: its
+    task features (``episode_privileged_features``), used when ``cfg.privileged`` is auto."""
     from vla_rl_ros.core.policy.checkpoint import load_checkpoint
     from vla_rl_ros.core.policy.grounding import skill_embedder
     from vla_rl_ros.core.robot import PANDA
@@ -46,7 +49,7 @@ def train_world_model(cfg: WMConfig, contact: ContactFn | None = None, progress=
     for p in policy.parameters():
         p.requires_grad_(False)
     frames = load_frames(cfg.data, policy, skill_embedder(cfg.checkpoint, pconf.get("instructions")), cfg.gamma,
-                         contact, progress)
+                         contact, progress, privileged if cfg.privileged == "auto" else None)
     t_enc = time.time() - t0
     train_ids, test_ids = split_episodes(frames.episode, cfg.held_out, cfg.seed)
     wm, history = fit_latent_world_model(cfg, frames.select_episodes(train_ids), policy, progress)
@@ -54,7 +57,7 @@ def train_world_model(cfg: WMConfig, contact: ContactFn | None = None, progress=
     one = metrics.pop("_one_chunk", None)
     meta = {"trained_by": "vla-rl-ros train-wm", "checkpoint": str(Path(cfg.checkpoint).resolve()),
             "train_episodes": int(len(train_ids)), "held_out_episodes": int(len(test_ids)),
-            "frames": len(frames), "encode_seconds": t_enc, "train_seconds": history[-1]["seconds"],
+            "frames": len(frames), "privileged": wm.uses_privileged, "encode_seconds": t_enc, "train_seconds": history[-1]["seconds"],
             "held_out": metrics}
     wm.save(out / "model", meta)
     (out / "metrics.json").write_text(json.dumps(meta, indent=1))
