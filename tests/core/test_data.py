@@ -725,3 +725,55 @@ def test_kill9_paused_inside_the_commit(tmp_path, point):
     _assert_episode_equal(episode_frames(root, 2), make_episode(22, 2), "task 2")
     final = _load_fresh(root)[root]
     assert [e[:2] for e in final["eps"]] == [[k, 20 + k] for k in range(4)] and final["frames"] == 86
+
+
+DISK_FULL_SRC = EPISODE_SRC + textwrap.dedent(
+    """
+    import json, resource, signal, sys
+    from vla_rl_ros.core.data.writer import EpisodeWriter
+
+    root, limit, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    # the stand-in for a full disk: no file of this process (and its worker) may grow past `limit`
+    # bytes; a write beyond fails with EFBIG as it would with ENOSPC (the signal is ignored so
+    # the write returns the error instead of killing the process)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    feats = S.make_features([f"j{i}" for i in range(3)], cameras=["front"], image_shape=(8, 10))
+    w = EpisodeWriter(root, fps=10, features=feats)
+    for i in range(n):
+        w.submit(make_episode(150 * (i + 1), seed=i), task=f"task {i}")  # each episode's files larger
+        w.wait(120)
+    ok = w.close(120)
+    print("RESULT", json.dumps({"saved": [[s.ticket, s.episode_index] for s in w.saved_episodes()],
+                                 "failed": [[f.ticket, f.error[-300:]] for f in w.failed_episodes()],
+                                 "closed": ok}))
+    """
+)
+
+
+def test_disk_full_refuses_the_episode_cleanly_and_keeps_the_earlier_ones(tmp_path):
+    """A full disk while logging (stand-in: RLIMIT_FSIZE on the writer's processes, episodes growing
+    until their files no longer fit; a real ENOSPC takes the same path, an OSError from a write):
+    the episodes that no longer fit are reported failed with the reason, one by one, the writer keeps running
+    and closes cleanly, every episode reported saved loads in LeRobotDataset in a fresh process, the
+    refused ones are kept in the spool's failed/ folder (their frames are not lost), and once space
+    is back a new writer appends to the same root."""
+    root = tmp_path / "full"
+    r = _run_py(DISK_FULL_SRC, root, 250_000, 6, timeout=400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout.split("RESULT", 1)[1])
+    saved, failed = res["saved"], res["failed"]
+    print(f"\nsaved {len(saved)}, failed {len(failed)}: {failed[0][1][-160:] if failed else ''}")
+    assert res["closed"] and len(saved) >= 1 and len(failed) >= 1 and len(saved) + len(failed) == 6
+    assert max(t for t, _ in saved) < min(t for t, _ in failed)  # once full, every later episode refused
+    assert all("File too large" in e or "EFBIG" in e or "No space" in e for _, e in failed), failed
+    state = _load_fresh(root)[root]
+    assert state["total"] == len(saved)
+    kept = list((root / SPOOL_DIR / "failed").iterdir())
+    assert len(kept) == len(failed) and all((k / "ERROR.txt").is_file() for k in kept)
+    # space is back: the next writer appends after the saved ones
+    with EpisodeWriter(root, fps=FPS, features=FEATS) as w:
+        w.submit(make_episode(5, seed=99), task="after")
+        assert w.wait(120)
+    assert [s.episode_index for s in w.saved_episodes()] == [len(saved)]
+    assert _load_fresh(root)[root]["total"] == len(saved) + 1
