@@ -6,7 +6,9 @@ first, then each result); the result is written atomically as ``<out_root>/round
 (temp dir + rename, checksummed manifest) and announced on ``/vla/policy/weights`` — the policy
 node validates it and swaps it in. Progress and per-epoch statistics (ESS, clip fraction, KL to
 behaviour, value loss) are published on ``/vla/trainer/status`` (JSON). A second request while
-training is refused; a failed update is reported and announces nothing.
+training is refused; a failed update is reported and announces nothing. Restarted (after a crash
+or ``kill -9`` mid-update), it resumes from the newest complete round in ``out_root`` and numbers
+the next round after the highest existing folder (``core/rl/resume.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from vla_rl_ros.core.node_config import TRAINER_SETS_RL_FIELDS, TrainerNodeConfi
 from vla_rl_ros.core.paths import checkpoint_or_default
 from vla_rl_ros.core.policy.trust import read_key, sign_checkpoint
 from vla_rl_ros.core.rl.config import RLConfig
+from vla_rl_ros.core.rl.resume import resume_point
 from vla_rl_ros.nodes.common import LATCHED_QOS, RELIABLE_QOS, declare_config, json_msg, spin_node
 
 
@@ -42,9 +45,16 @@ class TrainerNode(Node):
         self.pub_weights = self.create_publisher(String, "/vla/policy/weights", RELIABLE_QOS)
         self.pub_status = self.create_publisher(String, "/vla/trainer/status", LATCHED_QOS)
         self.create_service(Trigger, "/vla/trainer/train", self._on_train)
-        self.round = 0
+        # a restart (after a crash or kill -9 mid-update) resumes from the newest complete round
+        # and never reuses a round folder; half-written checkpoints were never announced
+        self.round, newest, removed = resume_point(self.out_root)
+        if newest is not None:
+            self.current = newest
+        if self.round:
+            self.get_logger().info(f"resuming after round {self.round} from {self.current}"
+                                   + (f"; removed {len(removed)} unfinished checkpoint folder(s)" if removed else ""))
         self._busy = threading.Lock()
-        self._status({"state": "idle", "current": self.current})
+        self._status({"state": "idle", "current": self.current, "round": self.round})
 
     def _status(self, d: dict) -> None:
         self.pub_status.publish(json_msg(dict(d, stamp=time.time())))
