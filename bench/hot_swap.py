@@ -83,7 +83,9 @@ def main() -> int:
     )
 
     ckpt = str(Path(args.policy or DEFAULT_CHECKPOINT).resolve())
-    tmp = Path(tempfile.mkdtemp(prefix="bench_swap_"))
+    # under ./runs: one of the policy node's default allowed weights directories (core/policy/trust.py)
+    Path("runs").mkdir(exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_swap_", dir="runs")).resolve()
     base, other, corrupt = make_versions(ckpt, tmp)
     size = int(read_config(ckpt)["policy"]["image_size"])
     domain = 100 + os.getpid() % 50
