@@ -109,6 +109,27 @@ MUTATIONS: list[Mutation] = [
         "        if False:\n",
         "tests/core/test_trust.py::test_the_swapper_refuses_untrusted_weights_and_keeps_running",
     ),
+    Mutation(
+        "world-model advantage sign flipped (candidates' mean minus the executed chunk's Q)",
+        "vla_rl_ros/core/wm/scoring.py",
+        "        adv[sl] = torch.where(valid, qe - base, torch.zeros(B))\n",
+        "        adv[sl] = torch.where(valid, base - qe, torch.zeros(B))\n",
+        "tests/core/test_world_model.py::test_a_stand_in_world_model_drives_train_rl_through_the_interface",
+    ),
+    Mutation(
+        "world-model halt ignored (branches beyond the threshold still scored)",
+        "vla_rl_ros/core/wm/scoring.py",
+        "        halted |= u > wm.halt_threshold\n",
+        "        halted |= u > float('inf')\n",
+        "tests/core/test_world_model.py::test_a_stand_in_world_model_drives_train_rl_through_the_interface",
+    ),
+    Mutation(
+        "a restarted trainer reuses round 1 (no resume)",
+        "vla_rl_ros/nodes/trainer_node.py",
+        "        self.round, newest, removed = resume_point(self.out_root)\n",
+        "        self.round, newest, removed = 0, None, []\n",
+        "tests/ros/test_trainer_kill.py::test_trainer_killed_mid_update_announces_nothing_and_resumes",
+    ),
 ]
 
 
