@@ -12,7 +12,9 @@ script records which nodes are still alive, whether joint states still arrive an
 moves (max |Δq| over the arm joints: a held arm moves ~0), and how many episodes the logger still
 reports saved. The graph is then stopped as a user would (the runner's SIGTERM) and the dataset
 is opened by ``LeRobotDataset`` in a fresh process: every episode reported saved before the kill
-must load. Nothing restarts a killed node (the runner has no respawn). Under ``vla-rl-ros run`` a
+must load. Then the root is recovered as a restarted logger does first (``core/data/store.recover``:
+an interrupted commit rolled forward, episodes spooled but not yet saved replayed) and counted
+again: "lost after restart". Nothing restarts a killed node (the runner has no respawn). Under ``vla-rl-ros run`` a
 *required* node's exit makes the runner stop the whole graph in order (the ``required`` column);
 here the runner is left alone for ``--after`` seconds so the other nodes' own reaction shows.
 """
@@ -40,6 +42,12 @@ ds = LeRobotDataset("local/vla_rl_ros", root=sys.argv[1])
 assert len(ds) == ds.meta.total_frames
 _ = ds[len(ds) - 1]
 print(json.dumps({"episodes": ds.meta.total_episodes, "frames": len(ds)}))
+"""
+RECOVER = r"""
+import json, sys
+from vla_rl_ros.core.data.store import recover
+rep = recover(sys.argv[1])
+print(json.dumps({"replayed": len(rep.get("replayed") or [])}))
 """
 NODES = ("sim_node", "policy_node", "exploration_node", "trajectory_logger")
 
@@ -111,10 +119,20 @@ def one(node: str, after: float, domain: int, work: Path) -> dict:
         row.update(loaded_episodes=got["episodes"], loaded_frames=got["frames"])
     else:
         row.update(loaded_episodes=None, load_error=r.stderr.strip().splitlines()[-1][:200])
-    # lost: episodes the simulator had ended before the kill that the dataset does not hold
-    # (the logger's status lags its background writer, so "saved" undercounts)
+    # what a restarted logger does first: recover the root (roll an interrupted commit forward,
+    # replay episodes that were spooled — durable — but not yet saved), then count again
+    r = subprocess.run([sys.executable, "-c", RECOVER, str(out)], capture_output=True, text=True, timeout=600)
+    row["replayed_on_restart"] = (json.loads(r.stdout.strip().splitlines()[-1])["replayed"] if r.returncode == 0
+                                  else f"recover failed: {r.stderr.strip().splitlines()[-1][:200]}")
+    r = subprocess.run([sys.executable, "-c", COUNT, str(out)], capture_output=True, text=True, timeout=300)
+    row["loaded_after_restart"] = json.loads(r.stdout.strip().splitlines()[-1])["episodes"] if r.returncode == 0 else None
+    # lost: episodes the simulator had ended before the kill that the dataset does not hold, before
+    # and after the restart's recovery (the logger's status lags its background writer, so "saved"
+    # undercounts)
     row["lost_completed"] = (None if row.get("loaded_episodes") is None
                              else max(0, row["ended_before_kill"] - row["loaded_episodes"]))
+    row["lost_after_restart"] = (None if row["loaded_after_restart"] is None
+                                 else max(0, row["ended_before_kill"] - row["loaded_after_restart"]))
     return row
 
 
@@ -133,14 +151,14 @@ def main() -> int:
         print(json.dumps(rows[-1]), flush=True)
     print(f"\n| killed (required?) | still running | joint states in the next {args.after:.0f} s | arm motion in the "
           "episode after the kill (max |Δq|, rad) | episodes ended after the kill | ended before the kill (reported "
-          "saved) → loadable after | lost | stop |")
-    print("|---|---|---|---|---|---|---|---|")
+          "saved) → loadable after | lost | replayed by a restarted logger → lost after restart | stop |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['node']} ({'yes' if r['required'] else 'no'}) | {', '.join(r['alive']) or '-'} | "
               f"{r['joint_states_after']} | {r['arm_motion_rad']:.4f} ({r['joint_states_in_episode']} states) | "
               f"{r['episodes_ended_after_kill']} | {r['ended_before_kill']} ({r['saved_before_kill']}) → "
               f"{r.get('loaded_episodes')} | "
-              f"{r['lost_completed']} | {r['stop_s']} s |")
+              f"{r['lost_completed']} | {r['replayed_on_restart']} → {r['lost_after_restart']} | {r['stop_s']} s |")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")

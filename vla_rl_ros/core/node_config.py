@@ -83,6 +83,8 @@ class PolicyNodeConfig:
                                                     "starting checkpoint's directory and ./runs")
     weights_key_file: str = opt("", "HMAC key file: when set, only checkpoints signed with it (manifest.sig, "
                                     "`vla-rl-ros sign`) are loaded")
+    input_timeout_s: float = opt(1.0, "an input (a camera, the joint states) silent for this long is reported missing on "
+                                      "the status (missing_inputs, input_age_s) and as the reason the arm holds (s)")
     watchdog_s: float = opt(2.0, "report a stall (status 'stalled', an error line) when no chunk was sent for this "
                                  "long while observations keep arriving and nothing asked the policy to hold (s)")
     ensemble_ticks: str = opt("stamps", "how the ticks between two chunks are counted: stamps (observation stamps x "
@@ -96,6 +98,7 @@ class PolicyNodeConfig:
         require(self.replan_every >= 1, "replan_every must be >= 1")
         require(math.isfinite(self.ensemble_decay), "ensemble_decay must be finite")
         require(self.watchdog_s > 0, "watchdog_s must be > 0")
+        require(self.input_timeout_s > 0, "input_timeout_s must be > 0")
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,12 @@ DEFAULT_CHECKPOINT = _DEFAULT_CHECKPOINT  # kept importable from here; defined i
 MAX_INSTRUCTION_CHARS = 500  # longer "instructions" are refused at the boundary
 
 
+#: at most one "input missing" warning per this many seconds
+MISSING_INPUT_LOG_S = 5.0
+#: the joint states' name in ``missing_inputs`` / ``input_age_s`` (cameras go by their names)
+JOINT_STATES = "joint_states"
+
+
 class PolicyNode(Node):
     def __init__(self):
         super().__init__("policy_node")
@@ -115,6 +121,12 @@ class PolicyNode(Node):
         self.swapper = HotSwapper(runtime, on_event=self._on_swap_event,
                                   loader=trusted_loader(self.trust))
         self.cameras = list(self.runtime.cameras)
+        # when each input last arrived well-formed (monotonic s): a camera or the joint states
+        # falling silent is reported (status, hold reason), not just visible as missing chunks
+        self.input_timeout_s = c.input_timeout_s
+        self.last_input: dict[str, float | None] = {**{cam: None for cam in self.cameras}, JOINT_STATES: None}
+        self.started = time.monotonic()
+        self._last_missing_log = 0.0
         size = self.runtime.cfg.image_size
         self.image_hw = (size, size)
         self.get_logger().info(f"loaded {self.runtime.describe()}; cameras {self.cameras} {size}x{size}")
@@ -302,6 +314,7 @@ class PolicyNode(Node):
             self.counters["rejected_input"] += 1
             self._complain(f"rejected joint state: {e}")
             return
+        self.last_input[JOINT_STATES] = time.monotonic()
         ns = stamp_to_ns(msg.header.stamp)
         self.latest_state = (ns, q)
         if self.sync == "exact":
@@ -315,6 +328,7 @@ class PolicyNode(Node):
             self.counters["rejected_input"] += 1
             self._complain(f"rejected image on camera {cam}: {e}")
             return
+        self.last_input[cam] = time.monotonic()
         ns = stamp_to_ns(msg.header.stamp)
         slot = self.pending.setdefault(ns, {})
         slot.setdefault("images", {})[cam] = img
@@ -403,8 +417,16 @@ class PolicyNode(Node):
             latency_p50_ms=float(np.percentile(lat, 50)), latency_p99_ms=float(np.percentile(lat, 99)),
             infer_p50_ms=float(np.percentile(inf, 50)), infer_p99_ms=float(np.percentile(inf, 99)),
         )
-        dog = self.watchdog.check(time.monotonic(), self._hold_reason())
-        status.update(stalled=dog["stalled"], since_command_s=dog["since_command_s"], hold=dog["hold"])
+        now = time.monotonic()
+        ages = {k: (None if t is None else round(now - t, 3)) for k, t in self.last_input.items()}
+        missing = self._missing_inputs(now)
+        dog = self.watchdog.check(now, self._hold_reason())
+        status.update(stalled=dog["stalled"], since_command_s=dog["since_command_s"], hold=dog["hold"],
+                      input_age_s=ages, missing_inputs=missing)
+        if missing and self.instruction and now - self._last_missing_log > MISSING_INPUT_LOG_S:
+            # its own rate limit: a silent camera must not crowd out the other error lines
+            self.get_logger().warning(f"no {', '.join(missing)} for more than {self.input_timeout_s:g} s: the arm holds")
+            self._last_missing_log = now
         if dog["stalled"]:
             self._complain(f"STALLED: observations keep arriving but no chunk was sent for "
                            f"{dog['since_command_s']:.1f} s (rejected input {self.counters['rejected_input']}, "
@@ -420,7 +442,16 @@ class PolicyNode(Node):
             return "resolving the instruction"
         if self._holds_on(u):
             return f"instruction not understood: {u.reason}"
+        missing = self._missing_inputs(time.monotonic())
+        if missing:
+            return f"no {', '.join(missing)} for more than {self.input_timeout_s:g} s"
         return None
+
+    def _missing_inputs(self, now: float) -> list[str]:
+        """Inputs not received well-formed within ``input_timeout_s`` (never received counts once the
+        node has run that long)."""
+        since = lambda t: now - (self.started if t is None else t)  # noqa: E731
+        return [k for k, t in self.last_input.items() if since(t) > self.input_timeout_s]
 
     def _language_status(self) -> dict:
         u = self.understood.get(self.instruction)

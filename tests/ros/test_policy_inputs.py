@@ -1,0 +1,75 @@
+"""A camera or the joint states falling silent and coming back (issue 19): the policy stops
+commanding at once (the controller holds the last target), says which input is missing and why
+it holds, and commands again within a second of the input's return — no restart, nothing stuck."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from tests.ros.test_policy_node import small_ckpt  # noqa: F401  (fixture)
+from vla_rl_ros.graph import NodeSpec
+
+
+def test_camera_and_joint_states_stop_and_return(small_ckpt, probe, start_nodes):  # noqa: F811
+    from sensor_msgs.msg import Image, JointState
+    from std_msgs.msg import String
+    from trajectory_msgs.msg import JointTrajectory
+
+    from vla_rl_ros.core.robot import PANDA
+    from vla_rl_ros.nodes.common import (
+        LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, image_to_msg, joint_state_msg, ns_to_stamp,
+    )
+
+    probe.collect(JointTrajectory, "/vla/action_chunk", RELIABLE_QOS)
+    probe.collect(String, "/vla/policy/status", LATCHED_QOS)
+    runner = start_nodes(NodeSpec("policy_node", "policy_node", {
+        "checkpoint": str(small_ckpt), "backend": "onnxruntime", "control_rate": 10.0, "input_timeout_s": 0.5},
+        required=True))
+    pub_img = probe.node.create_publisher(Image, "/camera/image_raw", SENSOR_QOS)
+    pub_js = probe.node.create_publisher(JointState, "/joint_states", RELIABLE_QOS)
+    pub_ins = probe.node.create_publisher(String, "/vla/instruction", LATCHED_QOS)
+    assert probe.wait_for(lambda: probe.msgs("/vla/policy/status"), 90), runner.tail("policy_node")
+    status = lambda: probe.latest_json("/vla/policy/status") or {}  # noqa: E731
+    chunks = lambda: len(probe.msgs("/vla/action_chunk"))  # noqa: E731
+    pub_ins.publish(String(data="pick up the red cube"))
+    on = {"camera": True, "state": True}
+    stop = threading.Event()
+    rng = np.random.default_rng(0)
+
+    def stream():  # a camera and an arm at 10 Hz, each switchable
+        while not stop.is_set():
+            st = ns_to_stamp(time.time_ns())
+            if on["state"]:
+                pub_js.publish(joint_state_msg(PANDA.home, None, st))
+            if on["camera"]:
+                pub_img.publish(image_to_msg(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), st))
+            time.sleep(0.1)
+
+    t = threading.Thread(target=stream, daemon=True)
+    t.start()
+    try:
+        assert probe.wait_for(lambda: chunks() > 10, 60), runner.tail("policy_node")
+        assert probe.wait_for(lambda: status().get("missing_inputs") == [] and status().get("hold") is None, 10), status()
+        for name, key in (("front", "camera"), ("joint_states", "state")):
+            on[key] = False
+            time.sleep(0.5)
+            n0 = chunks()
+            time.sleep(1.5)
+            assert chunks() - n0 <= 1, f"the policy kept commanding without {name}"
+            assert probe.wait_for(lambda: status().get("missing_inputs") == [name], 5), status()
+            assert name in (status().get("hold") or "") and status()["stalled"] is False, status()
+            assert status()["input_age_s"][name] > 0.5
+            on[key] = True
+            t0, n1 = time.monotonic(), chunks()
+            assert probe.wait_for(lambda: chunks() > n1, 5), runner.tail("policy_node")
+            print(f"\n{name} back: first chunk after {1e3 * (time.monotonic() - t0):.0f} ms")
+            assert time.monotonic() - t0 < 1.0
+            assert probe.wait_for(lambda: status().get("missing_inputs") == [] and status().get("hold") is None, 5)
+        assert runner.dead() == {}
+        assert "no front for more than 0.5 s" in runner.tail("policy_node", 200)
+    finally:
+        stop.set()
+        t.join(2)
