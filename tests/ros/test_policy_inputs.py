@@ -73,3 +73,48 @@ def test_camera_and_joint_states_stop_and_return(small_ckpt, probe, start_nodes)
     finally:
         stop.set()
         t.join(2)
+
+
+def test_clock_jumps_in_the_observation_stamps(small_ckpt, probe, start_nodes):  # noqa: F811
+    """The stamps of camera and joint states jump (a clock stepped by NTP, a restarted driver):
+    1 hour forward, then 2 hours back. The policy keeps answering every observation with a chunk
+    stamped like it (temporal ensembling, counted by stamps, starts over instead of mixing plans
+    an hour apart), and nothing is refused or stalls."""
+    from sensor_msgs.msg import Image, JointState
+    from std_msgs.msg import String
+    from trajectory_msgs.msg import JointTrajectory
+
+    from vla_rl_ros.core.robot import PANDA
+    from vla_rl_ros.nodes.common import (
+        LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, image_to_msg, joint_state_msg, ns_to_stamp, stamp_to_ns,
+    )
+
+    probe.collect(JointTrajectory, "/vla/action_chunk", RELIABLE_QOS)
+    probe.collect(String, "/vla/policy/status", LATCHED_QOS)
+    runner = start_nodes(NodeSpec("policy_node", "policy_node", {
+        "checkpoint": str(small_ckpt), "backend": "onnxruntime", "control_rate": 10.0, "temporal_ensemble": True,
+        "ensemble_ticks": "stamps"}, required=True))
+    pub_img = probe.node.create_publisher(Image, "/camera/image_raw", SENSOR_QOS)
+    pub_js = probe.node.create_publisher(JointState, "/joint_states", RELIABLE_QOS)
+    pub_ins = probe.node.create_publisher(String, "/vla/instruction", LATCHED_QOS)
+    assert probe.wait_for(lambda: probe.msgs("/vla/policy/status"), 90), runner.tail("policy_node")
+    status = lambda: probe.latest_json("/vla/policy/status") or {}  # noqa: E731
+    pub_ins.publish(String(data="pick up the red cube"))
+    assert probe.wait_for(lambda: status().get("instruction") == "pick up the red cube", 20)
+    rng = np.random.default_rng(1)
+    answered = lambda: {stamp_to_ns(m.header.stamp) for _, m in probe.msgs("/vla/action_chunk")}  # noqa: E731
+    hour = 3600 * 10**9
+    for offset in (0, hour, -hour):
+        sent = []
+        for _ in range(15):
+            ns = time.time_ns() + offset
+            st = ns_to_stamp(ns)
+            pub_js.publish(joint_state_msg(PANDA.home, None, st))
+            pub_img.publish(image_to_msg(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), st))
+            sent.append(ns)
+            time.sleep(0.1)
+        assert probe.wait_for(lambda: len(answered() & set(sent)) >= 12, 10), (offset, status(),
+                                                                                runner.tail("policy_node"))
+    st = status()
+    assert st["rejected_input"] == 0 and st["rejected_output"] == 0 and not st["stalled"], st
+    assert runner.dead() == {}
