@@ -4,6 +4,7 @@ it holds, and commands again within a second of the input's return — no restar
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -118,3 +119,98 @@ def test_clock_jumps_in_the_observation_stamps(small_ckpt, probe, start_nodes): 
     st = status()
     assert st["rejected_input"] == 0 and st["rejected_output"] == 0 and not st["stalled"], st
     assert runner.dead() == {}
+
+
+def test_kill9_of_the_camera_node_and_its_restart(small_ckpt, probe, start_nodes, tmp_path):  # noqa: F811
+    """kill -9 of camera_node (a video file standing in for the device) feeding a running
+    policy_node: the policy holds and names the missing camera; a restarted camera_node is picked up
+    without touching the policy (no restart, the same process), which commands again."""
+    import os
+    import signal
+
+    cv2 = __import__("pytest").importorskip("cv2")
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import String
+    from trajectory_msgs.msg import JointTrajectory
+
+    from vla_rl_ros.core.robot import PANDA
+    from vla_rl_ros.nodes.common import LATCHED_QOS, RELIABLE_QOS, joint_state_msg, ns_to_stamp
+
+    clip = tmp_path / "clip.avi"
+    w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(20):
+        w.write(np.full((48, 64, 3), 10 * i, np.uint8))
+    w.release()
+    camera = NodeSpec("camera_node", "camera_node", {"source": str(clip), "rate": 10.0, "image_width": 32,
+                                                     "image_height": 32})
+    probe.collect(JointTrajectory, "/vla/action_chunk", RELIABLE_QOS)
+    probe.collect(String, "/vla/policy/status", LATCHED_QOS)
+    pol = start_nodes(NodeSpec("policy_node", "policy_node", {
+        "checkpoint": str(small_ckpt), "backend": "onnxruntime", "control_rate": 10.0, "input_timeout_s": 0.5,
+        "sync": "latest", "max_state_age": 0.2}, required=True), name="policy")
+    cam = start_nodes(camera, name="camera")
+    pub_js = probe.node.create_publisher(JointState, "/joint_states", RELIABLE_QOS)
+    pub_ins = probe.node.create_publisher(String, "/vla/instruction", LATCHED_QOS)
+    status = lambda: probe.latest_json("/vla/policy/status") or {}  # noqa: E731
+    chunks = lambda: len(probe.msgs("/vla/action_chunk"))  # noqa: E731
+    stop = threading.Event()
+
+    def arm():  # the arm's joint states at 20 Hz (stamped now: the camera stamps its frames now too)
+        while not stop.is_set():
+            pub_js.publish(joint_state_msg(PANDA.home, None, ns_to_stamp(time.time_ns())))
+            time.sleep(0.05)
+
+    t = threading.Thread(target=arm, daemon=True)
+    t.start()
+    try:
+        assert probe.wait_for(lambda: probe.msgs("/vla/policy/status"), 90), pol.tail("policy_node")
+        pub_ins.publish(String(data="pick up the red cube"))
+        assert probe.wait_for(lambda: chunks() > 10, 60), json.dumps(status())
+        policy_pid = pol.procs["policy_node"].pid
+        os.killpg(cam.procs["camera_node"].pid, signal.SIGKILL)
+        cam.procs["camera_node"].wait(timeout=10)
+        time.sleep(0.5)
+        n0 = chunks()
+        time.sleep(1.5)
+        assert chunks() - n0 <= 1
+        assert probe.wait_for(lambda: status().get("missing_inputs") == ["front"], 5), status()
+        cam2 = start_nodes(camera, name="camera_again")
+        t0, n1 = time.monotonic(), chunks()
+        assert probe.wait_for(lambda: chunks() > n1 + 5, 60), cam2.tail("camera_node")
+        print(f"\ncamera restarted: commanding again {time.monotonic() - t0:.1f} s after the restart began")
+        assert probe.wait_for(lambda: status().get("missing_inputs") == [], 5), status()
+        assert pol.dead() == {} and pol.procs["policy_node"].pid == policy_pid
+    finally:
+        stop.set()
+        t.join(2)
+
+
+def test_images_that_never_pair_with_a_joint_state_show_as_a_stall(small_ckpt, probe, start_nodes):  # noqa: F811
+    """sync exact with a camera and an arm on different clocks: every input arrives, none pairs, no
+    chunk is ever sent — the status says stalled (and why not: nothing asked to hold), the log has a
+    STALLED line, instead of a node that looks healthy and does nothing."""
+    from sensor_msgs.msg import Image, JointState
+    from std_msgs.msg import String
+
+    from vla_rl_ros.core.robot import PANDA
+    from vla_rl_ros.nodes.common import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, image_to_msg, joint_state_msg, ns_to_stamp
+
+    probe.collect(String, "/vla/policy/status", LATCHED_QOS)
+    runner = start_nodes(NodeSpec("policy_node", "policy_node", {
+        "checkpoint": str(small_ckpt), "backend": "onnxruntime", "control_rate": 10.0, "sync": "exact"}, required=True))
+    pub_img = probe.node.create_publisher(Image, "/camera/image_raw", SENSOR_QOS)
+    pub_js = probe.node.create_publisher(JointState, "/joint_states", RELIABLE_QOS)
+    pub_ins = probe.node.create_publisher(String, "/vla/instruction", LATCHED_QOS)
+    assert probe.wait_for(lambda: probe.msgs("/vla/policy/status"), 90), runner.tail("policy_node")
+    status = lambda: probe.latest_json("/vla/policy/status") or {}  # noqa: E731
+    pub_ins.publish(String(data="pick up the red cube"))
+    img = np.zeros((32, 32, 3), np.uint8)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 20 and not status().get("stalled"):
+        ns = time.time_ns()
+        pub_js.publish(joint_state_msg(PANDA.home, None, ns_to_stamp(ns)))
+        pub_img.publish(image_to_msg(img, ns_to_stamp(ns + 7_000_000)))  # 7 ms apart: never the same stamp
+        time.sleep(0.1)
+    st = status()
+    assert st.get("stalled") is True and st["chunks"] == 0 and st["missing_inputs"] == [] and st["hold"] is None, st
+    assert "STALLED" in runner.tail("policy_node", 100)

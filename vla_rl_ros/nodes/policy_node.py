@@ -329,6 +329,10 @@ class PolicyNode(Node):
             self._complain(f"rejected image on camera {cam}: {e}")
             return
         self.last_input[cam] = time.monotonic()
+        # the watchdog counts images, not only complete observations: images that never pair with
+        # a joint state (sync exact with unmatched stamps, a state too far from the image) must
+        # show as a stall instead of a silent node
+        self.watchdog.observed(self.last_input[cam])
         ns = stamp_to_ns(msg.header.stamp)
         slot = self.pending.setdefault(ns, {})
         slot.setdefault("images", {})[cam] = img
