@@ -469,3 +469,37 @@ def test_shipped_onnx_matches_its_weights_and_follows_the_instruction(tmp_path):
         spread = np.stack(outs)  # (instructions, scenes, H, d)
         per_obs = (spread.max(axis=0) - spread.min(axis=0)).reshape(len(obs), -1).max(axis=1)
         assert per_obs.min() >= INSTRUCTION_EFFECT_MIN, (path, per_obs)
+
+
+def test_swapped_out_versions_are_freed_by_the_loader_not_on_the_control_path():
+    import gc
+    import weakref
+
+    from vla_rl_ros.core.policy.runtime import HotSwapper
+
+    class Fake:
+        def __init__(self, v):
+            self.version, self.path = v, f"/v{v}"
+
+    made = {}
+
+    def loader(path, current):
+        made[path] = Fake(int(path[2:]))
+        return made[path]
+
+    sw = HotSwapper(Fake(1), loader=loader)
+    refs = []
+    for v in (2, 3, 4):
+        sw.request(f"/v{v}", block=True)  # the loader thread's work (here: inline)
+        refs.append(weakref.ref(made[f"/v{v}"]))
+        assert sw.active().version == v  # the control path's swap
+    del made
+    gc.collect()
+    # v2 was pushed out by the swap to v4 (v3 is the rollback target): still alive, held for the
+    # loader, so its destructor did not run in the inference thread
+    assert refs[0]() is not None and sw.previous.version == 3
+    assert sw.release_evicted() == 1
+    gc.collect()
+    assert refs[0]() is None and refs[1]() is not None
+    sw.rollback()
+    assert sw.active().version == 3 and sw.previous.version == 4 and sw.release_evicted() == 0

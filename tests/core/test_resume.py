@@ -18,3 +18,4 @@ def test_resume_point_skips_incomplete_and_corrupt_rounds(tmp_path):
     assert last == 4 and newest == str(good)
     assert removed == [str(tmp_path / "round_4" / ".checkpoint.tmpabc")]
     assert not (tmp_path / "round_4" / ".checkpoint.tmpabc").exists()
+

@@ -8,6 +8,7 @@ instruction); a non-finite output raises too — nothing built from bad input le
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -285,6 +286,10 @@ class HotSwapper:
         self._loader = loader
         self.on_event = on_event or (lambda e: None)
         self.events: list[SwapEvent] = []
+        # versions pushed out by a swap: released by the loader thread (never on the control
+        # path: an ONNX session's destructor takes milliseconds), then the freed memory is handed
+        # back to the OS — without that, RSS grew ~20 MB per swap in a 30-minute soak
+        self._evicted: list[PolicyRuntime] = []
 
     def _emit(self, ev: SwapEvent) -> None:
         ev.wall_time = time.time()
@@ -300,6 +305,7 @@ class HotSwapper:
 
         def load():
             with self._load_lock:  # one load at a time; announcements queue up in order
+                self.release_evicted()
                 t0 = time.perf_counter()
                 try:
                     if not str(path).strip():
@@ -322,6 +328,18 @@ class HotSwapper:
         th.start()
         return th
 
+    def release_evicted(self) -> int:
+        """Drop the versions earlier swaps pushed out and return their memory to the OS (called by
+        the loader thread before each load). Returns how many were released."""
+        with self._lock:
+            gone, self._evicted = self._evicted, []
+        n = len(gone)
+        if n:
+            del gone
+            gc.collect()
+            trim_heap()
+        return n
+
     def rollback(self) -> PolicyRuntime:
         """Queue the previous version; raises LookupError when there is none."""
         with self._lock:
@@ -342,11 +360,24 @@ class HotSwapper:
         if ready is None:
             return self._active
         cand, t_ann, kind = ready
+        if self.previous is not None and self.previous is not cand:
+            self._evicted.append(self.previous)  # freed later, off the control path
         old, self._active, self.previous = self._active, cand, self._active
         swap_us = (time.perf_counter() - t0) * 1e6
         self._emit(SwapEvent(kind, cand.path, cand.version, old.version, swap_us=swap_us,
                              announce_to_swap_ms=(time.perf_counter() - t_ann) * 1e3))
         return self._active
+
+
+def trim_heap() -> bool:
+    """Ask glibc to return freed heap memory to the OS (``malloc_trim``); False where there is no
+    glibc (the call is then a no-op)."""
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
 
 
 def torch_threads(n: int | None) -> None:
