@@ -8,7 +8,9 @@
 2. **Frozen backbone**: prefix tokens and pooled features are computed once.
 3. **Critic** (:mod:`.critic`): a cross-fitted value MLP on the privileged simulator features (when
    the simulator provides them) or the frozen features.
-4. **Advantages** (:mod:`.advantages`): one estimator per ``RLConfig.advantage`` / ``baseline``.
+4. **Advantages** (:mod:`.advantages`): one estimator per ``RLConfig.advantage`` / ``baseline``;
+   ``advantage world_model`` scores candidate chunks in a world model (:mod:`vla_rl_ros.core.wm`),
+   and ``objective best_of_k`` replaces each decision's target by the model's best candidate.
 5. **Head update** (:mod:`.objective`): per minibatch, μ_θ = head(prefix); log π_θ = Σ_executed
    log N_[lo,hi](a; μ_θ, σ²) (the explorer's exact truncated density); PPO-clipped ratio against
    the logged behaviour log-likelihood, plus ``kl_coef`` × KL(π_θ ‖ π_init) over the whole chunk.
