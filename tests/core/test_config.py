@@ -27,6 +27,7 @@ from vla_rl_ros.core.improve import RL_FIELDS_SET_BY_IMPROVE, ImproveConfig
 from vla_rl_ros.core.policy.bc_config import BCConfig
 from vla_rl_ros.core.policy.grounding_config import GroundingConfig
 from vla_rl_ros.core.rl.config import RLConfig
+from vla_rl_ros.core.wm.config import WMConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "vla_rl_ros"
@@ -40,6 +41,7 @@ VERB_CONFIGS = {
     "train-bc": [(BCConfig, ())],
     "train-grounding": [(GroundingConfig, ())],
     "train-rl": [(RLConfig, ()), (TrainRLOptions, ())],
+    "train-wm": [(WMConfig, ())],
     "improve": [(ImproveConfig, ()), (RLConfig, RL_FIELDS_SET_BY_IMPROVE)],
     "rollback": [(RosOptions, ())],
     "sign": [(SignConfig, ())],
