@@ -34,14 +34,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-COUNT = r"""
-import json, sys
-from lerobot.datasets.lerobot_dataset import LeRobotDataset
-ds = LeRobotDataset("local/vla_rl_ros", root=sys.argv[1])
-assert len(ds) == ds.meta.total_frames
-_ = ds[len(ds) - 1]
-print(json.dumps({"episodes": ds.meta.total_episodes, "frames": len(ds)}))
-"""
+from faults import COUNT  # noqa: E402  (the same read-back as the fault bench)
+
 #: samples before this many seconds are left out of the RSS slope (imports, first allocations)
 WARMUP_S = 120.0
 #: window (s) of the "first" and "last" latency figures

@@ -217,3 +217,25 @@ def require(cond: bool, msg: str) -> None:
     """``validate()`` helper: raise :class:`ConfigError` with ``msg`` unless ``cond``."""
     if not cond:
         raise ConfigError(msg)
+
+
+class JsonConfig:
+    """``to_json`` / ``save`` / ``load`` for a configuration dataclass written next to its outputs
+    (the resolved configuration of a run); ``load`` refuses unknown fields."""
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=1)
+
+    def save(self, path) -> Path:
+        """Write the resolved configuration (JSON) to ``path``."""
+        path = Path(path)
+        path.write_text(self.to_json())
+        return path
+
+    @classmethod
+    def load(cls, path):
+        d = json.loads(Path(path).read_text())
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"{path}: unknown {cls.__name__} fields {sorted(unknown)}")
+        return cls(**d)

@@ -7,10 +7,11 @@ is read, and ``train_rl`` writes the resolved configuration as ``config.json`` n
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+from vla_rl_ros.core.config import JsonConfig
 
 #: allowed values of the choice fields
 TRAINABLE = ("head", "out")
@@ -29,7 +30,7 @@ def _f(default, help: str, **kw):
 
 
 @dataclass(frozen=True)
-class RLConfig:
+class RLConfig(JsonConfig):
     """Offline likelihood-ratio RL of the action head on logged exploration episodes."""
 
     # --- data and checkpoints
@@ -148,20 +149,3 @@ class RLConfig:
         if self.advantage == "gae" and self.baseline == "group":
             raise ValueError("baseline group applies to advantage mc only (gae uses the critic)")
         return self
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1)
-
-    def save(self, path: Path) -> Path:
-        """Write the resolved configuration (JSON) to ``path``."""
-        path = Path(path)
-        path.write_text(self.to_json())
-        return path
-
-    @classmethod
-    def load(cls, path: Path) -> "RLConfig":
-        d = json.loads(Path(path).read_text())
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"{path}: unknown RLConfig fields {sorted(unknown)}")
-        return cls(**d)

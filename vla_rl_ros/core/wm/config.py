@@ -7,10 +7,11 @@ file is read, and ``train-wm`` writes the resolved configuration into the model'
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from vla_rl_ros.core.config import JsonConfig
 
 
 def _f(default, help: str, **kw):
@@ -21,7 +22,7 @@ def _f(default, help: str, **kw):
 
 
 @dataclass(frozen=True)
-class WMConfig:
+class WMConfig(JsonConfig):
     """The default latent, chunk-level world model (``core/wm/latent.py``) and its training."""
 
     # --- data and outputs
@@ -74,19 +75,3 @@ class WMConfig:
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         return self
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1)
-
-    def save(self, path: Path) -> Path:
-        path = Path(path)
-        path.write_text(self.to_json())
-        return path
-
-    @classmethod
-    def load(cls, path: Path) -> "WMConfig":
-        d = json.loads(Path(path).read_text())
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"{path}: unknown WMConfig fields {sorted(unknown)}")
-        return cls(**d)
