@@ -87,5 +87,6 @@ def test_a_checkpoint_without_grounding_keeps_commanding_after_sentences_outside
         pub.publish(String(data=text))
         assert probe.wait_for(lambda: n() >= before + 3, 10), (text, status(), runner.tail("policy_node"))
         assert time.monotonic() - t0 <= ACT_WITHIN_S + 0.3, (text, time.monotonic() - t0)  # 3 chunks at 10 Hz
-        assert probe.wait_for(lambda: status().get("instruction") == text and status().get("understood") is True, 5)
+        assert probe.wait_for(lambda: status().get("instruction") == text and status().get("understood") is True, 5), (
+            text, status(), runner.tail("policy_node", 30))  # once seen failing on a fresh clone (12-03): say why
     assert status()["rejected_input"] == 0 and status()["rejected_output"] == 0, status()
