@@ -15,7 +15,9 @@ CHUNKS, STATUS = "/vla/action_chunk", "/vla/policy/status"
 
 
 def _sim_and_policy(probe, start_nodes, seed: int, policy: dict):
-    """sim_node (one endless pick episode, 96 px) + policy_node; returns (runner, status(), n_chunks())."""
+    """sim_node (one endless pick episode, 96 px) + policy_node; returns (runner, status(), n_chunks()).
+    The episode does not end on success: a new episode would publish the scene's own instruction
+    over the test's (seen once on a fresh clone: the policy picked the cube within the test)."""
     from std_msgs.msg import String
     from trajectory_msgs.msg import JointTrajectory
 
@@ -25,7 +27,7 @@ def _sim_and_policy(probe, start_nodes, seed: int, policy: dict):
     probe.collect(String, STATUS, LATCHED_QOS)
     runner = start_nodes(
         NodeSpec("sim_node", "sim_node", {"control_rate": 10.0, "image_width": 96, "image_height": 96,
-                                          "episodes": 0, "max_steps": 100000, "seed": seed, "family": "pick",
+                                          "episodes": 0, "max_steps": 100000, "end_on_success": False, "seed": seed, "family": "pick",
                                           "renderer": "tiny", "wait_for_publisher": STATUS}),
         NodeSpec("policy_node", "policy_node", {"backend": "onnxruntime", "control_rate": 10.0, **policy},
                  required=True))

@@ -38,6 +38,8 @@ class SimNodeConfig:
     seed_repeat: int = opt(1, "roll each scene out this many times in a row (groups for the RL baseline)")
     episodes: int = opt(0, "episodes to run (0: forever)")
     auto_reset: bool = opt(True, "start the next episode when one ends")
+    end_on_success: bool = opt(True, "an episode ends when its task succeeds (false: only max_steps ends it, so a "
+                                     "demo or a test keeps one scene and one instruction)")
     reset_pause: float = opt(0.5, "pause between two episodes (s)")
     start_delay: float = opt(1.0, "delay before the first episode (s)")
     wait_for_publisher: str = opt("", "the first episode waits for publishers on these topics (comma-separated)")

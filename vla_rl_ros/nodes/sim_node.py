@@ -66,6 +66,8 @@ class SimNode(Node):
         self.seed_repeat = c.seed_repeat
         self.episodes = c.episodes  # 0: run forever
         self.auto_reset = c.auto_reset
+        self.end_on_success = c.end_on_success
+        self.max_steps = c.max_steps
         self.reset_pause = c.reset_pause
         self.start_delay = c.start_delay
         # the first episode waits until these topics (comma-separated) have publishers (e.g. the policy's status, which
@@ -338,7 +340,7 @@ class SimNode(Node):
         self.pub_reward.publish(r)
         self.tick += 1
         self._publish_observation()
-        if info.done:
+        if info.done and (self.end_on_success or not info.success or self.tick >= self.max_steps):
             self._end_episode(bool(info.success), "success" if info.success else "timeout")
         if time.perf_counter() - t0 > 1.0 / (self.control_rate * self.rtf):
             self.overruns += 1
