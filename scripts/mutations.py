@@ -130,6 +130,27 @@ MUTATIONS: list[Mutation] = [
         "        self.round, newest, removed = 0, None, []\n",
         "tests/ros/test_trainer_kill.py::test_trainer_killed_mid_update_announces_nothing_and_resumes",
     ),
+    Mutation(
+        "safety layer stops clipping targets to the position limits",
+        "vla_rl_ros/core/safety.py",
+        "        clipped = np.clip(x, self.lo, self.hi)\n",
+        "        clipped = x.copy()\n",
+        "tests/core/test_safety.py::test_fuzz_random_and_adversarial_chunks_never_leave_the_limits",
+    ),
+    Mutation(
+        "safety node ignores the e-stop",
+        "vla_rl_ros/nodes/safety_node.py",
+        "        if self.layer.estop(bool(msg.data)):\n",
+        "        if False:\n",
+        "tests/ros/test_robot_graph.py::test_robot_graph_on_a_stand_in_controller[ur5e]",
+    ),
+    Mutation(
+        "safety layer's watchdog ignores stale inputs",
+        "vla_rl_ros/core/safety.py",
+        "            if age is None or age > limit:\n",
+        "            if False:\n",
+        "tests/ros/test_robot_graph.py::test_robot_graph_on_a_stand_in_controller[so100]",
+    ),
 ]
 
 

@@ -88,6 +88,27 @@ def test_a_ensembled_plan_cancels_per_frame_noise_in_closed_loop():
     assert ensembled < 0.5 * plain, (plain, ensembled)
 
 
+def test_an_arm_that_does_not_follow_restarts_the_ensemble_within_max_lag():
+    """A dry run or a held arm: the state stays put while each plan steps 0.1 rad a tick. The
+    plain ensemble's first target runs ahead of the arm (the safety layer would refuse it);
+    with max_lag it stays within the bound, and an arm that follows never triggers a restart."""
+    plan = lambda q: q + 0.1 * np.arange(1, 9)[:, None] * np.ones((1, 2))  # noqa: E731
+    q = np.zeros(2)
+    plain, bounded = ChunkEnsembler(), ChunkEnsembler(max_lag=0.25)
+    for t in range(8):
+        far = plain.add(plan(q), t, q)
+        near = bounded.add(plan(q), t, q)
+    assert np.max(np.abs(far[0] - q)) > 0.4
+    assert np.max(np.abs(near[0] - q)) <= 0.25 + 1e-9 and bounded.restarts >= 2
+    follows = ChunkEnsembler(max_lag=0.25)
+    for t in range(20):  # the arm reaches each target: the plans agree, no restart
+        out = follows.add(plan(q), t, q)
+        q = out[0]
+    assert follows.restarts == 0
+    with pytest.raises(ValueError, match="max_lag"):
+        ChunkEnsembler(max_lag=-1.0)
+
+
 def test_watchdog_flags_silence_under_fresh_input_but_not_a_deliberate_hold():
     from vla_rl_ros.core.control import CommandWatchdog
 

@@ -217,6 +217,21 @@ def test_train_wm_end_to_end_on_logged_episodes_then_train_rl_uses_it(lagging_da
     assert out["version"] == 3
 
 
+def test_train_wm_fits_only_the_episodes_of_its_budget(lagging_data, tmp_path):
+    """episode_ids gives the world model the same real-episode budget as train-rl's (bench/wm_gain.py)."""
+    from vla_rl_ros.core.wm.train import train_world_model
+
+    ds, init = lagging_data
+    common = dict(data=(str(ds),), checkpoint=str(init), chunk=2, latent_pca=4, hidden=16, steps=5, batch_size=8,
+                  held_out=0.0, threads=1)
+    res = train_world_model(WMConfig(**common, out=str(tmp_path / "a"), episode_ids="1:3"), progress=False)
+    assert res["train_episodes"] == 2, res["train_episodes"]
+    every = train_world_model(WMConfig(**common, out=str(tmp_path / "b")), progress=False)
+    assert every["train_episodes"] == 4 and every["frames"] > res["frames"]
+    with pytest.raises(ValueError, match="outside"):
+        train_world_model(WMConfig(**common, out=str(tmp_path / "c"), episode_ids="2:9"), progress=False)
+
+
 @pytest.mark.timeout(600)
 def test_improve_refits_the_world_model_every_round_and_refuses_mismatched_options(tmp_path):
     import subprocess

@@ -80,18 +80,27 @@ class ChunkEnsembler:
     :meth:`reset` (a new episode, instruction or policy version), and when ``tick`` goes back (a
     restarted clock or episode); a second chunk for the same tick replaces the first. Pure numpy;
     exploration never goes through it (the RL update scores the chunk that was executed).
+
+    ``max_lag`` (> 0; 0: off): when the arm does not follow the plans (a safety layer holding or
+    slowing it, a dry run), the older plans run ahead of it and the mean's first point drifts away
+    from the measured state; ``add(..., state=q)`` then starts over from the new chunk alone when
+    that first point is farther than ``max_lag`` from ``q`` (counted in ``restarts``).
     """
 
-    def __init__(self, decay: float = ENSEMBLE_DECAY):
+    def __init__(self, decay: float = ENSEMBLE_DECAY, max_lag: float = 0.0):
         if not np.isfinite(decay):
             raise ValueError(f"ensemble decay must be finite, got {decay}")
+        if not (np.isfinite(max_lag) and max_lag >= 0):
+            raise ValueError(f"ensemble max_lag must be finite and >= 0, got {max_lag}")
         self.decay = float(decay)
+        self.max_lag = float(max_lag)
+        self.restarts = 0
         self.reset()
 
     def reset(self) -> None:
         self.chunks: list[tuple[int, np.ndarray]] = []  # (tick, chunk as planned), oldest first
 
-    def add(self, chunk: np.ndarray, tick: int) -> np.ndarray:
+    def add(self, chunk: np.ndarray, tick: int, state: np.ndarray | None = None) -> np.ndarray:
         chunk = np.asarray(chunk, dtype=np.float64)
         if chunk.ndim != 2:
             raise ValueError(f"chunk must be (horizon, dof), got shape {chunk.shape}")
@@ -109,7 +118,13 @@ class ChunkEnsembler:
             w = float(np.exp(-self.decay * age))
             total[:n] += w * c[age:age + n]
             weight[:n] += w
-        return total / weight
+        out = total / weight
+        if (self.max_lag > 0 and state is not None and len(self.chunks) > 1
+                and np.max(np.abs(out[0] - np.asarray(state, dtype=np.float64))) > self.max_lag):
+            self.restarts += 1
+            self.chunks = [(tick, chunk)]
+            return chunk.copy()
+        return out
 
 
 class CommandWatchdog:

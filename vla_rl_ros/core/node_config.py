@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from vla_rl_ros.core.config import opt, require
 from vla_rl_ros.core.control import DECAY_HELP, ENSEMBLE_DECAY, ENSEMBLE_HELP, TEMPORAL_ENSEMBLE
-from vla_rl_ros.core.topics import CONTROLLER_TOPIC
+from vla_rl_ros.core.safety import SafetyConfig
+from vla_rl_ros.core.topics import ACTION_CHUNK_TOPIC, CONTROLLER_TOPIC, JOINT_STATES_TOPIC
 
 RENDERERS = ("auto", "egl", "tiny")
 BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
@@ -93,6 +94,12 @@ class PolicyNodeConfig:
                                         "control_rate: a real arm) or observations (one per control tick since the "
                                         "episode's instruction: the simulator, whose stamps follow its real-time "
                                         "factor)", choices=("stamps", "observations"))
+    ensemble_max_lag: float = opt(0.0, "temporal ensembling restarts from the newest chunk when its first target is "
+                                       "farther than this from the measured state (rad; an arm held or slowed by "
+                                       "the safety layer, a dry run: the robot graph sets it); 0: never")
+    robot_profile: str = opt("", "robot profile (config/robots) whose joint names the joint states use: mapped onto "
+                                 "the checkpoint's through its policy_joints (an FR3 running a Panda-trained "
+                                 "policy); empty: the joint states carry the checkpoint's names")
 
     def validate(self) -> None:
         require(self.threads >= 1, "threads must be >= 1")
@@ -196,3 +203,34 @@ class TrainerNodeConfig:
 
 #: RLConfig fields trainer_node sets per round instead of declaring them as parameters
 TRAINER_SETS_RL_FIELDS = ("data", "episodes", "init", "out", "seed", "version", "export_onnx")
+
+
+@dataclass(frozen=True)
+class SafetyNodeConfig(SafetyConfig):
+    profile: str = opt("panda", "robot profile: a name in config/robots (panda, fr3, ur5e, so100) or a .yaml path")
+    dry_run: bool = opt(True, "start disabled: commands are computed and reported, none is sent until "
+                              "/vla/safety/enable (the default on robot graphs)")
+    chunk_topic: str = opt(ACTION_CHUNK_TOPIC, "the policy's chunks (JointTrajectory, the checkpoint's joint names)")
+    joint_states_topic: str = opt(JOINT_STATES_TOPIC, "measured joint states")
+    image_topic: str = opt("/camera/image_raw", "watched camera topic (stale images hold the arm; empty: not watched)")
+    controller_topic: str = opt("", "the arm controller's trajectory topic (empty: the profile's)")
+    watchdog_rate: float = opt(50.0, "watchdog checks per second")
+    use_robot_description: bool = opt(True, "take position and velocity limits from /robot_description when it is "
+                                             "published (the stricter of it and the profile)")
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.watchdog_rate > 0, "watchdog_rate must be > 0")
+
+
+@dataclass(frozen=True)
+class MockArmNodeConfig:
+    profile: str = opt("panda", "robot profile whose controller the stand-in arm plays (config/robots)")
+    rate: float = opt(100.0, "joint state rate and interpolation step (Hz)")
+    publish_states: bool = opt(True, "publish /joint_states (settable at run time: false makes them stale)")
+    estop_grace_s: float = opt(0.2, "a motion command later than this after an e-stop counts as a violation")
+    stale_grace_s: float = opt(0.3, "a motion command later than this into paused joint states counts as a violation")
+
+    def validate(self) -> None:
+        require(self.rate > 0, "rate must be > 0")
+        require(self.estop_grace_s >= 0 and self.stale_grace_s >= 0, "grace periods must be >= 0")

@@ -102,9 +102,18 @@ class PolicyNode(Node):
         self.max_state_age = c.max_state_age
         self.max_first_jump = c.max_first_jump
         self.to_controller = c.publish_to_controller
+        # robot joint name -> the checkpoint's (a profile's policy_joints, inverted); a profile whose
+        # joints do not map onto the checkpoint's is refused here, before anything runs
+        self.rename: dict[str, str] = {}
+        if c.robot_profile:
+            from vla_rl_ros.core.robot_profile import load_profile
+
+            prof = load_profile(c.robot_profile)
+            prof.policy_index(PANDA.joint_names)
+            self.rename = {r: k for k, r in prof.policy_joints.items()}
         self.guard = OutputGuard(PANDA.lower, PANDA.upper, self.max_first_jump)
         # temporal ensembling (inference thread only); reset at each episode's instruction and swap
-        self.ensembler = ChunkEnsembler(c.ensemble_decay) if c.temporal_ensemble else None
+        self.ensembler = ChunkEnsembler(c.ensemble_decay, c.ensemble_max_lag) if c.temporal_ensemble else None
         self.ensemble_by_stamps = c.ensemble_ticks == "stamps"
         self._ensemble_reset = False
         self._ensemble_version = None
@@ -308,6 +317,8 @@ class PolicyNode(Node):
         return not u.understood and (self.runtime.hold_unclear or u.best == NONE)
 
     def _on_state(self, msg: JointState) -> None:
+        if self.rename:
+            msg.name = [self.rename.get(n, n) for n in msg.name]
         try:
             q = joint_state_to_array(msg)
         except MessageError as e:
@@ -402,7 +413,7 @@ class PolicyNode(Node):
                 if reset or runtime.version != self._ensemble_version:
                     self.ensembler.reset()
                     self._ensemble_version = runtime.version
-                chunk = self.ensembler.add(chunk, tick)
+                chunk = self.ensembler.add(chunk, tick, obs.state)
             msg = chunk_msg(chunk, ns_to_stamp(ns), self.control_rate, policy_version=runtime.version)
             self.pub_mean.publish(msg)
             if self.pub_cmd is not None:
@@ -420,6 +431,7 @@ class PolicyNode(Node):
             **self._language_status(),
             latency_p50_ms=float(np.percentile(lat, 50)), latency_p99_ms=float(np.percentile(lat, 99)),
             infer_p50_ms=float(np.percentile(inf, 50)), infer_p99_ms=float(np.percentile(inf, 99)),
+            ensemble_restarts=self.ensembler.restarts if self.ensembler is not None else 0,
         )
         now = time.monotonic()
         ages = {k: (None if t is None else round(now - t, 3)) for k, t in self.last_input.items()}

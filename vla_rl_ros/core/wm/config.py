@@ -28,6 +28,8 @@ class WMConfig(JsonConfig):
     # --- data and outputs
     data: tuple[str, ...] = _f((), "LeRobot datasets logged by this stack (explored or not; at least one)")
     checkpoint: str = _f("", "the policy whose frozen backbone encodes observations (default: the shipped one)")
+    episode_ids: str = _f("", "use these episodes of each dataset only: '0:150', '0,3,7', '500:' (default: all; the "
+                              "same selection as train-rl's, so both can be given one real-episode budget)")
     out: str = _f("runs/wm", "output folder (model, metrics.json, plots, config.json)")
     held_out: float = _f(0.15, "fraction of episodes held out for the prediction-quality figures")
     # --- model

@@ -81,14 +81,15 @@ def encode_frames(model, images: np.ndarray, state: np.ndarray, lang: np.ndarray
 
 
 def load_frames(roots, model, embed, gamma: float, contact: ContactFn | None = None, progress=True,
-                privileged: PrivilegedFn | None = None) -> Frames:
+                privileged: PrivilegedFn | None = None, episode_ids: str = "") -> Frames:
     """Every frame of ``roots``, encoded by ``model``'s frozen backbone. ``embed``: logged
     instruction -> the network's language input (``core/policy/grounding.skill_embedder``);
     ``privileged``: the simulator's task features of each frame (``core/sim/task_features.
-    episode_privileged_features``; None: not used)."""
+    episode_privileged_features``; None: not used); ``episode_ids``: the episodes of each dataset
+    to load (``core/data/reader.parse_episode_list``; empty: all)."""
     from tqdm import tqdm
 
-    from vla_rl_ros.core.data.reader import iter_episode_frames
+    from vla_rl_ros.core.data.reader import iter_episode_frames, parse_episode_list
     from vla_rl_ros.core.data.store import read_info
 
     cams = [S.image_key(c) for c in model.cfg.cameras]
@@ -105,8 +106,9 @@ def load_frames(roots, model, embed, gamma: float, contact: ContactFn | None = N
         if missing:
             raise ValueError(f"dataset {root} lacks {missing}: not logged by this stack?")
         keys = base + [k for k in (S.ACTION_MEAN, S.ENV_STATE) if k in info["features"]]
-        total = int(info["total_episodes"])
-        for _, d in tqdm(iter_episode_frames(root, keys=keys), total=total, desc=f"encoding {Path(root).name}",
+        sel = parse_episode_list(episode_ids, int(info["total_episodes"]))
+        for _, d in tqdm(iter_episode_frames(root, keys=keys, episodes=sel), total=len(sel),
+                         desc=f"encoding {Path(root).name}",
                          disable=not progress, leave=False):
             T = len(d[S.STATE])
             if T < 2:

@@ -49,7 +49,7 @@ def train_world_model(cfg: WMConfig, contact: ContactFn | None = None, progress=
     for p in policy.parameters():
         p.requires_grad_(False)
     frames = load_frames(cfg.data, policy, skill_embedder(cfg.checkpoint, pconf.get("instructions")), cfg.gamma,
-                         contact, progress, privileged if cfg.privileged == "auto" else None)
+                         contact, progress, privileged if cfg.privileged == "auto" else None, cfg.episode_ids)
     t_enc = time.time() - t0
     train_ids, test_ids = split_episodes(frames.episode, cfg.held_out, cfg.seed)
     wm, history = fit_latent_world_model(cfg, frames.select_episodes(train_ids), policy, progress)

@@ -1,0 +1,189 @@
+"""The robot graph against a stand-in ros2_control arm, one test per robot profile (issue 20).
+
+``mock_arm_node`` applies a JointTrajectoryController's acceptance rules (exactly the controller's
+joints, one finite position per joint per point, increasing times, no stamped trajectory ending in
+the past) and counts what a safety officer would: motion before enable, after an e-stop, into
+stale joint states, velocities against the limits, targets outside them. ``safety_node`` is the
+only path from the policy to it. panda and fr3 run the real policy node (the shipped checkpoint and
+the robot graph's own node settings, a camera_node on a video file standing in for the device;
+fr3 through its joint-name mapping);
+ur5e and so100, whose joints no shipped checkpoint has, get chunks in their own joint names from
+a test-side publisher standing in for a policy trained on them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from vla_rl_ros.graph import NodeSpec
+
+MOCK_STATUS, SAFETY_STATUS = "/mock_arm/status", "/vla/safety/status"
+
+
+def _call(probe, srv_type, name: str, request, timeout: float = 10.0):
+    cli = probe.node.create_client(srv_type, name)
+    assert cli.wait_for_service(timeout_sec=timeout), f"no service {name}"
+    fut = cli.call_async(request)
+    assert probe.wait_for(fut.done, timeout), f"{name} did not answer"
+    return fut.result()
+
+
+def _set_param(probe, node: str, name: str, value) -> None:
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    res = _call(probe, SetParameters, f"/{node}/set_parameters",
+                SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()]))
+    assert all(r.successful for r in res.results)
+
+
+def _clip(path, n=20):
+    """A video of the simulator's front camera on a pick scene, the arm at home: what the policy
+    would see at the start of an episode (random pixels make it ask for jumps the layer refuses)."""
+    cv2 = pytest.importorskip("cv2")
+    from vla_rl_ros.core.sim.world import PandaWorld, SimConfig
+
+    world = PandaWorld(SimConfig(renderer="tiny", image_width=96, image_height=96))
+    world.reset(seed=5, family="pick")
+    frame = world.observe()["images"][world.config.cameras[0]]
+    world.close()
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (96, 96))
+    for _ in range(n):
+        w.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    w.release()
+    return path
+
+
+class StandInPolicy:
+    """Chunks in the profile's own joint names at 10 Hz: small moves around the measured state."""
+
+    def __init__(self, probe, profile):
+        from sensor_msgs.msg import JointState
+        from trajectory_msgs.msg import JointTrajectory
+
+        from vla_rl_ros.nodes.common import RELIABLE_QOS
+
+        self.probe, self.p = probe, profile
+        probe.collect(JointState, "/joint_states", RELIABLE_QOS)
+        self.pub = probe.node.create_publisher(JointTrajectory, "/vla/action_chunk", RELIABLE_QOS)
+        self.stop = threading.Event()
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self):
+        from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+        from vla_rl_ros.nodes.common import seconds_to_duration
+
+        k = 0
+        while not self.stop.is_set():
+            msgs = self.probe.msgs("/joint_states")
+            if msgs:
+                js = msgs[-1][1]
+                q = np.array([js.position[list(js.name).index(j)] for j in self.p.joints])
+                msg = JointTrajectory(joint_names=list(self.p.joints))
+                for i in range(8):
+                    pt = JointTrajectoryPoint()
+                    pt.positions = [float(v) for v in q + 0.02 * (i + 1) * np.sin(0.3 * k + np.arange(len(q)))]
+                    pt.time_from_start = seconds_to_duration(0.1 * (i + 1))
+                    msg.points.append(pt)
+                self.pub.publish(msg)
+                k += 1
+            time.sleep(0.1)
+
+    def kill(self):
+        self.stop.set()
+        self.t.join(2)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("profile", ["panda", "fr3", "ur5e", "so100"])
+def test_robot_graph_on_a_stand_in_controller(profile, probe, start_nodes, tmp_path):
+    from std_msgs.msg import Bool, String
+    from std_srvs.srv import SetBool
+
+    from vla_rl_ros.core.robot_profile import load_profile
+    from vla_rl_ros.nodes.common import LATCHED_QOS
+
+    prof = load_profile(profile)
+    probe.collect(String, MOCK_STATUS, LATCHED_QOS)
+    probe.collect(String, SAFETY_STATUS, LATCHED_QOS)
+    arm = lambda: probe.latest_json(MOCK_STATUS) or {}  # noqa: E731
+    safety = lambda: probe.latest_json(SAFETY_STATUS) or {}  # noqa: E731
+    real_policy = profile in ("panda", "fr3")
+    base = [NodeSpec("mock_arm_node", "mock_arm_node", {"profile": profile}),
+            NodeSpec("safety_node", "safety_node", {"profile": profile, "dry_run": True,
+                                                    "image_topic": "/camera/image_raw" if real_policy else ""},
+                     required=True)]
+    runner = start_nodes(*base, name="robot")
+    policy_runner, stand_in = None, None
+    if real_policy:  # the shipped robot graph's camera and policy nodes (its logger is not needed here)
+        from vla_rl_ros.graph import load_graph
+
+        g = load_graph("robot", {"profile": profile, "camera_source": str(_clip(tmp_path / "cam.avi")),
+                                 "camera_rate": 15.0, "backend": "onnxruntime"})
+        specs = {n.name: n for n in g.nodes}
+        assert specs["safety_node"].parameters == {"profile": profile, "dry_run": True}  # what base[1] runs
+        assert specs["policy_node"].parameters["publish_to_controller"] is False  # only safety_node commands
+        policy_runner = start_nodes(specs["camera_node"], specs["policy_node"], name="policy")
+        pub_ins = probe.node.create_publisher(String, "/vla/instruction", LATCHED_QOS)
+        pub_ins.publish(String(data="pick up the red cube"))
+    else:
+        stand_in = StandInPolicy(probe, prof)
+    try:
+        where = lambda: f"{safety()} {arm()} {runner.tail('safety_node')}"  # noqa: E731
+        # 1. dry run: chunks are checked, nothing moves the arm
+        assert probe.wait_for(lambda: safety().get("dry_run", 0) >= 10, 120), (
+            where(), policy_runner.tail("policy_node") if policy_runner else "")
+        assert arm().get("motion") == 0 and arm().get("accepted") == 0, arm()
+        # 2. enabled: the controller accepts what the safety layer sends, within the limits
+        assert _call(probe, SetBool, "/vla/safety/enable", SetBool.Request(data=True)).success
+        assert probe.wait_for(lambda: arm().get("motion", 0) >= 20, 20), where()
+        a = arm()
+        assert a["accepted"] / (a["accepted"] + a["rejected"]) >= 0.9, a
+        assert a["rejected"] == 0, a["reasons"]
+        assert a["outside_limits"] == 0 and a["faults"] == 0 and a["max_velocity_fraction"] <= 1.0 + 1e-6, a
+        # 3. stale joint states: no motion command 0.3 s into them; motion resumes when they return
+        _set_param(probe, "mock_arm_node", "publish_states", False)
+        assert probe.wait_for(lambda: "stale joint_states" in safety().get("hold_reasons", []), 5), where()
+        time.sleep(1.0)
+        assert arm()["motion_while_stale"] == 0, arm()
+        _set_param(probe, "mock_arm_node", "publish_states", True)
+        m0 = arm()["motion"]
+        assert probe.wait_for(lambda: arm().get("motion", 0) > m0 + 3, 10), where()
+        # 4. e-stop: none 0.2 s after it, enable refused while latched; clear + enable moves again
+        pub_estop = probe.node.create_publisher(Bool, "/vla/safety/estop", LATCHED_QOS)
+        holds = arm()["holds"]
+        pub_estop.publish(Bool(data=True))
+        assert probe.wait_for(lambda: safety().get("state") == "estopped", 5), where()
+        assert probe.wait_for(lambda: arm().get("holds", 0) > holds, 5), arm()
+        time.sleep(1.0)
+        assert arm()["motion_after_estop"] == 0, arm()
+        assert not _call(probe, SetBool, "/vla/safety/enable", SetBool.Request(data=True)).success
+        pub_estop.publish(Bool(data=False))
+        assert probe.wait_for(lambda: safety().get("state") == "disabled", 5), where()
+        assert _call(probe, SetBool, "/vla/safety/enable", SetBool.Request(data=True)).success
+        m0 = arm()["motion"]
+        assert probe.wait_for(lambda: arm().get("motion", 0) > m0 + 3, 10), where()
+        # 5. the policy dies: the arm holds, and the status says why
+        holds = arm()["holds"]
+        if policy_runner is not None:
+            os.killpg(policy_runner.procs["policy_node"].pid, signal.SIGKILL)
+        else:
+            stand_in.kill()
+        assert probe.wait_for(lambda: "stale chunk" in safety().get("hold_reasons", []), 5), where()
+        assert probe.wait_for(lambda: arm().get("holds", 0) > holds, 5), arm()
+        m1 = arm()["motion"]
+        time.sleep(1.0)
+        assert arm()["motion"] == m1, arm()
+        assert arm()["rejected"] == 0, arm()["reasons"]
+        assert "safety_node" not in runner.dead(), runner.tail("safety_node")
+    finally:
+        if stand_in is not None:
+            stand_in.kill()
