@@ -3,7 +3,9 @@
 Only the hardware is stood in for: a video file replaces the camera device (``camera_node``
 reads it through the same OpenCV path), and :class:`ArmStandIn` publishes what a ros2_control
 arm and an operator would: ``/joint_states`` at the control rate, the instruction and an
-episode start on ``/vla/episode``. The graph's nodes are the real ones.
+episode start on ``/vla/episode``. The graph's nodes are the real ones. :class:`PolicyStandIn`
+stands in for a policy trained on a robot no shipped checkpoint fits (ur5e, so100): chunks in the
+robot's own joint names (the real arm behind it is ``mock_arm_node``).
 """
 
 from __future__ import annotations
@@ -91,3 +93,49 @@ def wait_until(pred, timeout: float, poll: float = 0.1) -> bool:
             return True
         time.sleep(poll)
     return bool(pred())
+
+
+class PolicyStandIn:
+    """Chunks of 8 points in ``profile``'s joint names at 10 Hz on ``/vla/action_chunk``: small
+    moves around the newest ``/joint_states`` (a policy trained on that robot). ``kill()`` stops it."""
+
+    def __init__(self, probe, profile, step: float = 0.02):
+        from sensor_msgs.msg import JointState
+        from trajectory_msgs.msg import JointTrajectory
+
+        from vla_rl_ros.nodes.common import RELIABLE_QOS
+
+        self.probe, self.p, self.step = probe, profile, step
+        probe.collect(JointState, "/joint_states", RELIABLE_QOS)
+        self.pub = probe.node.create_publisher(JointTrajectory, "/vla/action_chunk", RELIABLE_QOS)
+        self.sent = 0
+        self.last_sent = None  # time.monotonic() of the newest chunk
+        self.stop = threading.Event()
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self):
+        from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+        from vla_rl_ros.nodes.common import seconds_to_duration
+
+        while not self.stop.is_set():
+            msgs = self.probe.msgs("/joint_states")
+            if msgs:
+                js = msgs[-1][1]
+                q = np.array([js.position[list(js.name).index(j)] for j in self.p.joints])
+                msg = JointTrajectory(joint_names=list(self.p.joints))
+                for i in range(8):
+                    pt = JointTrajectoryPoint()
+                    wave = np.sin(0.3 * self.sent + np.arange(len(q)))
+                    pt.positions = [float(v) for v in q + self.step * (i + 1) * wave]
+                    pt.time_from_start = seconds_to_duration(0.1 * (i + 1))
+                    msg.points.append(pt)
+                self.pub.publish(msg)
+                self.last_sent = time.monotonic()
+                self.sent += 1
+            time.sleep(0.1)
+
+    def kill(self):
+        self.stop.set()
+        self.t.join(2)

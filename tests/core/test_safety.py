@@ -168,3 +168,37 @@ def test_the_state_machine_enable_hold_estop_and_watchdogs():
     assert layer.enable(True)[0] and layer.commanding()
     with pytest.raises(ValueError, match="max_time_scale"):
         SafetyConfig(max_time_scale=0.5).validate()
+
+
+def test_forward_kinematics_matches_pybullet_and_the_workspace_box_cuts_chunks():
+    """The URDF chain's tip = PyBullet's grasp point for random joint vectors; a chunk that takes
+    the tip below the table is cut before that point, refused when its first point is there."""
+    from vla_rl_ros.core.robot_profile import resolve_urdf, tip_function
+    from vla_rl_ros.core.sim.world import TABLE_Z, PandaWorld, SimConfig
+
+    prof = load_profile("panda")
+    tip = tip_function(prof, resolve_urdf(prof.urdf))
+    world = PandaWorld(SimConfig(cameras=(), renderer="tiny"))
+    world.reset(seed=0)
+    rng = np.random.default_rng(1)
+    try:
+        import pybullet as pb
+
+        for _ in range(5):
+            q = rng.uniform(prof.lower, prof.upper)
+            for j, v in zip(range(7), q[:7]):
+                pb.resetJointState(world.robot, j, v, physicsClientId=world.client)
+            np.testing.assert_allclose(tip(q), world.ee_pose()[0] - np.array([0, 0, TABLE_Z]), atol=1e-5)
+    finally:
+        world.close()
+    layer = SafetyLayer(prof, SafetyConfig(max_first_jump=1.0, max_time_scale=100.0))
+    layer.tip = tip
+    q = prof.home.copy()
+    down = q + np.outer(np.arange(1, 9), np.array([0, 0.2, 0, 0.1, 0, -0.05, 0, 0]))  # reach forward and down
+    heights = [tip(x)[2] for x in down]
+    assert heights[0] > 0 > heights[-1], heights
+    cmd = layer.check(down, DT, q)
+    k = int(np.argmax(np.array(heights) < 0))
+    assert cmd.truncated and len(cmd.positions) == k and all(tip(x)[2] >= 0 for x in cmd.positions)
+    with pytest.raises(Refused, match="outside the workspace"):
+        layer.check(down[k:], DT, down[k])

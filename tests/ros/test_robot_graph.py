@@ -8,39 +8,22 @@ only path from the policy to it. panda and fr3 run the real policy node (the shi
 the robot graph's own node settings, a camera_node on a video file standing in for the device;
 fr3 through its joint-name mapping);
 ur5e and so100, whose joints no shipped checkpoint has, get chunks in their own joint names from
-a test-side publisher standing in for a policy trained on them.
+``vla_rl_ros.standin.PolicyStandIn`` (a policy trained on them).
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 
 import numpy as np
 import pytest
 
 from vla_rl_ros.graph import NodeSpec
+from vla_rl_ros.standin import PolicyStandIn
 
 MOCK_STATUS, SAFETY_STATUS = "/mock_arm/status", "/vla/safety/status"
-
-
-def _call(probe, srv_type, name: str, request, timeout: float = 10.0):
-    cli = probe.node.create_client(srv_type, name)
-    assert cli.wait_for_service(timeout_sec=timeout), f"no service {name}"
-    fut = cli.call_async(request)
-    assert probe.wait_for(fut.done, timeout), f"{name} did not answer"
-    return fut.result()
-
-
-def _set_param(probe, node: str, name: str, value) -> None:
-    from rcl_interfaces.srv import SetParameters
-    from rclpy.parameter import Parameter
-
-    res = _call(probe, SetParameters, f"/{node}/set_parameters",
-                SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()]))
-    assert all(r.successful for r in res.results)
 
 
 def _clip(path, n=20):
@@ -58,48 +41,6 @@ def _clip(path, n=20):
         w.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     w.release()
     return path
-
-
-class StandInPolicy:
-    """Chunks in the profile's own joint names at 10 Hz: small moves around the measured state."""
-
-    def __init__(self, probe, profile):
-        from sensor_msgs.msg import JointState
-        from trajectory_msgs.msg import JointTrajectory
-
-        from vla_rl_ros.nodes.common import RELIABLE_QOS
-
-        self.probe, self.p = probe, profile
-        probe.collect(JointState, "/joint_states", RELIABLE_QOS)
-        self.pub = probe.node.create_publisher(JointTrajectory, "/vla/action_chunk", RELIABLE_QOS)
-        self.stop = threading.Event()
-        self.t = threading.Thread(target=self._run, daemon=True)
-        self.t.start()
-
-    def _run(self):
-        from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
-
-        from vla_rl_ros.nodes.common import seconds_to_duration
-
-        k = 0
-        while not self.stop.is_set():
-            msgs = self.probe.msgs("/joint_states")
-            if msgs:
-                js = msgs[-1][1]
-                q = np.array([js.position[list(js.name).index(j)] for j in self.p.joints])
-                msg = JointTrajectory(joint_names=list(self.p.joints))
-                for i in range(8):
-                    pt = JointTrajectoryPoint()
-                    pt.positions = [float(v) for v in q + 0.02 * (i + 1) * np.sin(0.3 * k + np.arange(len(q)))]
-                    pt.time_from_start = seconds_to_duration(0.1 * (i + 1))
-                    msg.points.append(pt)
-                self.pub.publish(msg)
-                k += 1
-            time.sleep(0.1)
-
-    def kill(self):
-        self.stop.set()
-        self.t.join(2)
 
 
 @pytest.mark.timeout(300)
@@ -135,7 +76,7 @@ def test_robot_graph_on_a_stand_in_controller(profile, probe, start_nodes, tmp_p
         pub_ins = probe.node.create_publisher(String, "/vla/instruction", LATCHED_QOS)
         pub_ins.publish(String(data="pick up the red cube"))
     else:
-        stand_in = StandInPolicy(probe, prof)
+        stand_in = PolicyStandIn(probe, prof)
     try:
         where = lambda: f"{safety()} {arm()} {runner.tail('safety_node')}"  # noqa: E731
         # 1. dry run: chunks are checked, nothing moves the arm
@@ -143,18 +84,18 @@ def test_robot_graph_on_a_stand_in_controller(profile, probe, start_nodes, tmp_p
             where(), policy_runner.tail("policy_node") if policy_runner else "")
         assert arm().get("motion") == 0 and arm().get("accepted") == 0, arm()
         # 2. enabled: the controller accepts what the safety layer sends, within the limits
-        assert _call(probe, SetBool, "/vla/safety/enable", SetBool.Request(data=True)).success
+        assert probe.call(SetBool, "/vla/safety/enable", SetBool.Request(data=True)).success
         assert probe.wait_for(lambda: arm().get("motion", 0) >= 20, 20), where()
         a = arm()
         assert a["accepted"] / (a["accepted"] + a["rejected"]) >= 0.9, a
         assert a["rejected"] == 0, a["reasons"]
         assert a["outside_limits"] == 0 and a["faults"] == 0 and a["max_velocity_fraction"] <= 1.0 + 1e-6, a
         # 3. stale joint states: no motion command 0.3 s into them; motion resumes when they return
-        _set_param(probe, "mock_arm_node", "publish_states", False)
+        probe.set_parameter("mock_arm_node", "publish_states", False)
         assert probe.wait_for(lambda: "stale joint_states" in safety().get("hold_reasons", []), 5), where()
         time.sleep(1.0)
         assert arm()["motion_while_stale"] == 0, arm()
-        _set_param(probe, "mock_arm_node", "publish_states", True)
+        probe.set_parameter("mock_arm_node", "publish_states", True)
         m0 = arm()["motion"]
         assert probe.wait_for(lambda: arm().get("motion", 0) > m0 + 3, 10), where()
         # 4. e-stop: none 0.2 s after it, enable refused while latched; clear + enable moves again
@@ -165,10 +106,10 @@ def test_robot_graph_on_a_stand_in_controller(profile, probe, start_nodes, tmp_p
         assert probe.wait_for(lambda: arm().get("holds", 0) > holds, 5), arm()
         time.sleep(1.0)
         assert arm()["motion_after_estop"] == 0, arm()
-        assert not _call(probe, SetBool, "/vla/safety/enable", SetBool.Request(data=True)).success
+        assert not probe.call(SetBool, "/vla/safety/enable", SetBool.Request(data=True)).success
         pub_estop.publish(Bool(data=False))
         assert probe.wait_for(lambda: safety().get("state") == "disabled", 5), where()
-        assert _call(probe, SetBool, "/vla/safety/enable", SetBool.Request(data=True)).success
+        assert probe.call(SetBool, "/vla/safety/enable", SetBool.Request(data=True)).success
         m0 = arm()["motion"]
         assert probe.wait_for(lambda: arm().get("motion", 0) > m0 + 3, 10), where()
         # 5. the policy dies: the arm holds, and the status says why

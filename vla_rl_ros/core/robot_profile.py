@@ -56,6 +56,8 @@ class RobotProfile:
     workspace_max: np.ndarray
     policy_joints: dict = field(default_factory=dict)
     description: str = ""
+    urdf: str = ""  # a URDF file for the workspace check ("pybullet_data:<path>" inside pybullet's data)
+    tip_link: str = ""  # the link whose position must stay inside the workspace box
 
     @property
     def joints(self) -> tuple[str, ...]:
@@ -113,7 +115,8 @@ def parse_profile(d: dict, where: str = "profile") -> RobotProfile:
     """A profile from its YAML mapping; every field checked, the first problem raised with its name."""
     if not isinstance(d, dict):
         raise ProfileError(f"{where}: expected a mapping")
-    unknown = set(d) - {"name", "description", "arm", "gripper", "limits", "home", "workspace", "policy_joints"}
+    unknown = set(d) - {"name", "description", "arm", "gripper", "limits", "home", "workspace", "policy_joints",
+                        "kinematics"}
     if unknown:
         raise ProfileError(f"{where}: unknown keys {sorted(unknown)}")
     arm, grip, lim = d.get("arm") or {}, d.get("gripper") or {"interface": "none"}, d.get("limits") or {}
@@ -147,11 +150,17 @@ def parse_profile(d: dict, where: str = "profile") -> RobotProfile:
     if np.any(wmin >= wmax):
         raise ProfileError(f"{where}: workspace min must be below max")
     pj = {str(k): str(v) for k, v in (d.get("policy_joints") or {}).items()}
+    kin = d.get("kinematics") or {}
+    if not isinstance(kin, dict) or set(kin) - {"urdf", "tip"}:
+        raise ProfileError(f"{where}: kinematics takes urdf (optional) and tip")
+    if kin.get("urdf") and not kin.get("tip"):
+        raise ProfileError(f"{where}: kinematics.tip (a link of the URDF) is required with kinematics.urdf")
     return RobotProfile(name=str(d.get("name") or where), arm_joints=joints, arm_topic=str(arm["topic"]),
                         arm_action=str(arm["action"]), gripper_interface=iface, gripper_joint=gjoint,
                         gripper_name=gname, lower=lower, upper=upper, velocity=vel, acceleration=acc, home=home,
                         workspace_min=wmin, workspace_max=wmax, policy_joints=pj,
-                        description=str(d.get("description", "")))
+                        description=str(d.get("description", "")), urdf=str(kin.get("urdf", "")),
+                        tip_link=str(kin.get("tip", "")))
 
 
 def load_profile(name_or_path: str) -> RobotProfile:
@@ -193,3 +202,35 @@ def limits_from_urdf(urdf: str, joints) -> dict:
             except ValueError:
                 out[key].append(np.nan)
     return {k: np.asarray(v) for k, v in out.items()}
+
+
+def resolve_urdf(path: str) -> str:
+    """The text of a profile's URDF: ``pybullet_data:<path>`` inside pybullet's data, else a path
+    (relative paths from the repository root)."""
+    if path.startswith("pybullet_data:"):
+        import pybullet_data
+
+        p = Path(pybullet_data.getDataPath()) / path.split(":", 1)[1]
+    else:
+        p = Path(path) if Path(path).is_absolute() else REPO_ROOT / path
+    if not p.is_file():
+        raise ProfileError(f"URDF {path!r} not found ({p})")
+    return p.read_text()
+
+
+def tip_function(profile: RobotProfile, urdf: str):
+    """``f(q) -> tip position (3,)`` for a joint vector in the profile's order, from ``urdf`` (text)
+    and the profile's ``tip_link``. Raises ``ProfileError`` when the chain needs joints the
+    profile does not command."""
+    from vla_rl_ros.core.kinematics import KinematicsError, UrdfChain
+
+    try:
+        chain = UrdfChain(urdf, profile.tip_link)
+    except KinematicsError as e:
+        raise ProfileError(f"{profile.name}: {e}") from None
+    missing = [j for j in chain.moving if j not in profile.joints]
+    if missing:
+        raise ProfileError(f"{profile.name}: the chain to {profile.tip_link!r} moves joints {missing} the profile "
+                           "does not command")
+    names = profile.joints
+    return lambda q: chain.position(dict(zip(names, q)))

@@ -9,6 +9,9 @@ in this order, and why:
    chunk, and the count of clipped points is reported.
 3. **Continuity**: the first point farther than ``max_first_jump`` from the measured state →
    refused (the policy is not answering this robot's state; nothing sensible can be sent).
+   **Workspace** (when the profile has kinematics: a URDF and a tip link): the chunk is cut
+   before its first point whose tip leaves the profile's workspace box, refused if that is the
+   first point (joint limits cannot express "not into the table").
 4. **Velocity and acceleration** → the chunk's *time* is stretched by the smallest factor that
    brings every segment within the limits (velocity scales with 1/s, acceleration with 1/s²), so
    the arm follows the policy's path more slowly instead of a distorted one; a chunk that would
@@ -74,6 +77,7 @@ class Command:
     times: np.ndarray
     time_scale: float
     clipped: int
+    truncated: bool = False
 
 
 class Refused(ValueError):
@@ -87,8 +91,11 @@ class SafetyLayer:
     state: str = "disabled"
     hold_reasons: set = field(default_factory=set)
     counters: dict = field(default_factory=lambda: {"sent": 0, "refused": 0, "clipped_points": 0, "scaled": 0,
-                                                    "dry_run": 0, "holds": 0, "estops": 0})
+                                                    "workspace_cut": 0, "dry_run": 0, "holds": 0, "estops": 0})
     last_refusal: str = ""
+    #: the tip's position (3,) in the workspace box's frame for a joint vector in the profile's
+    #: order (``core/kinematics.UrdfChain``), or None: no workspace check
+    tip: object = None
 
     def __post_init__(self):
         self.config.validate()
@@ -187,6 +194,18 @@ class SafetyLayer:
                           f"(limit {self.config.max_first_jump})")
         clipped = np.clip(x, self.lo, self.hi)
         n_clipped = int(np.sum(np.any(clipped != x, axis=1)))
+        truncated = False
+        if self.tip is not None:
+            p = self.profile
+            for k, row in enumerate(clipped):
+                pos = np.asarray(self.tip(row))
+                if np.any(pos < p.workspace_min) or np.any(pos > p.workspace_max):
+                    if k == 0:
+                        raise Refused(f"the first point's tip {np.round(pos, 3).tolist()} is outside the workspace box "
+                                      f"{p.workspace_min.tolist()}..{p.workspace_max.tolist()}")
+                    clipped, truncated = clipped[:k], True
+                    break
+            x = x[: len(clipped)]
         path = np.vstack([np.clip(q, self.lo, self.hi)[None], clipped])
         seg = np.diff(path, axis=0)  # (H, dof): segment i ends at point i
         scale = max(1.0, float(np.max(np.abs(seg) / (dt * self.vmax))))  # velocity scales with 1/s
@@ -206,7 +225,8 @@ class SafetyLayer:
         if len(x) > 1:
             v[:-1] = (path[2:] - path[:-2]) / (2 * step)
         v = np.clip(v, -self.vmax, self.vmax)
-        return Command(positions=clipped, velocities=v, times=times, time_scale=scale, clipped=n_clipped)
+        return Command(positions=clipped, velocities=v, times=times, time_scale=scale, clipped=n_clipped,
+                       truncated=truncated)
 
     def command(self, chunk, dt: float, q_now, dq_now=None) -> tuple[Command | None, str]:
         """(command to send or None, why). Counts what happened; a dry run computes and reports."""
@@ -217,6 +237,7 @@ class SafetyLayer:
             self.last_refusal = str(e)
             return None, f"refused: {e}"
         self.counters["clipped_points"] += cmd.clipped
+        self.counters["workspace_cut"] += int(cmd.truncated)
         self.counters["scaled"] += int(cmd.time_scale > 1.0)
         if self.state == "disabled":
             self.counters["dry_run"] += 1

@@ -87,6 +87,27 @@ class BackgroundNode:
             time.sleep(poll)
         return False
 
+    def call(self, srv_type, name: str, request, timeout: float = 10.0):
+        """Call service ``name`` and return its response; AssertionError naming it if it does not answer."""
+        cli = self.node.create_client(srv_type, name)
+        try:
+            assert cli.wait_for_service(timeout_sec=timeout), f"no service {name}"
+            fut = cli.call_async(request)
+            assert self.wait_for(fut.done, timeout), f"{name} did not answer within {timeout} s"
+            return fut.result()
+        finally:
+            self.node.destroy_client(cli)
+
+    def set_parameter(self, node: str, name: str, value, timeout: float = 10.0) -> None:
+        """Set parameter ``name`` of the running node ``node`` (its ``set_parameters`` service)."""
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        res = self.call(SetParameters, f"/{node}/set_parameters",
+                        SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()]), timeout)
+        bad = [r.reason for r in res.results if not r.successful]
+        assert not bad, f"{node}.{name} = {value!r} refused: {bad}"
+
     def close(self) -> None:
         """Stop spinning and wait for the spin thread to return, then destroy the node and the
         context (in that order: nothing of rclpy is left running in the background). Idempotent."""

@@ -34,7 +34,7 @@ from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from vla_rl_ros.core.node_config import SafetyNodeConfig
-from vla_rl_ros.core.robot_profile import ProfileError, limits_from_urdf, load_profile
+from vla_rl_ros.core.robot_profile import ProfileError, limits_from_urdf, load_profile, resolve_urdf, tip_function
 from vla_rl_ros.core.safety import SafetyLayer
 from vla_rl_ros.core.topics import (SAFETY_DRY_RUN_TOPIC, SAFETY_ENABLE_SERVICE, SAFETY_ESTOP_TOPIC,
                                     SAFETY_HOLD_SERVICE, SAFETY_STATUS_TOPIC)
@@ -51,6 +51,12 @@ class SafetyNode(Node):
         c = self.config = declare_config(self, SafetyNodeConfig)
         self.profile = load_profile(c.profile)
         self.layer = SafetyLayer(self.profile, c)
+        self.workspace = "no kinematics in the profile: joint limits only"
+        if self.profile.urdf:
+            self.layer.tip = tip_function(self.profile, resolve_urdf(self.profile.urdf))
+            self.workspace = f"{self.profile.tip_link} inside the box (URDF {self.profile.urdf})"
+        elif self.profile.tip_link:
+            self.workspace = f"waiting for /robot_description for {self.profile.tip_link}: joint limits only until then"
         if not c.dry_run:
             self.layer.enable(True)
         p = self.profile
@@ -92,7 +98,7 @@ class SafetyNode(Node):
         self.create_timer(0.5, self._publish_status)
         self.get_logger().info(
             f"profile {p.name}: commanding {list(p.controller_joints)} on {self.arm_topic}; "
-            + ("DRY RUN until /vla/safety/enable" if c.dry_run else "enabled"))
+            + ("DRY RUN until /vla/safety/enable" if c.dry_run else "enabled") + f"; workspace: {self.workspace}")
 
     # ------------------------------------------------------------------ inputs
     def _log(self, text: str) -> None:
@@ -140,8 +146,15 @@ class SafetyNode(Node):
         if np.any(lower >= upper):
             self.get_logger().error("/robot_description limits do not overlap the profile's: ignored")
             return
+        tip = self.layer.tip
+        if p.tip_link and not p.urdf:
+            try:
+                tip = tip_function(p, msg.data)
+                self.workspace = f"{p.tip_link} inside the box (URDF from /robot_description)"
+            except ProfileError as e:
+                self.get_logger().error(f"no workspace check: {e}")
         self.layer = SafetyLayer(self.profile.with_limits(lower, upper, vel), self.config, self.layer.state,
-                                 self.layer.hold_reasons, self.layer.counters)
+                                 self.layer.hold_reasons, self.layer.counters, self.layer.last_refusal, tip)
         self.get_logger().info("limits from /robot_description (the stricter of it and the profile)")
 
     def _on_chunk(self, msg: JointTrajectory) -> None:
@@ -259,6 +272,7 @@ class SafetyNode(Node):
         now = time.monotonic()
         st = self.layer.status()
         st.update(profile=self.profile.name, controller_topic=self.arm_topic, gripper=self.gripper_note or "ok",
+                  workspace=self.workspace,
                   input_age_s={k: (None if t is None else round(now - t, 3)) for k, t in self.last.items()})
         self.pub_status.publish(json_msg(st))
 
