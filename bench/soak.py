@@ -62,15 +62,10 @@ def group_rss_mb(pgid: int) -> float:
 
 def versions(ckpt: str, work: Path) -> list[str]:
     """Two re-versioned copies of ``ckpt`` (the same weights, new version numbers)."""
-    from vla_rl_ros.core.policy.checkpoint import load_checkpoint, read_config, save_checkpoint
-    from vla_rl_ros.core.policy.grounding import grounding_files
-    from vla_rl_ros.core.robot import PANDA
+    from vla_rl_ros.core.policy.checkpoint import read_config, save_as_version
 
-    model, cfg = load_checkpoint(ckpt, joint_names=PANDA.joint_names)
     v = int(read_config(ckpt).get("version", 0))
-    extra = {**grounding_files(ckpt), "model.onnx": Path(ckpt) / "model.onnx"}
-    return [str(save_checkpoint(model, work / f"v{v + 1 + i}", version=v + 1 + i, instructions=cfg.get("instructions"),
-                                extra_files=extra)) for i in range(2)]
+    return [str(save_as_version(ckpt, work / f"v{v + 1 + i}", v + 1 + i)) for i in range(2)]
 
 
 def slope_mb_per_hour(t: np.ndarray, y: np.ndarray) -> float:

@@ -50,7 +50,7 @@ def test_robot_graph_on_a_stand_in_controller(profile, probe, start_nodes, tmp_p
     from std_srvs.srv import SetBool
 
     from vla_rl_ros.core.robot_profile import load_profile
-    from vla_rl_ros.nodes.common import LATCHED_QOS
+    from vla_rl_ros.nodes.common import LATCHED_QOS, RELIABLE_QOS
 
     prof = load_profile(profile)
     probe.collect(String, MOCK_STATUS, LATCHED_QOS)
@@ -70,6 +70,8 @@ def test_robot_graph_on_a_stand_in_controller(profile, probe, start_nodes, tmp_p
         g = load_graph("robot", {"profile": profile, "camera_source": str(_clip(tmp_path / "cam.avi")),
                                  "camera_rate": 15.0, "backend": "onnxruntime"})
         specs = {n.name: n for n in g.nodes}
+        assert specs["policy_node"].parameters["swap_only_when_holding"] is True
+        specs["policy_node"].parameters["allowed_weights_dirs"] = [str(tmp_path)]
         assert specs["safety_node"].parameters == {"profile": profile, "dry_run": True}  # what base[1] runs
         assert specs["policy_node"].parameters["publish_to_controller"] is False  # only safety_node commands
         policy_runner = start_nodes(specs["camera_node"], specs["policy_node"], name="policy")
@@ -90,6 +92,26 @@ def test_robot_graph_on_a_stand_in_controller(profile, probe, start_nodes, tmp_p
         assert a["accepted"] / (a["accepted"] + a["rejected"]) >= 0.9, a
         assert a["rejected"] == 0, a["reasons"]
         assert a["outside_limits"] == 0 and a["faults"] == 0 and a["max_velocity_fraction"] <= 1.0 + 1e-6, a
+        if profile == "panda":  # a new version waits while the arm is commanded, and swaps in at a hold
+            from std_srvs.srv import Trigger
+
+            from vla_rl_ros.core.paths import DEFAULT_CHECKPOINT
+            from vla_rl_ros.core.policy.checkpoint import save_as_version
+
+            probe.collect(String, "/vla/policy/status", LATCHED_QOS)
+            pol = lambda: probe.latest_json("/vla/policy/status") or {}  # noqa: E731
+            assert probe.wait_for(lambda: pol().get("version") is not None, 10)
+            v0 = pol()["version"]
+            new = save_as_version(DEFAULT_CHECKPOINT, tmp_path / "v_next", v0 + 1)
+            weights = probe.node.create_publisher(String, "/vla/policy/weights", RELIABLE_QOS)
+            assert probe.wait_for(lambda: weights.get_subscription_count() > 0, 10)
+            weights.publish(String(data=str(new)))
+            assert probe.wait_for(lambda: pol().get("swap_waiting_for_hold") is True, 30), pol()
+            time.sleep(1.0)
+            assert pol()["version"] == v0 and safety()["commanding"], (pol(), safety())
+            assert probe.call(Trigger, "/vla/safety/hold", Trigger.Request()).success
+            assert probe.wait_for(lambda: pol().get("version") == v0 + 1, 10), pol()
+            assert probe.call(SetBool, "/vla/safety/enable", SetBool.Request(data=True)).success
         # 3. stale joint states: no motion command 0.3 s into them; motion resumes when they return
         probe.set_parameter("mock_arm_node", "publish_states", False)
         assert probe.wait_for(lambda: "stale joint_states" in safety().get("hold_reasons", []), 5), where()

@@ -97,6 +97,9 @@ class PolicyNodeConfig:
     ensemble_max_lag: float = opt(0.0, "temporal ensembling restarts from the newest chunk when its first target is "
                                        "farther than this from the measured state (rad; an arm held or slowed by "
                                        "the safety layer, a dry run: the robot graph sets it); 0: never")
+    swap_only_when_holding: bool = opt(False, "install a validated new version only while the safety layer is not "
+                                              "commanding the arm (/vla/safety/status), so the behaviour never "
+                                              "changes mid-motion (the robot graph sets it)")
     robot_profile: str = opt("", "robot profile (config/robots) whose joint names the joint states use: mapped onto "
                                  "the checkpoint's through its policy_joints (an FR3 running a Panda-trained "
                                  "policy); empty: the joint states carry the checkpoint's names")

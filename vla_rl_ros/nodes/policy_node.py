@@ -63,6 +63,7 @@ from vla_rl_ros.core.node_config import PolicyNodeConfig
 from vla_rl_ros.core.paths import DEFAULT_CHECKPOINT as _DEFAULT_CHECKPOINT
 from vla_rl_ros.core.paths import checkpoint_or_default
 from vla_rl_ros.core.robot import PANDA
+from vla_rl_ros.core.topics import SAFETY_STATUS_TOPIC
 from vla_rl_ros.nodes.common import (
     ACTION_CHUNK_TOPIC,
     INSTRUCTION_TOPIC,
@@ -157,6 +158,11 @@ class PolicyNode(Node):
         self.pub_status = self.create_publisher(String, "/vla/policy/status", LATCHED_QOS)
         self.pub_swap = self.create_publisher(String, "/vla/policy/swap", LATCHED_QOS)
         self.create_subscription(String, "/vla/policy/weights", self._on_weights, RELIABLE_QOS)
+        # robot graphs: swaps wait until the safety layer says it is not commanding the arm
+        self.swap_only_when_holding = c.swap_only_when_holding
+        self._arm_commanded: bool | None = None  # None: no safety status yet (a swap waits)
+        if c.swap_only_when_holding:
+            self.create_subscription(String, SAFETY_STATUS_TOPIC, self._on_safety_status, LATCHED_QOS)
         self.create_service(Trigger, "/vla/policy/rollback", self._on_rollback)
         self.add_on_set_parameters_callback(self._on_params)
         for i, cam in enumerate(self.cameras):
@@ -189,6 +195,15 @@ class PolicyNode(Node):
         return self.swapper._active
 
     # ------------------------------------------------------------------ hot swap
+    def _on_safety_status(self, msg: String) -> None:
+        try:
+            self._arm_commanded = bool(json.loads(msg.data).get("commanding"))
+        except (ValueError, AttributeError):
+            self._arm_commanded = None
+
+    def _may_swap(self) -> bool:
+        return not self.swap_only_when_holding or self._arm_commanded is False
+
     def _on_weights(self, msg: String) -> None:
         text = msg.data.strip()
         path = text
@@ -390,7 +405,8 @@ class PolicyNode(Node):
                 ns, obs, tick = self._slot
                 self._slot = None
                 reset, self._ensemble_reset = self._ensemble_reset, False
-            runtime = self.swapper.active()  # between two inferences: install a validated candidate
+            # between two inferences: install a validated candidate (on a robot graph only while held)
+            runtime = self.swapper.active(install=self._may_swap())
             t0 = time.perf_counter()
             try:
                 chunk = runtime.infer(obs)
@@ -432,6 +448,7 @@ class PolicyNode(Node):
             latency_p50_ms=float(np.percentile(lat, 50)), latency_p99_ms=float(np.percentile(lat, 99)),
             infer_p50_ms=float(np.percentile(inf, 50)), infer_p99_ms=float(np.percentile(inf, 99)),
             ensemble_restarts=self.ensembler.restarts if self.ensembler is not None else 0,
+            swap_waiting_for_hold=self.swapper.pending() and not self._may_swap(),
         )
         now = time.monotonic()
         ages = {k: (None if t is None else round(now - t, 3)) for k, t in self.last_input.items()}

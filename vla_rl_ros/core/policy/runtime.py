@@ -351,8 +351,10 @@ class HotSwapper:
     def pending(self) -> bool:
         return self._ready is not None
 
-    def active(self) -> PolicyRuntime:
-        if self._ready is None:
+    def active(self, install: bool = True) -> PolicyRuntime:
+        """The runtime to infer with; a validated candidate is installed first unless ``install``
+        is false (it then waits: a robot graph swaps only while the arm is held)."""
+        if self._ready is None or not install:
             return self._active
         t0 = time.perf_counter()
         with self._lock:
