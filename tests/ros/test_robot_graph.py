@@ -150,3 +150,33 @@ def test_robot_graph_on_a_stand_in_controller(profile, probe, start_nodes, tmp_p
     finally:
         if stand_in is not None:
             stand_in.kill()
+
+
+@pytest.mark.timeout(180)
+def test_joint_states_off_the_local_clock_hold_the_arm_until_they_agree(probe, start_nodes):
+    """A robot computer whose clock is 5 s off: enabled, the layer still holds (the reason on its
+    status) and nothing moves; once the stamps agree, the arm moves."""
+    from std_msgs.msg import String
+    from std_srvs.srv import SetBool
+
+    from vla_rl_ros.core.robot_profile import load_profile
+    from vla_rl_ros.nodes.common import LATCHED_QOS
+
+    probe.collect(String, MOCK_STATUS, LATCHED_QOS)
+    probe.collect(String, SAFETY_STATUS, LATCHED_QOS)
+    arm = lambda: probe.latest_json(MOCK_STATUS) or {}  # noqa: E731
+    safety = lambda: probe.latest_json(SAFETY_STATUS) or {}  # noqa: E731
+    runner = start_nodes(NodeSpec("mock_arm_node", "mock_arm_node", {"profile": "ur5e", "stamp_offset_s": 5.0}),
+                         NodeSpec("safety_node", "safety_node", {"profile": "ur5e", "image_topic": ""}, required=True))
+    stand_in = PolicyStandIn(probe, load_profile("ur5e"))
+    try:
+        assert probe.wait_for(lambda: safety().get("dry_run", 0) >= 5, 60), runner.tail("safety_node")
+        assert probe.call(SetBool, "/vla/safety/enable", SetBool.Request(data=True)).success
+        assert probe.wait_for(lambda: "joint_states clock offset" in safety().get("hold_reasons", []), 5), safety()
+        time.sleep(1.5)
+        assert arm()["motion"] == 0, arm()
+        assert "from this computer's clock" in runner.tail("safety_node", 50)
+        probe.set_parameter("mock_arm_node", "stamp_offset_s", 0.0)
+        assert probe.wait_for(lambda: arm().get("motion", 0) >= 5, 10), (safety(), arm())
+    finally:
+        stand_in.kill()

@@ -54,11 +54,14 @@ class SafetyConfig:
     velocity_fraction: float = opt(1.0, "use this fraction of the profile's velocity and acceleration limits")
     state_timeout_s: float = opt(0.2, "joint states older than this: hold (no motion command on stale states)")
     image_timeout_s: float = opt(0.5, "no image for this long: hold (0: not watched)")
+    max_clock_offset_s: float = opt(0.5, "joint state stamps farther than this from the local clock (an unsynchronised "
+                                         "robot computer): hold until they agree (s)")
     chunk_timeout_s: float = opt(1.0, "no chunk from the policy for this long (it died or stalled): hold")
 
     def validate(self) -> "SafetyConfig":
         """Raise ``ConfigError`` (a ``ValueError``) naming the first bad value; returns self."""
-        for name in ("position_margin", "max_first_jump", "state_timeout_s", "chunk_timeout_s", "image_timeout_s"):
+        for name in ("position_margin", "max_first_jump", "state_timeout_s", "chunk_timeout_s", "image_timeout_s",
+                     "max_clock_offset_s"):
             v = getattr(self, name)
             require(math.isfinite(v) and v >= 0, f"{name} must be finite and >= 0, got {v}")
         require(self.max_time_scale >= 1 and math.isfinite(self.max_time_scale),
@@ -157,6 +160,14 @@ class SafetyLayer:
                 self.hold_reasons.add(f"stale {k}")
             else:
                 self.hold_reasons.discard(f"stale {k}")
+        self._sync()
+        return was and not self.commanding()
+
+    def set_reason(self, reason: str, on: bool) -> bool:
+        """Add (``on``) or clear a hold reason of the caller's own (e.g. a clock offset); returns
+        True when this started a hold (send one)."""
+        was = self.commanding()
+        (self.hold_reasons.add if on else self.hold_reasons.discard)(reason)
         self._sync()
         return was and not self.commanding()
 

@@ -39,7 +39,7 @@ from vla_rl_ros.core.node_config import MockArmNodeConfig
 from vla_rl_ros.core.robot_profile import load_profile
 from vla_rl_ros.core.topics import JOINT_STATES_TOPIC, MOCK_ARM_STATUS_TOPIC, SAFETY_ESTOP_TOPIC
 from vla_rl_ros.nodes.common import (LATCHED_QOS, RELIABLE_QOS, declare_config, duration_to_seconds, json_msg,
-                                     spin_node, stamp_to_ns)
+                                     ns_to_stamp, spin_node, stamp_to_ns)
 
 
 def jtc_validate(msg: JointTrajectory, joints: tuple, now_ns: int) -> str | None:
@@ -81,6 +81,7 @@ class MockArmNode(Node):
         self.dq = np.zeros_like(self.q)
         self.plan = None  # (t0 monotonic, times (H+1,), positions (H+1, n_arm))
         self.publish_states = c.publish_states
+        self.stamp_offset_ns = int(c.stamp_offset_s * 1e9)
         self.paused_at = None if c.publish_states else time.monotonic()
         self.estop_at = None
         self.stats = {"accepted": 0, "rejected": 0, "reasons": {}, "holds": 0, "motion": 0, "faults": 0,
@@ -99,6 +100,8 @@ class MockArmNode(Node):
 
     def _on_params(self, params):
         for prm in params:
+            if prm.name == "stamp_offset_s":
+                self.stamp_offset_ns = int(float(prm.value) * 1e9)
             if prm.name == "publish_states":
                 self.publish_states = bool(prm.value)
                 self.paused_at = None if self.publish_states else time.monotonic()
@@ -171,7 +174,7 @@ class MockArmNode(Node):
         if not self.publish_states:
             return
         msg = JointState()
-        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.stamp = ns_to_stamp(self.get_clock().now().nanoseconds + self.stamp_offset_ns)
         msg.name = list(self.all_joints)
         msg.position = [float(v) for v in self.q]
         msg.velocity = [float(v) for v in self.dq]

@@ -15,6 +15,8 @@ Operator interface (the README's "Running on a real arm"):
 - ``/vla/safety/hold`` (std_srvs/Trigger): hold until enabled again.
 - ``/vla/safety/estop`` (std_msgs/Bool, latched): true holds at once and latches; nothing moves
   until it is published false *and* the node is enabled again.
+- Joint state stamps farther than ``max_clock_offset_s`` from this computer's clock (an
+  unsynchronised robot computer) → hold until they agree.
 - Watchdogs: joint states older than ``state_timeout_s``, no image for ``image_timeout_s``, no
   chunk for ``chunk_timeout_s`` (the policy node died or stalled) → hold; the arm resumes when
   the input is fresh again. A hold is one empty trajectory: a JointTrajectoryController holds its
@@ -39,7 +41,7 @@ from vla_rl_ros.core.safety import SafetyLayer
 from vla_rl_ros.core.topics import (SAFETY_DRY_RUN_TOPIC, SAFETY_ENABLE_SERVICE, SAFETY_ESTOP_TOPIC,
                                     SAFETY_HOLD_SERVICE, SAFETY_STATUS_TOPIC)
 from vla_rl_ros.nodes.common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, declare_config, duration_to_seconds,
-                                     json_msg, seconds_to_duration, spin_node)
+                                     json_msg, seconds_to_duration, spin_node, stamp_to_ns)
 
 #: longest chunk accepted (points) and longest joint-name list: bounds on hostile messages
 MAX_POINTS, MAX_JOINTS = 256, 64
@@ -128,6 +130,13 @@ class SafetyNode(Node):
             dq = dq if np.all(np.isfinite(dq)) else None
         self.q, self.dq = q, dq
         self.last["joint_states"] = time.monotonic()
+        offset = (self.get_clock().now().nanoseconds - stamp_to_ns(msg.header.stamp)) * 1e-9
+        bad = abs(offset) > self.config.max_clock_offset_s
+        if bad:
+            self._log(f"joint state stamps are {offset:+.2f} s from this computer's clock (limit "
+                      f"{self.config.max_clock_offset_s} s): holding until the clocks agree (chrony / PTP)")
+        if self.layer.set_reason("joint_states clock offset", bad):
+            self._send_hold(f"joint state stamps {offset:+.2f} s off the local clock")
 
     def _on_image(self, msg: Image) -> None:
         self.last["image"] = time.monotonic()
