@@ -62,7 +62,8 @@ def group_rss_mb(pgid: int) -> float:
 
 def versions(ckpt: str, work: Path) -> list[str]:
     """Two re-versioned copies of ``ckpt`` (the same weights, new version numbers)."""
-    from vla_rl_ros.core.policy.checkpoint import read_config, save_as_version
+    from vla_rl_ros.core.policy.checkpoint import read_config
+    from vla_rl_ros.core.policy.grounding import save_as_version
 
     v = int(read_config(ckpt).get("version", 0))
     return [str(save_as_version(ckpt, work / f"v{v + 1 + i}", v + 1 + i)) for i in range(2)]

@@ -58,6 +58,8 @@ NODE_CONFIGS = {
     "replay_node": [(nc.ReplayNodeConfig, ())],
     "camera_node": [(nc.CameraNodeConfig, ())],
     "trainer_node": [(nc.TrainerNodeConfig, ()), (RLConfig, nc.TRAINER_SETS_RL_FIELDS)],
+    "safety_node": [(nc.SafetyNodeConfig, ())],
+    "mock_arm_node": [(nc.MockArmNodeConfig, ())],
 }
 
 ALL_CONFIGS = sorted({c for v in list(VERB_CONFIGS.values()) + list(NODE_CONFIGS.values()) for c, _ in v}

@@ -96,7 +96,7 @@ def test_robot_graph_on_a_stand_in_controller(profile, probe, start_nodes, tmp_p
             from std_srvs.srv import Trigger
 
             from vla_rl_ros.core.paths import DEFAULT_CHECKPOINT
-            from vla_rl_ros.core.policy.checkpoint import save_as_version
+            from vla_rl_ros.core.policy.grounding import save_as_version
 
             probe.collect(String, "/vla/policy/status", LATCHED_QOS)
             pol = lambda: probe.latest_json("/vla/policy/status") or {}  # noqa: E731

@@ -209,15 +209,3 @@ def probe_outputs_finite(model: VLAPolicy, lang: torch.Tensor | None = None) -> 
     if not math.isfinite(float(out.abs().max())):
         raise CheckpointError("checkpoint produces non-finite actions on a probe input")
 
-
-def save_as_version(ckpt: str | os.PathLike, out: str | os.PathLike, version: int) -> Path:
-    """A copy of checkpoint ``ckpt`` (the same weights, grounding head and ONNX graph) saved under
-    ``out`` as ``version``: what a hot swap of an unchanged policy announces (soak, tests)."""
-    from vla_rl_ros.core.policy.grounding import grounding_files
-    from vla_rl_ros.core.robot import PANDA
-
-    model, cfg = load_checkpoint(ckpt, joint_names=PANDA.joint_names)
-    extra = dict(grounding_files(ckpt))
-    if (Path(ckpt) / "model.onnx").is_file():
-        extra["model.onnx"] = Path(ckpt) / "model.onnx"
-    return save_checkpoint(model, out, version=version, instructions=cfg.get("instructions"), extra_files=extra)

@@ -438,3 +438,16 @@ def skill_embedder(ckpt: str | Path, table: dict | None = None):
         return enc.encode(u.best)  # the skill it acted on (its best guess when hold_unclear was off)
 
     return embed
+
+
+def save_as_version(ckpt: str | Path, out: str | Path, version: int) -> Path:
+    """A copy of checkpoint ``ckpt`` (the same weights, grounding head and ONNX graph) saved under
+    ``out`` as ``version``: what a hot swap of an unchanged policy announces (soak, tests)."""
+    from vla_rl_ros.core.policy.checkpoint import load_checkpoint, save_checkpoint
+    from vla_rl_ros.core.robot import PANDA
+
+    model, cfg = load_checkpoint(ckpt, joint_names=PANDA.joint_names)
+    extra = dict(grounding_files(ckpt))
+    if (Path(ckpt) / "model.onnx").is_file():
+        extra["model.onnx"] = Path(ckpt) / "model.onnx"
+    return save_checkpoint(model, out, version=version, instructions=cfg.get("instructions"), extra_files=extra)
