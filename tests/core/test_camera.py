@@ -39,3 +39,24 @@ def test_missing_sources_give_clear_errors(tmp_path):
         CameraSource("57").open()
     with pytest.raises(CameraError, match="not open"):
         CameraSource("0").read()
+
+
+def test_fit_image_keeps_the_aspect_ratio_and_decode_refuses_garbage():
+    from vla_rl_ros.core.camera import decode_image, fit_image
+
+    img = np.zeros((480, 640, 3), np.uint8)
+    img[:, 80:560] = 255  # a white square of 480x480 in the middle, black bars at the sides
+    out = fit_image(img, (96, 96))
+    assert out.shape == (96, 96, 3) and out.min() == 255  # the bars were cropped, not squashed in
+    tall = fit_image(np.zeros((300, 100, 3), np.uint8), (32, 64))
+    assert tall.shape == (32, 64, 3)
+    same = np.ones((96, 96, 3), np.uint8)
+    assert fit_image(same, (96, 96)) is same
+    ok, jpg = cv2.imencode(".jpg", img[:, :, ::-1])
+    back = decode_image(jpg.tobytes())
+    assert back.shape == (480, 640, 3) and abs(int(back[240, 320, 0]) - 255) < 5
+    for bad, msg in ((b"", "empty"), (b"not an image", "does not decode"), (b"x" * 100, "does not decode")):
+        with pytest.raises(ValueError, match=msg):
+            decode_image(bad)
+    with pytest.raises(ValueError, match="limit"):
+        decode_image(b"x" * 100, max_bytes=10)

@@ -214,3 +214,58 @@ def test_images_that_never_pair_with_a_joint_state_show_as_a_stall(small_ckpt, p
     st = status()
     assert st.get("stalled") is True and st["chunks"] == 0 and st["missing_inputs"] == [] and st["hold"] is None, st
     assert "STALLED" in runner.tail("policy_node", 100)
+
+
+def test_a_real_cameras_compressed_frames_on_its_own_topic_are_cropped_and_resized(small_ckpt, probe, start_nodes):  # noqa: F811
+    """A camera driver's topic (image_topics), JPEG CompressedImage at 640x480 (image_transport
+    compressed), fitted to the checkpoint's square input (fit_images): chunks flow; a frame that
+    does not decode is refused and counted, and the node keeps commanding."""
+    cv2 = __import__("pytest").importorskip("cv2")
+    from sensor_msgs.msg import CompressedImage, JointState
+    from std_msgs.msg import String
+    from trajectory_msgs.msg import JointTrajectory
+
+    from vla_rl_ros.core.robot import PANDA
+    from vla_rl_ros.nodes.common import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, joint_state_msg, ns_to_stamp
+
+    topic = "/wrist_cam/color/image_raw/compressed"
+    probe.collect(JointTrajectory, "/vla/action_chunk", RELIABLE_QOS)
+    probe.collect(String, "/vla/policy/status", LATCHED_QOS)
+    runner = start_nodes(NodeSpec("policy_node", "policy_node", {
+        "checkpoint": str(small_ckpt), "backend": "onnxruntime", "control_rate": 10.0, "image_topics": [topic],
+        "image_transport": "compressed", "fit_images": True}, required=True))
+    pub_img = probe.node.create_publisher(CompressedImage, topic, SENSOR_QOS)
+    pub_js = probe.node.create_publisher(JointState, "/joint_states", RELIABLE_QOS)
+    pub_ins = probe.node.create_publisher(String, "/vla/instruction", LATCHED_QOS)
+    status = lambda: probe.latest_json("/vla/policy/status") or {}  # noqa: E731
+    chunks = lambda: len(probe.msgs("/vla/action_chunk"))  # noqa: E731
+    assert probe.wait_for(lambda: probe.msgs("/vla/policy/status"), 90), runner.tail("policy_node")
+    pub_ins.publish(String(data="pick up the red cube"))
+    rng = np.random.default_rng(0)
+    ok, jpg = cv2.imencode(".jpg", rng.integers(0, 255, (480, 640, 3), dtype=np.uint8))
+    stop = threading.Event()
+    garbage = {"on": False}
+
+    def stream():
+        while not stop.is_set():
+            st = ns_to_stamp(time.time_ns())
+            pub_js.publish(joint_state_msg(PANDA.home, None, st))
+            data = b"\xff\xd8 not a jpeg" if garbage["on"] else jpg.tobytes()
+            pub_img.publish(CompressedImage(header=joint_state_msg(PANDA.home, None, st).header, format="jpeg",
+                                            data=data))
+            time.sleep(0.1)
+
+    t = threading.Thread(target=stream, daemon=True)
+    t.start()
+    try:
+        assert probe.wait_for(lambda: chunks() > 10, 60), (status(), runner.tail("policy_node"))
+        assert status().get("rejected_input", 0) == 0, status()
+        garbage["on"] = True
+        assert probe.wait_for(lambda: status().get("rejected_input", 0) >= 3, 10), status()
+        garbage["on"] = False
+        n = chunks()
+        assert probe.wait_for(lambda: chunks() > n + 5, 10), status()
+        assert "does not decode" in runner.tail("policy_node", 100)
+    finally:
+        stop.set()
+        t.join(2)

@@ -78,3 +78,47 @@ class CameraSource:
         if self.cap is not None:
             self.cap.release()
             self.cap = None
+
+
+#: largest frame a node decodes or fits (pixels per side): a bound on hostile or broken input
+MAX_SIDE = 8192
+
+
+def fit_image(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """``img`` (H, W, 3) uint8 cropped around its centre to the aspect ratio of ``hw`` and resized
+    to it (area interpolation): a real camera's 640x480 frame for a policy trained on 96x96 keeps
+    its proportions (a plain resize would squash it). Unchanged when it already has that size."""
+    import cv2
+
+    h, w = img.shape[:2]
+    th, tw = int(hw[0]), int(hw[1])
+    if (h, w) == (th, tw):
+        return img
+    if min(h, w, th, tw) <= 0 or max(h, w) > MAX_SIDE:
+        raise ValueError(f"cannot fit a {w}x{h} image to {tw}x{th}")
+    if w * th > h * tw:  # wider than the target: crop the sides
+        cw = max(1, round(h * tw / th))
+        x0 = (w - cw) // 2
+        img = img[:, x0:x0 + cw]
+    else:  # taller: crop top and bottom
+        ch = max(1, round(w * th / tw))
+        y0 = (h - ch) // 2
+        img = img[y0:y0 + ch]
+    return np.ascontiguousarray(cv2.resize(img, (tw, th), interpolation=cv2.INTER_AREA))
+
+
+def decode_image(data: bytes, max_bytes: int = 32 << 20) -> np.ndarray:
+    """A compressed frame (JPEG, PNG: ``sensor_msgs/CompressedImage.data``) as RGB uint8 (H, W, 3);
+    ``ValueError`` saying why for anything else."""
+    import cv2
+
+    if not data:
+        raise ValueError("empty compressed image")
+    if len(data) > max_bytes:
+        raise ValueError(f"compressed image of {len(data)} bytes (limit {max_bytes})")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError("compressed image does not decode (not a JPEG/PNG?)")
+    if max(img.shape[:2]) > MAX_SIDE:
+        raise ValueError(f"decoded image {img.shape[1]}x{img.shape[0]} is larger than {MAX_SIDE} px")
+    return np.ascontiguousarray(img[:, :, ::-1])

@@ -100,6 +100,12 @@ class PolicyNodeConfig:
     swap_only_when_holding: bool = opt(False, "install a validated new version only while the safety layer is not "
                                               "commanding the arm (/vla/safety/status), so the behaviour never "
                                               "changes mid-motion (the robot graph sets it)")
+    image_topics: tuple[str, ...] = opt((), "image topic per camera of the checkpoint, in its order (a robot's "
+                                            "camera driver); empty (or an empty entry): /camera/image_raw, /camera/<camera>/image_raw")
+    image_transport: str = opt("raw", "raw: sensor_msgs/Image; compressed: sensor_msgs/CompressedImage (JPEG/PNG) on "
+                                      "the image topics", choices=("raw", "compressed"))
+    fit_images: bool = opt(False, "crop frames of another size to the checkpoint's aspect ratio around their centre "
+                                  "and resize them (a real camera); false: such a frame is refused")
     robot_profile: str = opt("", "robot profile (config/robots) whose joint names the joint states use: mapped onto "
                                  "the checkpoint's through its policy_joints (an FR3 running a Panda-trained "
                                  "policy); empty: the joint states carry the checkpoint's names")

@@ -40,7 +40,7 @@ from collections import deque
 import numpy as np
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
@@ -62,6 +62,7 @@ from vla_rl_ros.core.policy.trust import WeightsTrust, default_allowed_dirs, tru
 from vla_rl_ros.core.node_config import PolicyNodeConfig
 from vla_rl_ros.core.paths import DEFAULT_CHECKPOINT as _DEFAULT_CHECKPOINT
 from vla_rl_ros.core.paths import checkpoint_or_default
+from vla_rl_ros.core.camera import decode_image, fit_image
 from vla_rl_ros.core.robot import PANDA
 from vla_rl_ros.core.topics import SAFETY_STATUS_TOPIC
 from vla_rl_ros.nodes.common import (
@@ -165,8 +166,14 @@ class PolicyNode(Node):
             self.create_subscription(String, SAFETY_STATUS_TOPIC, self._on_safety_status, LATCHED_QOS)
         self.create_service(Trigger, "/vla/policy/rollback", self._on_rollback)
         self.add_on_set_parameters_callback(self._on_params)
+        self.fit_images = c.fit_images
+        if c.image_topics and len(c.image_topics) != len(self.cameras):
+            raise ValueError(f"image_topics names {len(c.image_topics)} topics for the checkpoint's "
+                             f"{len(self.cameras)} cameras {self.cameras}")
+        msg_type = CompressedImage if c.image_transport == "compressed" else Image
         for i, cam in enumerate(self.cameras):
-            self.create_subscription(Image, camera_topic(cam, i), lambda m, c=cam: self._on_image(c, m), SENSOR_QOS)
+            topic = (c.image_topics[i] if c.image_topics else "") or camera_topic(cam, i)
+            self.create_subscription(msg_type, topic, lambda m, c=cam: self._on_image(c, m), SENSOR_QOS)
         self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_state, RELIABLE_QOS)
         self.create_subscription(String, INSTRUCTION_TOPIC, self._on_instruction, LATCHED_QOS)
 
@@ -347,9 +354,20 @@ class PolicyNode(Node):
             self.pending.setdefault(ns, {})["state"] = q
             self._try(ns)
 
-    def _on_image(self, cam: str, msg: Image) -> None:
+    def _on_image(self, cam: str, msg) -> None:
         try:
-            img = msg_to_image(msg, self.image_hw)
+            if isinstance(msg, CompressedImage):
+                try:
+                    img = decode_image(bytes(msg.data))
+                except ValueError as e:
+                    raise MessageError(str(e)) from None
+            else:
+                img = msg_to_image(msg, None if self.fit_images else self.image_hw)
+            if self.fit_images:
+                img = fit_image(img, self.image_hw)
+            elif img.shape[:2] != tuple(self.image_hw):
+                raise MessageError(f"image is {img.shape[1]}x{img.shape[0]}, expected "
+                                   f"{self.image_hw[1]}x{self.image_hw[0]} (fit_images crops and resizes)")
         except MessageError as e:
             self.counters["rejected_input"] += 1
             self._complain(f"rejected image on camera {cam}: {e}")
