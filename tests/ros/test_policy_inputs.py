@@ -218,8 +218,9 @@ def test_images_that_never_pair_with_a_joint_state_show_as_a_stall(small_ckpt, p
 
 def test_a_real_cameras_compressed_frames_on_its_own_topic_are_cropped_and_resized(small_ckpt, probe, start_nodes):  # noqa: F811
     """A camera driver's topic (image_topics), JPEG CompressedImage at 640x480 (image_transport
-    compressed), fitted to the checkpoint's square input (fit_images): chunks flow; a frame that
-    does not decode is refused and counted, and the node keeps commanding."""
+    compressed), fitted to the checkpoint's square input (fit_images), the instruction given as a
+    parameter: chunks flow; a frame that does not decode is refused and counted, and the node
+    keeps commanding; the instruction parameter set at run time is followed."""
     cv2 = __import__("pytest").importorskip("cv2")
     from sensor_msgs.msg import CompressedImage, JointState
     from std_msgs.msg import String
@@ -233,14 +234,13 @@ def test_a_real_cameras_compressed_frames_on_its_own_topic_are_cropped_and_resiz
     probe.collect(String, "/vla/policy/status", LATCHED_QOS)
     runner = start_nodes(NodeSpec("policy_node", "policy_node", {
         "checkpoint": str(small_ckpt), "backend": "onnxruntime", "control_rate": 10.0, "image_topics": [topic],
-        "image_transport": "compressed", "fit_images": True}, required=True))
+        "image_transport": "compressed", "fit_images": True, "instruction": "pick up the red cube"}, required=True))
     pub_img = probe.node.create_publisher(CompressedImage, topic, SENSOR_QOS)
     pub_js = probe.node.create_publisher(JointState, "/joint_states", RELIABLE_QOS)
-    pub_ins = probe.node.create_publisher(String, "/vla/instruction", LATCHED_QOS)
     status = lambda: probe.latest_json("/vla/policy/status") or {}  # noqa: E731
     chunks = lambda: len(probe.msgs("/vla/action_chunk"))  # noqa: E731
     assert probe.wait_for(lambda: probe.msgs("/vla/policy/status"), 90), runner.tail("policy_node")
-    pub_ins.publish(String(data="pick up the red cube"))
+    assert status().get("instruction") == "pick up the red cube", status()
     rng = np.random.default_rng(0)
     ok, jpg = cv2.imencode(".jpg", rng.integers(0, 255, (480, 640, 3), dtype=np.uint8))
     stop = threading.Event()
@@ -266,6 +266,8 @@ def test_a_real_cameras_compressed_frames_on_its_own_topic_are_cropped_and_resiz
         n = chunks()
         assert probe.wait_for(lambda: chunks() > n + 5, 10), status()
         assert "does not decode" in runner.tail("policy_node", 100)
+        probe.set_parameter("policy_node", "instruction", "pick up the red cube please")
+        assert probe.wait_for(lambda: status().get("instruction") == "pick up the red cube please", 5), status()
     finally:
         stop.set()
         t.join(2)

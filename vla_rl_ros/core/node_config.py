@@ -100,6 +100,8 @@ class PolicyNodeConfig:
     swap_only_when_holding: bool = opt(False, "install a validated new version only while the safety layer is not "
                                               "commanding the arm (/vla/safety/status), so the behaviour never "
                                               "changes mid-motion (the robot graph sets it)")
+    instruction: str = opt("", "the instruction to follow, as a parameter (at start-up or set at run time: `ros2 param "
+                               "set /policy_node instruction '...'`); the latched /vla/instruction topic does the same")
     image_topics: tuple[str, ...] = opt((), "image topic per camera of the checkpoint, in its order (a robot's "
                                             "camera driver); empty (or an empty entry): /camera/image_raw, /camera/<camera>/image_raw")
     image_transport: str = opt("raw", "raw: sensor_msgs/Image; compressed: sensor_msgs/CompressedImage (JPEG/PNG) on "

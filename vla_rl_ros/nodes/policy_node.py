@@ -196,6 +196,8 @@ class PolicyNode(Node):
         self.language = threading.Thread(target=self._language, name="language", daemon=True)
         self.language.start()
         self.create_timer(1.0, self._publish_status)
+        if c.instruction.strip():  # the instruction as a parameter: the same path as the topic
+            self._on_instruction(String(data=c.instruction))
 
     @property
     def runtime(self) -> PolicyRuntime:  # the version currently producing chunks
@@ -228,6 +230,8 @@ class PolicyNode(Node):
         for prm in params:
             if prm.name == "checkpoint" and str(prm.value).strip():
                 self.swapper.request(str(prm.value))
+            if prm.name == "instruction" and str(prm.value).strip():
+                self._on_instruction(String(data=str(prm.value)))  # the same path as the topic
         return SetParametersResult(successful=True)
 
     def _on_rollback(self, request, response):
