@@ -83,6 +83,7 @@ class NodeSpec:
     executable: str
     parameters: dict = field(default_factory=dict)
     required: bool = False
+    namespace: str = ""  # e.g. /left: the node's relative topic names resolve inside it
 
 
 @dataclass
@@ -140,6 +141,9 @@ def load_graph(name: str, overrides: dict | None = None) -> Graph:
         if k not in args:
             raise GraphError(f"graph {name!r} has no argument {k!r}; arguments: {', '.join(sorted(args))}")
         args[k] = _parse_value(v) if isinstance(v, str) and not isinstance(args[k], str) else v
+    ns = str(args.get("namespace") or "").strip().strip("/")
+    if ns and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*", ns):
+        raise GraphError(f"graph {name!r}: namespace {ns!r} is not a ROS name (letters, digits, _ and /)")
     nodes = []
     for n in raw_nodes:
         if "executable" not in n:
@@ -151,6 +155,7 @@ def load_graph(name: str, overrides: dict | None = None) -> Graph:
                 executable=str(n["executable"]),
                 parameters=params,
                 required=bool(n.get("required", False)),
+                namespace=f"/{ns}" if ns else "",
             )
         )
     return Graph(name, description, args, nodes)
@@ -181,7 +186,7 @@ def node_command(spec: NodeSpec, params_file: str) -> list[str]:
     return [
         sys.executable, "-m", f"vla_rl_ros.nodes.{spec.executable}",
         "--ros-args", "-r", f"__node:={spec.name}", "--params-file", params_file,
-    ]
+    ] + (["-r", f"__ns:={spec.namespace}"] if spec.namespace else [])
 
 
 def _ros_param(v):
@@ -240,7 +245,8 @@ class GraphRunner:
             for spec in self.graph.nodes:
                 pfile = Path(self._tmp.name) / f"{spec.name}.yaml"
                 params = {k: _ros_param(v) for k, v in spec.parameters.items()}
-                pfile.write_text(yaml.safe_dump({spec.name: {"ros__parameters": params}}))
+                pfile.write_text(yaml.safe_dump({f"{spec.namespace}/{spec.name}" if spec.namespace else spec.name:
+                                                  {"ros__parameters": params}}))
                 out = None
                 if self.log_dir:
                     out = open(self.log_path(spec.name), "w")

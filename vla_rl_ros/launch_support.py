@@ -29,6 +29,7 @@ def graph_launch_description(name: str):
                 package="vla_rl_ros",
                 executable=n.executable,
                 name=n.name,
+                namespace=n.namespace or None,
                 parameters=[n.parameters],
                 output="screen",
                 on_exit=Shutdown() if n.required else None,

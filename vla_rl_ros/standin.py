@@ -96,18 +96,20 @@ def wait_until(pred, timeout: float, poll: float = 0.1) -> bool:
 
 
 class PolicyStandIn:
-    """Chunks of 8 points in ``profile``'s joint names at 10 Hz on ``/vla/action_chunk``: small
-    moves around the newest ``/joint_states`` (a policy trained on that robot). ``kill()`` stops it."""
+    """Chunks of 8 points in ``profile``'s joint names at 10 Hz on ``<namespace>/vla/action_chunk``:
+    small moves around the newest ``<namespace>/joint_states`` (a policy trained on that robot).
+    ``kill()`` stops it."""
 
-    def __init__(self, probe, profile, step: float = 0.02):
+    def __init__(self, probe, profile, step: float = 0.02, namespace: str = ""):
         from sensor_msgs.msg import JointState
         from trajectory_msgs.msg import JointTrajectory
 
         from vla_rl_ros.nodes.common import RELIABLE_QOS
 
         self.probe, self.p, self.step = probe, profile, step
-        probe.collect(JointState, "/joint_states", RELIABLE_QOS)
-        self.pub = probe.node.create_publisher(JointTrajectory, "/vla/action_chunk", RELIABLE_QOS)
+        self.states = f"{namespace}/joint_states"
+        probe.collect(JointState, self.states, RELIABLE_QOS)
+        self.pub = probe.node.create_publisher(JointTrajectory, f"{namespace}/vla/action_chunk", RELIABLE_QOS)
         self.sent = 0
         self.last_sent = None  # time.monotonic() of the newest chunk
         self.stop = threading.Event()
@@ -120,7 +122,7 @@ class PolicyStandIn:
         from vla_rl_ros.nodes.common import seconds_to_duration
 
         while not self.stop.is_set():
-            msgs = self.probe.msgs("/joint_states")
+            msgs = self.probe.msgs(self.states)
             if msgs:
                 js = msgs[-1][1]
                 q = np.array([js.position[list(js.name).index(j)] for j in self.p.joints])

@@ -55,7 +55,7 @@ def test_malformed_profiles_are_refused_with_the_field_named():
     bad = [({"limits": {**good["limits"], "upper": [1]}}, "upper must be a list of 2"),
            ({"limits": {**good["limits"], "velocity": [1, 0]}}, "velocity, acceleration > 0"),
            ({"home": [0, 5]}, "home .* outside"),
-           ({"arm": {**good["arm"], "topic": "relative"}}, "arm.topic must be an absolute"),
+           ({"arm": {**good["arm"], "topic": "bad topic!"}}, "arm.topic must be a ROS name"),
            ({"gripper": {"interface": "magnet"}}, "gripper.interface"),
            ({"gripper": {"interface": "joint", "joint": "a"}}, "also an arm joint"),
            ({"speed": 3}, "unknown keys"),

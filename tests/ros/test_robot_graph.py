@@ -180,3 +180,50 @@ def test_joint_states_off_the_local_clock_hold_the_arm_until_they_agree(probe, s
         assert probe.wait_for(lambda: arm().get("motion", 0) >= 5, 10), (safety(), arm())
     finally:
         stand_in.kill()
+
+
+@pytest.mark.timeout(180)
+def test_two_arms_side_by_side_in_namespaces(probe, start_nodes):
+    """The robot graph's namespace argument: two ur5e arms (/left, /right) whose topics do not
+    collide; /left's e-stop holds the left arm only, the global /vla/safety/estop holds both."""
+    from std_msgs.msg import Bool, String
+    from std_srvs.srv import SetBool
+
+    from vla_rl_ros.core.robot_profile import load_profile
+    from vla_rl_ros.graph import load_graph
+    from vla_rl_ros.nodes.common import LATCHED_QOS
+
+    prof = load_profile("ur5e")
+    arms, stand_ins = {}, []
+    probe.collect(String, "/vla/safety/status", LATCHED_QOS)  # the root namespace: must stay silent
+    for side in ("left", "right"):
+        ns = load_graph("robot", {"namespace": side}).nodes[0].namespace
+        assert ns == f"/{side}"
+        probe.collect(String, f"{ns}/mock_arm/status", LATCHED_QOS)
+        probe.collect(String, f"{ns}/vla/safety/status", LATCHED_QOS)
+        start_nodes(NodeSpec("mock_arm_node", "mock_arm_node", {"profile": "ur5e"}, namespace=ns),
+                    NodeSpec("safety_node", "safety_node", {"profile": "ur5e", "image_topic": ""}, required=True,
+                             namespace=ns), name=side)
+        stand_ins.append(PolicyStandIn(probe, prof, namespace=ns))
+        arms[side] = (lambda ns=ns: probe.latest_json(f"{ns}/mock_arm/status") or {},
+                      lambda ns=ns: probe.latest_json(f"{ns}/vla/safety/status") or {})
+    try:
+        for side, (arm, safety) in arms.items():
+            assert probe.wait_for(lambda: safety().get("dry_run", 0) >= 5, 60), (side, safety())
+            assert probe.call(SetBool, f"/{side}/vla/safety/enable", SetBool.Request(data=True)).success
+            assert probe.wait_for(lambda: arm().get("motion", 0) >= 5, 10), (side, arm())
+        assert probe.msgs("/vla/safety/status") == []  # nothing in the root namespace
+        left_estop = probe.node.create_publisher(Bool, "/left/vla/safety/estop", LATCHED_QOS)
+        left_estop.publish(Bool(data=True))
+        assert probe.wait_for(lambda: arms["left"][1]().get("state") == "estopped", 5)
+        m = arms["right"][0]()["motion"]
+        assert probe.wait_for(lambda: arms["right"][0]().get("motion", 0) > m + 5, 5)  # the right arm moves on
+        assert arms["right"][1]()["state"] == "enabled"
+        probe.node.create_publisher(Bool, "/vla/safety/estop", LATCHED_QOS).publish(Bool(data=True))
+        assert probe.wait_for(lambda: arms["right"][1]().get("state") == "estopped", 5), arms["right"][1]()
+        time.sleep(1.0)
+        for side, (arm, _) in arms.items():
+            assert arm()["motion_after_estop"] == 0 and arm()["rejected"] == 0, (side, arm())
+    finally:
+        for s in stand_ins:
+            s.kill()

@@ -189,7 +189,7 @@ class CameraNodeConfig:
     image_height: int = opt(96, "image height (px; 0 keeps the source's)")
     retry_period: float = opt(2.0, "retry opening a lost source after this long (s)")
     frame_id: str = opt("camera", "header frame id")
-    topic: str = opt("/camera/image_raw", "image topic")
+    topic: str = opt("camera/image_raw", "image topic (relative: inside the graph's namespace)")
     loop_file: bool = opt(True, "restart a video file at its end")
 
     def validate(self) -> None:
@@ -223,7 +223,7 @@ class SafetyNodeConfig(SafetyConfig):
                               "/vla/safety/enable (the default on robot graphs)")
     chunk_topic: str = opt(ACTION_CHUNK_TOPIC, "the policy's chunks (JointTrajectory, the checkpoint's joint names)")
     joint_states_topic: str = opt(JOINT_STATES_TOPIC, "measured joint states")
-    image_topic: str = opt("/camera/image_raw", "watched camera topic (stale images hold the arm; empty: not watched)")
+    image_topic: str = opt("camera/image_raw", "watched camera topic (stale images hold the arm; empty: not watched)")
     controller_topic: str = opt("", "the arm controller's trajectory topic (empty: the profile's)")
     watchdog_rate: float = opt(50.0, "watchdog checks per second")
     use_robot_description: bool = opt(True, "take position and velocity limits from /robot_description when it is "

@@ -15,6 +15,7 @@ order of every limit vector. Limits can also be read from a URDF (``/robot_descr
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -123,9 +124,11 @@ def parse_profile(d: dict, where: str = "profile") -> RobotProfile:
     joints = tuple(str(j) for j in arm.get("joints") or ())
     if not joints or len(set(joints)) != len(joints):
         raise ProfileError(f"{where}: arm.joints must be a non-empty list of distinct names")
+    name_ok = re.compile(r"/?[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*").fullmatch
     for key in ("topic", "action"):
-        if not str(arm.get(key, "")).startswith("/"):
-            raise ProfileError(f"{where}: arm.{key} must be an absolute ROS name, got {arm.get(key)!r}")
+        if not name_ok(str(arm.get(key, ""))):
+            raise ProfileError(f"{where}: arm.{key} must be a ROS name (relative: inside the graph's namespace), "
+                               f"got {arm.get(key)!r}")
     iface = str(grip.get("interface", "none"))
     if iface not in GRIPPER_INTERFACES:
         raise ProfileError(f"{where}: gripper.interface must be one of {GRIPPER_INTERFACES}, got {iface!r}")
@@ -135,8 +138,8 @@ def parse_profile(d: dict, where: str = "profile") -> RobotProfile:
     if gjoint in joints:
         raise ProfileError(f"{where}: gripper.joint {gjoint!r} is also an arm joint")
     gname = str(grip.get("name", ""))
-    if iface in ("topic", "action") and not gname.startswith("/"):
-        raise ProfileError(f"{where}: gripper.name (the {iface}) must be an absolute ROS name, got {gname!r}")
+    if iface in ("topic", "action") and not name_ok(gname):
+        raise ProfileError(f"{where}: gripper.name (the {iface}) must be a ROS name, got {gname!r}")
     n = len(joints) + (1 if gjoint else 0)
     lower, upper = _vec(lim, "lower", n, where), _vec(lim, "upper", n, where)
     vel, acc = _vec(lim, "velocity", n, where), _vec(lim, "acceleration", n, where)

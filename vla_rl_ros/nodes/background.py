@@ -53,18 +53,25 @@ class BackgroundNode:
         except Exception:  # shutdown while spinning
             pass
 
-    def collect(self, msg_type, topic: str, qos) -> None:
-        self.received[topic] = []
+    @staticmethod
+    def _key(topic: str) -> str:
+        """One key per topic whether it is named relative or absolute (this node is in the root
+        namespace: ``vla/episode`` is ``/vla/episode``)."""
+        return "/" + topic.lstrip("/")
 
-        def cb(msg, topic=topic):
+    def collect(self, msg_type, topic: str, qos) -> None:
+        key = self._key(topic)
+        self.received[key] = []
+
+        def cb(msg, key=key):
             with self.lock:
-                self.received[topic].append((time.monotonic(), msg))
+                self.received[key].append((time.monotonic(), msg))
 
         self.node.create_subscription(msg_type, topic, cb, qos)
 
     def msgs(self, topic: str) -> list:
         with self.lock:
-            return list(self.received.get(topic, []))
+            return list(self.received.get(self._key(topic), []))
 
     def json_msgs(self, topic: str) -> list[dict]:
         out = []

@@ -102,7 +102,7 @@ LATCHED_QOS = QoSProfile(
 
 def camera_topic(camera: str, index: int) -> str:
     """The first camera publishes on ``/camera/image_raw``; others on ``/camera/<name>/image_raw``."""
-    return "/camera/image_raw" if index == 0 else f"/camera/{camera}/image_raw"
+    return "camera/image_raw" if index == 0 else f"camera/{camera}/image_raw"
 
 
 # --------------------------------------------------------------------------- time

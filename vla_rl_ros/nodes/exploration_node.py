@@ -53,7 +53,7 @@ class ExplorationNode(Node):
         self.explorer = Explorer(PANDA.lower, PANDA.upper, cfg, seed=c.seed, mode=mode, round_index=c.round_index)
         self.pub_cmd = self.create_publisher(JointTrajectory, c.controller_topic, RELIABLE_QOS)
         self.pub_sigma = self.create_publisher(JointTrajectory, SIGMA_TOPIC, RELIABLE_QOS)
-        self.pub_status = self.create_publisher(String, "/vla/exploration/status", LATCHED_QOS)
+        self.pub_status = self.create_publisher(String, "vla/exploration/status", LATCHED_QOS)
         self.create_subscription(JointTrajectory, ACTION_CHUNK_TOPIC, self._on_mean, RELIABLE_QOS)
         self.add_on_set_parameters_callback(self._on_params)
         self.counters = {"chunks": 0, "rejected": 0}

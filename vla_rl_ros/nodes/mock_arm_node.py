@@ -91,6 +91,8 @@ class MockArmNode(Node):
         self.pub_status = self.create_publisher(String, MOCK_ARM_STATUS_TOPIC, LATCHED_QOS)
         self.create_subscription(JointTrajectory, p.arm_topic, self._on_trajectory, RELIABLE_QOS)
         self.create_subscription(Bool, SAFETY_ESTOP_TOPIC, self._on_estop, LATCHED_QOS)
+        if self.get_namespace() != "/":  # the global e-stop stops every arm
+            self.create_subscription(Bool, "/" + SAFETY_ESTOP_TOPIC, self._on_estop, LATCHED_QOS)
         if p.gripper_interface == "topic":
             self.create_subscription(Float64MultiArray, p.gripper_name, self._on_gripper, RELIABLE_QOS)
         self.add_on_set_parameters_callback(self._on_params)

@@ -156,15 +156,15 @@ class PolicyNode(Node):
             self.create_publisher(JointTrajectory, c.controller_topic, RELIABLE_QOS)
             if self.to_controller else None
         )
-        self.pub_status = self.create_publisher(String, "/vla/policy/status", LATCHED_QOS)
-        self.pub_swap = self.create_publisher(String, "/vla/policy/swap", LATCHED_QOS)
-        self.create_subscription(String, "/vla/policy/weights", self._on_weights, RELIABLE_QOS)
+        self.pub_status = self.create_publisher(String, "vla/policy/status", LATCHED_QOS)
+        self.pub_swap = self.create_publisher(String, "vla/policy/swap", LATCHED_QOS)
+        self.create_subscription(String, "vla/policy/weights", self._on_weights, RELIABLE_QOS)
         # robot graphs: swaps wait until the safety layer says it is not commanding the arm
         self.swap_only_when_holding = c.swap_only_when_holding
         self._arm_commanded: bool | None = None  # None: no safety status yet (a swap waits)
         if c.swap_only_when_holding:
             self.create_subscription(String, SAFETY_STATUS_TOPIC, self._on_safety_status, LATCHED_QOS)
-        self.create_service(Trigger, "/vla/policy/rollback", self._on_rollback)
+        self.create_service(Trigger, "vla/policy/rollback", self._on_rollback)
         self.add_on_set_parameters_callback(self._on_params)
         self.fit_images = c.fit_images
         if c.image_topics and len(c.image_topics) != len(self.cameras):

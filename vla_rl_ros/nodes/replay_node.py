@@ -67,7 +67,7 @@ class ReplayNode(Node):
             self.create_publisher(JointTrajectory, CONTROLLER_TOPIC, RELIABLE_QOS)
             if self.publish_actions else None
         )
-        self.status_pub = self.create_publisher(String, "/vla/replay/status", LATCHED_QOS)
+        self.status_pub = self.create_publisher(String, "vla/replay/status", LATCHED_QOS)
         self.cursor = 0  # index into episode_ids
         self.frame = 0
         self.data: dict | None = None

@@ -14,7 +14,8 @@ Operator interface (the README's "Running on a real arm"):
   ``/vla/safety/dry_run`` only.
 - ``/vla/safety/hold`` (std_srvs/Trigger): hold until enabled again.
 - ``/vla/safety/estop`` (std_msgs/Bool, latched): true holds at once and latches; nothing moves
-  until it is published false *and* the node is enabled again.
+  until it is published false *and* the node is enabled again. In a namespace (two arms), the
+  node obeys both its own ``<ns>/vla/safety/estop`` and the global ``/vla/safety/estop``.
 - Joint state stamps farther than ``max_clock_offset_s`` from this computer's clock (an
   unsynchronised robot computer) → hold until they agree.
 - Watchdogs: joint states older than ``state_timeout_s``, no image for ``image_timeout_s``, no
@@ -92,8 +93,10 @@ class SafetyNode(Node):
         else:
             self.last.pop("image")
         self.create_subscription(Bool, SAFETY_ESTOP_TOPIC, self._on_estop, LATCHED_QOS)
+        if self.get_namespace() != "/":  # an arm in a namespace also obeys the global e-stop (every arm)
+            self.create_subscription(Bool, "/" + SAFETY_ESTOP_TOPIC, self._on_estop, LATCHED_QOS)
         if c.use_robot_description:
-            self.create_subscription(String, "/robot_description", self._on_description, LATCHED_QOS)
+            self.create_subscription(String, "robot_description", self._on_description, LATCHED_QOS)
         self.create_service(SetBool, SAFETY_ENABLE_SERVICE, self._on_enable)
         self.create_service(Trigger, SAFETY_HOLD_SERVICE, self._on_hold)
         self.create_timer(1.0 / c.watchdog_rate, self._watchdog)

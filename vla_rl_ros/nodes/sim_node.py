@@ -114,7 +114,7 @@ class SimNode(Node):
         self.pub_poses = self.create_publisher(PoseArray, OBJECT_POSES_TOPIC, RELIABLE_QOS)
         self.pub_status = self.create_publisher(String, SIM_STATUS_TOPIC, LATCHED_QOS)
         self.create_subscription(JointTrajectory, controller_topic, self._on_command, RELIABLE_QOS)
-        self.create_service(Trigger, "/sim/reset", self._on_reset)
+        self.create_service(Trigger, "sim/reset", self._on_reset)
 
         self.scheduler = ChunkScheduler(PANDA.home)
         self.episode = -1

@@ -42,9 +42,9 @@ class TrainerNode(Node):
         self.out_root = Path(c.out_root)
         self.seed = c.seed
         self.key = read_key(c.weights_key_file) if c.weights_key_file else None  # a bad key file: fail at start
-        self.pub_weights = self.create_publisher(String, "/vla/policy/weights", RELIABLE_QOS)
-        self.pub_status = self.create_publisher(String, "/vla/trainer/status", LATCHED_QOS)
-        self.create_service(Trigger, "/vla/trainer/train", self._on_train)
+        self.pub_weights = self.create_publisher(String, "vla/policy/weights", RELIABLE_QOS)
+        self.pub_status = self.create_publisher(String, "vla/trainer/status", LATCHED_QOS)
+        self.create_service(Trigger, "vla/trainer/train", self._on_train)
         # a restart (after a crash or kill -9 mid-update) resumes from the newest complete round
         # and never reuses a round folder; half-written checkpoints were never announced
         self.round, newest, removed = resume_point(self.out_root)
