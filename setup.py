@@ -5,7 +5,7 @@ from glob import glob
 from setuptools import find_packages, setup
 
 PACKAGE = "vla_rl_ros"
-NODES = ["sim_node", "expert_node", "trajectory_logger", "replay_node", "camera_node", "policy_node", "exploration_node", "trainer_node", "safety_node", "mock_arm_node"]
+NODES = ["sim_node", "expert_node", "trajectory_logger", "replay_node", "camera_node", "policy_node", "exploration_node", "trainer_node", "safety_node", "mock_arm_node", "episode_manager"]
 
 setup(
     name=PACKAGE,

@@ -60,6 +60,7 @@ NODE_CONFIGS = {
     "trainer_node": [(nc.TrainerNodeConfig, ()), (RLConfig, nc.TRAINER_SETS_RL_FIELDS)],
     "safety_node": [(nc.SafetyNodeConfig, ())],
     "mock_arm_node": [(nc.MockArmNodeConfig, ())],
+    "episode_manager": [(nc.EpisodeManagerConfig, ())],
 }
 
 ALL_CONFIGS = sorted({c for v in list(VERB_CONFIGS.values()) + list(NODE_CONFIGS.values()) for c, _ in v}

@@ -148,11 +148,21 @@ class LoggerConfig:
     image_height: int = opt(96, "image height (px)")
     end_grace: float = opt(0.5, "wait this long after an episode's end for late messages (s)")
     environment_state: bool = opt(False, "record privileged object + grasp-point positions (sim only)")
-    controller_topic: str = opt(CONTROLLER_TOPIC, "topic of the executed chunks")
+    controller_topic: str = opt(CONTROLLER_TOPIC, "topic of the executed chunks (empty: none, the robot graph: its "
+                                                  "controller takes the safety layer's trajectories)")
+    pairing: str = opt("stamps", "stamps: every piece of a frame carries the observation's stamp (the simulator); "
+                                 "ticks: a frame every control tick from the newest joint state and images (a real "
+                                 "robot, whose camera and arm stamp independently), its action the policy's target "
+                                 "for that tick, its reward the operator's label at the end", choices=("stamps", "ticks"))
+    max_input_age: float = opt(0.3, "pairing ticks: a tick whose newest joint state or image is older than this is "
+                                    "left out (counted as dropped) (s)")
+    robot_profile: str = opt("", "robot profile whose joint names the joint states use (mapped onto the dataset's "
+                                 "through its policy_joints); empty: the dataset's names")
 
     def validate(self) -> None:
         require(bool(self.out), "out (output dataset folder) is required")
         require(self.control_rate > 0, "control_rate must be > 0")
+        require(self.max_input_age > 0, "max_input_age must be > 0")
 
 
 @dataclass(frozen=True)
@@ -247,3 +257,14 @@ class MockArmNodeConfig:
     def validate(self) -> None:
         require(self.rate > 0, "rate must be > 0")
         require(self.estop_grace_s >= 0 and self.stale_grace_s >= 0, "grace periods must be >= 0")
+
+
+@dataclass(frozen=True)
+class EpisodeManagerConfig:
+    instruction: str = opt("", "the instruction of every episode (published on the latched instruction topic at start)")
+    max_duration_s: float = opt(0.0, "an episode nobody labelled ends as a failure after this long (s); 0: never")
+    keyboard: bool = opt(True, "read s / y / n / r (+ Enter) from the terminal when it is one")
+    first_episode: int = opt(0, "index of the first episode (continue a dataset's numbering)")
+
+    def validate(self) -> None:
+        require(self.max_duration_s >= 0, "max_duration_s must be >= 0")

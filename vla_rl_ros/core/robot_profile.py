@@ -237,3 +237,13 @@ def tip_function(profile: RobotProfile, urdf: str):
                            "does not command")
     names = profile.joints
     return lambda q: chain.position(dict(zip(names, q)))
+
+
+def joint_rename(name_or_path: str, policy_joint_names) -> dict[str, str]:
+    """Robot joint name -> the checkpoint's (``policy_joints`` inverted) for the profile, after
+    checking that ``policy_joint_names`` map onto it (``ProfileError`` otherwise); {} for ''."""
+    if not name_or_path:
+        return {}
+    prof = load_profile(name_or_path)
+    prof.policy_index(policy_joint_names)
+    return {r: k for k, r in prof.policy_joints.items()}

@@ -64,6 +64,7 @@ from vla_rl_ros.core.paths import DEFAULT_CHECKPOINT as _DEFAULT_CHECKPOINT
 from vla_rl_ros.core.paths import checkpoint_or_default
 from vla_rl_ros.core.camera import decode_image, fit_image
 from vla_rl_ros.core.robot import PANDA
+from vla_rl_ros.core.robot_profile import joint_rename
 from vla_rl_ros.core.topics import SAFETY_STATUS_TOPIC
 from vla_rl_ros.nodes.common import (
     ACTION_CHUNK_TOPIC,
@@ -106,13 +107,7 @@ class PolicyNode(Node):
         self.to_controller = c.publish_to_controller
         # robot joint name -> the checkpoint's (a profile's policy_joints, inverted); a profile whose
         # joints do not map onto the checkpoint's is refused here, before anything runs
-        self.rename: dict[str, str] = {}
-        if c.robot_profile:
-            from vla_rl_ros.core.robot_profile import load_profile
-
-            prof = load_profile(c.robot_profile)
-            prof.policy_index(PANDA.joint_names)
-            self.rename = {r: k for k, r in prof.policy_joints.items()}
+        self.rename = joint_rename(c.robot_profile, PANDA.joint_names)
         self.guard = OutputGuard(PANDA.lower, PANDA.upper, self.max_first_jump)
         # temporal ensembling (inference thread only); reset at each episode's instruction and swap
         self.ensembler = ChunkEnsembler(c.ensemble_decay, c.ensemble_max_lag) if c.temporal_ensemble else None

@@ -24,6 +24,7 @@ from vla_rl_ros.core.data.writer import EpisodeWriter
 from vla_rl_ros.core.recording import ChunkRecord, EpisodeAssembler
 from vla_rl_ros.core.node_config import LoggerConfig
 from vla_rl_ros.core.robot import PANDA
+from vla_rl_ros.core.robot_profile import joint_rename
 from vla_rl_ros.nodes.common import (
     ACTION_CHUNK_TOPIC,
     SIGMA_TOPIC,
@@ -90,14 +91,21 @@ class TrajectoryLogger(Node):
         # skill it understood), stored with every episode
         self.policy_language: dict = {}
         self.create_subscription(String, POLICY_STATUS_TOPIC, self._on_policy_status, LATCHED_QOS)
-        self.create_subscription(
-            JointTrajectory, c.controller_topic,
-            self._on_executed, RELIABLE_QOS,
-        )
+        if c.controller_topic:  # the robot graph: the policy's chunks are what the arm executes
+            self.create_subscription(JointTrajectory, c.controller_topic, self._on_executed, RELIABLE_QOS)
         self.create_subscription(JointTrajectory, ACTION_CHUNK_TOPIC, self._on_mean, RELIABLE_QOS)
         self.create_subscription(JointTrajectory, SIGMA_TOPIC, self._on_sigma, RELIABLE_QOS)
 
-        self.counters = {"episodes_seen": 0, "submitted": 0, "dropped_frames": 0, "bad_messages": 0}
+        self.counters = {"episodes_seen": 0, "submitted": 0, "dropped_frames": 0, "bad_messages": 0, "discarded": 0}
+        # pairing ticks (a real robot): the newest inputs, sampled into a frame every control tick
+        self.ticks = c.pairing == "ticks"
+        self.rename = joint_rename(c.robot_profile, PANDA.joint_names)
+        self.control_rate = control_rate
+        self.latest_state: tuple[float, np.ndarray] | None = None
+        self.latest_images: dict[str, tuple[float, np.ndarray]] = {}
+        self.last_tick_ns: int | None = None
+        if self.ticks:
+            self.create_timer(1.0 / control_rate, self._on_tick)
         self.to_close: list[tuple[float, dict]] = []
         self.failures_reported = 0
         self.seen_episodes: set[int] = set()
@@ -117,10 +125,17 @@ class TrajectoryLogger(Node):
         self.get_logger().error(f"ignored {what}: {e}")
 
     def _on_state(self, msg: JointState) -> None:
+        if self.rename:
+            msg.name = [self.rename.get(n, n) for n in msg.name]
         try:
-            self.assembler.add_state(stamp_to_ns(msg.header.stamp), joint_state_to_array(msg))
+            q = joint_state_to_array(msg)
         except MessageError as e:
             self._bad("joint state", e)
+            return
+        if self.ticks:
+            self.latest_state = (time.monotonic(), q)
+        else:
+            self.assembler.add_state(stamp_to_ns(msg.header.stamp), q)
 
     def _on_image(self, cam: str, msg: Image) -> None:
         try:
@@ -128,7 +143,10 @@ class TrajectoryLogger(Node):
         except MessageError as e:
             self._bad(f"image on camera {cam}", e)
             return
-        self.assembler.add_image(cam, stamp_to_ns(msg.header.stamp), img)
+        if self.ticks:
+            self.latest_images[cam] = (time.monotonic(), img)
+        else:
+            self.assembler.add_image(cam, stamp_to_ns(msg.header.stamp), img)
 
     def _on_poses(self, msg: PoseArray) -> None:
         try:
@@ -211,8 +229,49 @@ class TrajectoryLogger(Node):
                 int(ep), instruction, {k: ev[k] for k in ("seed", "family") if k in ev}, start_ns
             )
         elif kind == "end" and ep in self.assembler.episodes:
+            if self.ticks:  # the operator's label: the episode's last tick carries the outcome
+                if self.last_tick_ns is not None:
+                    ok = bool(ev.get("success"))
+                    self.assembler.add_reward(self.last_tick_ns, 1.0 if ok else 0.0, ok, True)
+                self._close_episode(ev)
+                return
             # pieces of the last ticks may still be in flight on other topics: close a bit later
             self.to_close.append((time.monotonic() + self.end_grace, ev))
+        elif kind == "discard" and ep in self.assembler.episodes:  # re-record: nothing of it is saved
+            self.assembler.end({}, episode=ep)
+            self.counters["discarded"] += 1
+            self.get_logger().info(f"episode {ep} discarded by the operator")
+
+    def _on_tick(self) -> None:
+        """pairing ticks: one frame from the newest inputs, stamped now. Its action is the policy's
+        target for this tick (point ``round((now - chunk stamp) * rate) - 1`` of its newest chunk:
+        with exploration off the arm executes the mean), or the measured state while no chunk is
+        fresh (the arm holds); its reward is 0 until the operator's label closes the episode."""
+        if not self.assembler.active:
+            return
+        now = time.monotonic()
+        ns = self.get_clock().now().nanoseconds
+        fresh = (self.latest_state is not None and now - self.latest_state[0] <= self.config.max_input_age
+                 and all(c in self.latest_images and now - self.latest_images[c][0] <= self.config.max_input_age
+                         for c in self.cameras))
+        if not fresh:
+            self.counters["dropped_frames"] += 1
+            return
+        q = self.latest_state[1]
+        self.assembler.add_state(ns, q)
+        for c in self.cameras:
+            self.assembler.add_image(c, ns, self.latest_images[c][1])
+        action, ref = q, "hold"
+        if self.assembler.means:
+            chunk_ns = max(self.assembler.means)
+            rec = self.assembler.means[chunk_ns]
+            age = (ns - chunk_ns) * 1e-9
+            if age <= len(rec.chunk) / self.control_rate + self.config.max_input_age:  # it still covers this tick
+                index = min(max(int(round(age * self.control_rate)) - 1, 0), len(rec.chunk) - 1)
+                action, ref = rec.chunk[index], f"{chunk_ns}:{index}"
+        self.assembler.add_reference(ns, action, ref)
+        self.assembler.add_reward(ns, 0.0, False, False)
+        self.last_tick_ns = ns
 
     def _watch_stall(self) -> None:
         now = time.perf_counter()
