@@ -202,3 +202,39 @@ def test_forward_kinematics_matches_pybullet_and_the_workspace_box_cuts_chunks()
     assert cmd.truncated and len(cmd.positions) == k and all(tip(x)[2] >= 0 for x in cmd.positions)
     with pytest.raises(Refused, match="outside the workspace"):
         layer.check(down[k:], DT, down[k])
+
+
+def test_tracking_monitor_tells_a_blocked_arm_from_one_that_follows():
+    """Replanning every tick from the measured state bounds any position error to one step; the
+    monitor compares path lengths over a window instead: a blocked arm trips it, a following arm
+    (also moving back and forth, or slowed 4x by time-stretching) does not."""
+    from vla_rl_ros.core.safety import TrackingMonitor
+
+    def run(follow: float, wave: bool, seconds: float = 2.0):
+        m, q, out = TrackingMonitor(0.15, 1.0), np.zeros(2), None
+        for k in range(int(seconds * 10)):
+            t = 0.1 * k
+            step = 0.05 * (np.sign(np.sin(k)) if wave else 1.0) * np.array([1.0, 0.2])
+            m.sent(t, q, [0.1], [q + step])
+            q = q + follow * step  # what the arm achieved before the next tick
+            out = m.check(t + 0.1, q) or out
+        return out
+
+    assert run(1.0, False) is None and run(1.0, True) is None and run(0.25, False) is None
+    blocked = run(0.0, False)
+    assert blocked is not None and blocked[0] == 0 and blocked[1] > 0.4
+    assert run(0.0, False, seconds=0.8) is None  # not a whole window yet
+    layer = _layer()
+    q = layer.profile.home.copy()
+    layer.enable(True)
+    for k in range(15):  # a blocked arm under the layer: hold, and the reason stays until enabled
+        t = 0.1 * k
+        cmd, _ = layer.command(q[None] + 0.05 * np.array([1, 0, 0, 0, 0, 0, 0, 0]), DT, q)
+        layer.tracking.sent(t, q[:7], cmd.times, cmd.positions[:, :7])
+        if layer.track(t + 0.1, q):
+            break
+    assert not layer.commanding() and any(r.startswith("tracking error: panda_joint1") for r in layer.hold_reasons)
+    layer.watch({"joint_states": 0.0, "image": 0.0, "chunk": 0.0})
+    assert not layer.commanding()  # a watchdog does not clear it
+    layer.enable(True)
+    assert layer.commanding()

@@ -78,7 +78,7 @@ def test_robot_graph_on_a_stand_in_controller(profile, probe, start_nodes, tmp_p
         pub_ins = probe.node.create_publisher(String, "/vla/instruction", LATCHED_QOS)
         pub_ins.publish(String(data="pick up the red cube"))
     else:
-        stand_in = PolicyStandIn(probe, prof)
+        stand_in = PolicyStandIn(probe, prof, step=0.05)
     try:
         where = lambda: f"{safety()} {arm()} {runner.tail('safety_node')}"  # noqa: E731
         # 1. dry run: chunks are checked, nothing moves the arm
@@ -119,6 +119,17 @@ def test_robot_graph_on_a_stand_in_controller(profile, probe, start_nodes, tmp_p
         assert arm()["motion_while_stale"] == 0, arm()
         probe.set_parameter("mock_arm_node", "publish_states", True)
         m0 = arm()["motion"]
+        assert probe.wait_for(lambda: arm().get("motion", 0) > m0 + 3, 10), where()
+        # 3b. the arm stops following (an obstacle): a tracking hold, kept until enabled again
+        probe.set_parameter("mock_arm_node", "blocked", True)
+        assert probe.wait_for(lambda: any(r.startswith("tracking error") for r in safety().get("hold_reasons", [])),
+                              5), where()
+        time.sleep(0.5)
+        m0 = arm()["motion"]
+        probe.set_parameter("mock_arm_node", "blocked", False)
+        time.sleep(0.5)
+        assert arm()["motion"] == m0, arm()  # freed, it still holds: the operator decides
+        assert probe.call(SetBool, "/vla/safety/enable", SetBool.Request(data=True)).success
         assert probe.wait_for(lambda: arm().get("motion", 0) > m0 + 3, 10), where()
         # 4. e-stop: none 0.2 s after it, enable refused while latched; clear + enable moves again
         pub_estop = probe.node.create_publisher(Bool, "/vla/safety/estop", LATCHED_QOS)

@@ -251,6 +251,8 @@ class MockArmNodeConfig:
     publish_states: bool = opt(True, "publish /joint_states (settable at run time: false makes them stale)")
     estop_grace_s: float = opt(0.2, "a motion command later than this after an e-stop counts as a violation")
     stale_grace_s: float = opt(0.3, "a motion command later than this into paused joint states counts as a violation")
+    blocked: bool = opt(False, "the arm accepts trajectories but does not move (an obstacle, a faulted drive; settable "
+                               "at run time)")
     stamp_offset_s: float = opt(0.0, "add this to the joint states' stamps (a robot computer whose clock is off; "
                                      "settable at run time)")
 

@@ -30,6 +30,7 @@ trajectory: a JointTrajectoryController holds its current position).
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,12 +57,16 @@ class SafetyConfig:
     image_timeout_s: float = opt(0.5, "no image for this long: hold (0: not watched)")
     max_clock_offset_s: float = opt(0.5, "joint state stamps farther than this from the local clock (an unsynchronised "
                                          "robot computer): hold until they agree (s)")
+    tracking_error_max: float = opt(0.15, "an arm joint commanded to move more than this (rad, path length) over "
+                                          "tracking_error_s that moved less than 15% of it is not following (an "
+                                          "obstacle, a faulted drive): hold until enabled again")
+    tracking_error_s: float = opt(1.0, "the window of the tracking check (s)")
     chunk_timeout_s: float = opt(1.0, "no chunk from the policy for this long (it died or stalled): hold")
 
     def validate(self) -> "SafetyConfig":
         """Raise ``ConfigError`` (a ``ValueError``) naming the first bad value; returns self."""
         for name in ("position_margin", "max_first_jump", "state_timeout_s", "chunk_timeout_s", "image_timeout_s",
-                     "max_clock_offset_s"):
+                     "max_clock_offset_s", "tracking_error_max", "tracking_error_s"):
             v = getattr(self, name)
             require(math.isfinite(v) and v >= 0, f"{name} must be finite and >= 0, got {v}")
         require(self.max_time_scale >= 1 and math.isfinite(self.max_time_scale),
@@ -102,6 +107,7 @@ class SafetyLayer:
 
     def __post_init__(self):
         self.config.validate()
+        self.tracking = TrackingMonitor(self.config.tracking_error_max, self.config.tracking_error_s)
         p = self.profile
         m = np.full(p.dof, self.config.position_margin)
         if p.gripper_joint:  # the gripper opening (m) is clamped by its own controller: no rad margin
@@ -121,6 +127,8 @@ class SafetyLayer:
         if self.state == "estopped":
             return False, "e-stop is latched: clear /vla/safety/estop (publish false) first"
         self.hold_reasons.discard("operator")
+        self.hold_reasons -= {r for r in self.hold_reasons if r.startswith("tracking error")}
+        self.tracking = TrackingMonitor(self.config.tracking_error_max, self.config.tracking_error_s)
         self.state = "enabled"
         return True, "enabled" + (f" (holding: {', '.join(sorted(self.hold_reasons))})" if self.hold_reasons else "")
 
@@ -170,6 +178,19 @@ class SafetyLayer:
         (self.hold_reasons.add if on else self.hold_reasons.discard)(reason)
         self._sync()
         return was and not self.commanding()
+
+    def track(self, now: float, q) -> bool:
+        """Tracking check of the arm joints (call with every measured state ``q``, the profile's
+        order, while commanding; the gripper is left out: closing on an object stops it short).
+        Returns True when it started a hold (send one); the reason stays until the next enable."""
+        if not self.commanding():
+            return False
+        err = self.tracking.check(now, np.asarray(q, dtype=np.float64)[: len(self.profile.arm_joints)])
+        if err is None:
+            return False
+        j, e = err
+        return self.set_reason(f"tracking error: {self.profile.joints[j]} moved {e:.3f} rad less than commanded",
+                               True)
 
     def _sync(self) -> None:
         if self.state in ("enabled", "holding"):
@@ -261,3 +282,55 @@ class SafetyLayer:
     def status(self) -> dict:
         return {"state": self.state, "commanding": self.commanding(), "hold_reasons": sorted(self.hold_reasons),
                 "last_refusal": self.last_refusal, **self.counters}
+
+
+#: an arm joint that moved less than this fraction of what it was commanded to, over the window, is not
+#: following (a chunk time-stretched 4x, the most the layer allows, still achieves ~1/4 of its first step per tick)
+MIN_FOLLOW_RATIO = 0.15
+
+
+class TrackingMonitor:
+    """Is the arm following what it is sent? Over the last ``window_s``, per arm joint, the
+    commanded motion (the sum of each sent trajectory's first step from the state it was sent
+    at) against the achieved motion (the path length of the measured states). A joint commanded
+    more than ``min_motion`` that achieved less than ``MIN_FOLLOW_RATIO`` of it is not following
+    (an obstacle, a faulted drive, an inactive controller): ``check`` returns (joint, commanded −
+    achieved). Path lengths, not displacements, so a policy that moves back and forth is not
+    flagged, and replanning from the measured state every tick (which bounds any position error
+    to one step) does not hide a blocked arm. Times from one monotonic clock."""
+
+    def __init__(self, min_motion: float, window_s: float):
+        self.min_motion, self.window_s = float(min_motion), float(window_s)
+        self.sends: deque = deque()  # (t, |first step| (n,))
+        self.states: deque = deque()  # (t, q (n,))
+        self.started: float | None = None
+
+    def sent(self, t0: float, q0, times, positions) -> None:
+        """A trajectory just sent: ``positions`` (H, n) from the measured ``q0`` (n,)."""
+        step = np.abs(np.asarray(positions, dtype=np.float64)[0] - np.asarray(q0, dtype=np.float64))
+        self.sends.append((float(t0), step))
+        self.started = float(t0) if self.started is None else self.started
+
+    def clear(self) -> None:
+        self.sends.clear()
+        self.states.clear()
+        self.started = None
+
+    def check(self, now: float, q) -> tuple[int, float] | None:
+        q = np.asarray(q, dtype=np.float64)
+        self.states.append((float(now), q))
+        lo = now - self.window_s
+        while self.sends and self.sends[0][0] < lo:
+            self.sends.popleft()
+        while len(self.states) > 1 and self.states[1][0] < lo:
+            self.states.popleft()
+        if self.started is None or now - self.started < self.window_s or not self.sends or self.min_motion <= 0:
+            return None  # not commanded for a whole window yet
+        commanded = np.sum([st for _, st in self.sends], axis=0)
+        qs = np.array([x for _, x in self.states])
+        achieved = np.sum(np.abs(np.diff(qs, axis=0)), axis=0) if len(qs) > 1 else np.zeros_like(commanded)
+        bad = (commanded > self.min_motion) & (achieved < MIN_FOLLOW_RATIO * commanded)
+        if not np.any(bad):
+            return None
+        j = int(np.argmax(np.where(bad, commanded - achieved, -np.inf)))
+        return j, float(commanded[j] - achieved[j])

@@ -82,6 +82,7 @@ class MockArmNode(Node):
         self.plan = None  # (t0 monotonic, times (H+1,), positions (H+1, n_arm))
         self.publish_states = c.publish_states
         self.stamp_offset_ns = int(c.stamp_offset_s * 1e9)
+        self.blocked = c.blocked
         self.paused_at = None if c.publish_states else time.monotonic()
         self.estop_at = None
         self.stats = {"accepted": 0, "rejected": 0, "reasons": {}, "holds": 0, "motion": 0, "faults": 0,
@@ -102,6 +103,8 @@ class MockArmNode(Node):
 
     def _on_params(self, params):
         for prm in params:
+            if prm.name == "blocked":
+                self.blocked = bool(prm.value)
             if prm.name == "stamp_offset_s":
                 self.stamp_offset_ns = int(float(prm.value) * 1e9)
             if prm.name == "publish_states":
@@ -161,7 +164,9 @@ class MockArmNode(Node):
 
     def _step(self) -> None:
         n = len(self.joints)
-        if self.plan is not None:
+        if self.plan is not None and self.blocked:  # an obstacle: the joints do not move
+            self.dq[:n] = 0.0
+        elif self.plan is not None:
             t0, times, path = self.plan
             t = time.monotonic() - t0
             prev = self.q[:n].copy()

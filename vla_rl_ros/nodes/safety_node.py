@@ -18,6 +18,9 @@ Operator interface (the README's "Running on a real arm"):
   node obeys both its own ``<ns>/vla/safety/estop`` and the global ``/vla/safety/estop``.
 - Joint state stamps farther than ``max_clock_offset_s`` from this computer's clock (an
   unsynchronised robot computer) → hold until they agree.
+- Tracking: an arm joint that, over ``tracking_error_s``, moved less than 15% of the
+  ``> tracking_error_max`` it was commanded (an obstacle, a faulted drive, an inactive
+  controller) → hold until enabled again.
 - Watchdogs: joint states older than ``state_timeout_s``, no image for ``image_timeout_s``, no
   chunk for ``chunk_timeout_s`` (the policy node died or stalled) → hold; the arm resumes when
   the input is fresh again. A hold is one empty trajectory: a JointTrajectoryController holds its
@@ -133,6 +136,8 @@ class SafetyNode(Node):
             dq = dq if np.all(np.isfinite(dq)) else None
         self.q, self.dq = q, dq
         self.last["joint_states"] = time.monotonic()
+        if self.layer.track(self.last["joint_states"], q):
+            self._send_hold(", ".join(sorted(self.layer.hold_reasons)))
         offset = (self.get_clock().now().nanoseconds - stamp_to_ns(msg.header.stamp)) * 1e-9
         bad = abs(offset) > self.config.max_clock_offset_s
         if bad:
@@ -210,6 +215,8 @@ class SafetyNode(Node):
             return
         if self._allowed():
             self.pub_cmd.publish(self._trajectory(cmd))
+            na = len(self.profile.arm_joints)
+            self.layer.tracking.sent(time.monotonic(), self.q[:na], cmd.times, cmd.positions[:, :na])
             self._gripper(cmd.positions[0])
 
     def _refuse(self, why: str) -> None:
@@ -244,6 +251,7 @@ class SafetyNode(Node):
             self.last_grip = g
 
     def _send_hold(self, why: str) -> None:
+        self.layer.tracking.clear()  # the arm stops where it is: no trajectory to follow
         msg = JointTrajectory()  # no points: a JointTrajectoryController holds where it is
         msg.joint_names = list(self.profile.controller_joints)
         self.pub_cmd.publish(msg)
