@@ -238,3 +238,20 @@ def test_tracking_monitor_tells_a_blocked_arm_from_one_that_follows():
     assert not layer.commanding()  # a watchdog does not clear it
     layer.enable(True)
     assert layer.commanding()
+
+
+def test_move_to_start_is_slow_and_enable_is_refused_far_from_it():
+    layer = _layer(start_tolerance=0.6, move_speed=0.2)
+    p = layer.profile
+    far = p.home + np.array([1.0, -0.5, 0.8, 0.3, 0, 0, 0, 0])
+    ok, msg = layer.enable(True, far)
+    assert not ok and "panda_joint1 is 1.00 rad from the start pose" in msg and "move_to_start" in msg
+    assert not layer.enable(True, None)[0]
+    cmd = layer.move_to(far, p.home, DT)
+    np.testing.assert_allclose(cmd.positions[-1], np.clip(p.home, layer.lo, layer.hi))
+    path = np.vstack([far[None], cmd.positions])
+    times = np.concatenate([[0.0], cmd.times])
+    vel = np.diff(path, axis=0) / np.diff(times)[:, None]
+    assert np.all(np.abs(vel) <= 0.2 * layer.vmax * (1 + 1e-6))
+    assert np.all(np.abs(cmd.velocities) <= 0.2 * layer.vmax * (1 + 1e-6)) and np.all(cmd.velocities[-1] == 0)
+    assert layer.enable(True, cmd.positions[-1])[0]

@@ -46,6 +46,7 @@ def _clip(path, n=20):
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("profile", ["panda", "fr3", "ur5e", "so100"])
 def test_robot_graph_on_a_stand_in_controller(profile, probe, start_nodes, tmp_path):
+    from sensor_msgs.msg import JointState
     from std_msgs.msg import Bool, String
     from std_srvs.srv import SetBool
 
@@ -72,7 +73,7 @@ def test_robot_graph_on_a_stand_in_controller(profile, probe, start_nodes, tmp_p
         specs = {n.name: n for n in g.nodes}
         assert specs["policy_node"].parameters["swap_only_when_holding"] is True
         specs["policy_node"].parameters["allowed_weights_dirs"] = [str(tmp_path)]
-        assert specs["safety_node"].parameters == {"profile": profile, "dry_run": True}  # what base[1] runs
+        assert specs["safety_node"].parameters == {"profile": profile, "dry_run": True, "start_tolerance": 0.6}
         assert specs["policy_node"].parameters["publish_to_controller"] is False  # only safety_node commands
         policy_runner = start_nodes(specs["camera_node"], specs["policy_node"], name="policy")
         pub_ins = probe.node.create_publisher(String, "/vla/instruction", LATCHED_QOS)
@@ -157,6 +158,19 @@ def test_robot_graph_on_a_stand_in_controller(profile, probe, start_nodes, tmp_p
         time.sleep(1.0)
         assert arm()["motion"] == m1, arm()
         assert arm()["rejected"] == 0, arm()["reasons"]
+        # 6. back to the start pose, slowly, without enabling the policy
+        from std_srvs.srv import Trigger
+
+        r = probe.call(Trigger, "/vla/safety/move_to_start", Trigger.Request())
+        assert r.success, r.message
+        home = dict(zip(prof.joints, prof.home))
+        at_home = lambda: max(abs(p - home[n]) for n, p in zip(probe.msgs("/joint_states")[-1][1].name,  # noqa: E731
+                                                                 probe.msgs("/joint_states")[-1][1].position)
+                              if n in prof.arm_joints) < 1e-3
+        probe.collect(JointState, "/joint_states", RELIABLE_QOS)
+        assert probe.wait_for(lambda: probe.msgs("/joint_states") and at_home(), 30), (r.message, arm())
+        assert arm()["max_velocity_fraction"] <= 1.0 + 1e-6 and arm()["rejected"] == 0, arm()
+        assert safety()["state"] != "enabled" or not safety()["commanding"], safety()
         assert "safety_node" not in runner.dead(), runner.tail("safety_node")
     finally:
         if stand_in is not None:

@@ -61,6 +61,9 @@ class SafetyConfig:
                                           "tracking_error_s that moved less than 15% of it is not following (an "
                                           "obstacle, a faulted drive): hold until enabled again")
     tracking_error_s: float = opt(1.0, "the window of the tracking check (s)")
+    start_tolerance: float = opt(0.0, "enable is refused while an arm joint is farther than this from the profile's "
+                                      "home pose (rad; the robot graph: 0.6; call move_to_start first); 0: anywhere")
+    move_speed: float = opt(0.2, "move_to_start: this fraction of the velocity and acceleration limits")
     chunk_timeout_s: float = opt(1.0, "no chunk from the policy for this long (it died or stalled): hold")
 
     def validate(self) -> "SafetyConfig":
@@ -72,6 +75,8 @@ class SafetyConfig:
         require(self.max_time_scale >= 1 and math.isfinite(self.max_time_scale),
                 f"max_time_scale must be >= 1, got {self.max_time_scale}")
         require(0 < self.velocity_fraction <= 1, f"velocity_fraction must be in (0, 1], got {self.velocity_fraction}")
+        require(0 < self.move_speed <= 1, f"move_speed must be in (0, 1], got {self.move_speed}")
+        require(math.isfinite(self.start_tolerance) and self.start_tolerance >= 0, "start_tolerance must be >= 0")
         return self
 
 
@@ -118,14 +123,24 @@ class SafetyLayer:
         self.amax = p.acceleration * self.config.velocity_fraction
 
     # ------------------------------------------------------------------ state machine
-    def enable(self, on: bool) -> tuple[bool, str]:
-        """The operator's enable (True) / disable (False). Refused while the e-stop is latched."""
+    def enable(self, on: bool, q=None) -> tuple[bool, str]:
+        """The operator's enable (True) / disable (False). Refused while the e-stop is latched, and
+        (``start_tolerance`` > 0) while the measured ``q`` is far from the home pose or unknown."""
         if not on:
             self.state = "disabled"
             self.hold_reasons.discard("operator")
             return True, "disabled: commands are computed, none is sent (dry run)"
         if self.state == "estopped":
             return False, "e-stop is latched: clear /vla/safety/estop (publish false) first"
+        tol = self.config.start_tolerance
+        if tol > 0:
+            if q is None:
+                return False, "no joint state yet: cannot check the start pose"
+            off = np.abs(np.asarray(q, dtype=np.float64) - self.profile.home)[: len(self.profile.arm_joints)]
+            if np.max(off) > tol:
+                j = int(np.argmax(off))
+                return False, (f"{self.profile.arm_joints[j]} is {off[j]:.2f} rad from the start pose (limit {tol:g}): "
+                               "call move_to_start first")
         self.hold_reasons.discard("operator")
         self.hold_reasons -= {r for r in self.hold_reasons if r.startswith("tracking error")}
         self.tracking = TrackingMonitor(self.config.tracking_error_max, self.config.tracking_error_s)
@@ -200,6 +215,26 @@ class SafetyLayer:
         return self.state == "enabled" and not self.hold_reasons
 
     # ------------------------------------------------------------------ one chunk
+    def move_to(self, q_now, target, dt: float) -> Command:
+        """A slow joint-space move from the measured ``q_now`` to ``target`` (clipped to the
+        limits) at ``move_speed`` of the velocity and acceleration limits: a straight line in joint
+        space, accelerating and braking (a trapezoid), points every ``dt``."""
+        q = np.clip(np.asarray(q_now, dtype=np.float64), self.lo, self.hi)
+        goal = np.clip(np.asarray(target, dtype=np.float64), self.lo, self.hi)
+        delta = goal - q
+        vmax, amax = self.vmax * self.config.move_speed, self.amax * self.config.move_speed
+        # s(τ) = 2τ² then 1 - 2(1-τ)²: the largest ds/dτ is 2 and d²s/dτ² is 4, so a duration T
+        # keeps every joint within 2|Δ|/T ≤ vmax and 4|Δ|/T² ≤ amax
+        d = np.abs(delta)
+        T = float(max(np.max(2 * d / vmax), np.max(2 * np.sqrt(d / amax)), dt))
+        n = max(1, int(math.ceil(T / dt)))
+        tau = np.arange(1, n + 1) / n
+        frac = np.where(tau < 0.5, 2 * tau**2, 1 - 2 * (1 - tau) ** 2)
+        slope = np.where(tau < 0.5, 4 * tau, 4 * (1 - tau))
+        positions = q[None] + frac[:, None] * delta[None]
+        velocities = slope[:, None] * delta[None] / T
+        return Command(positions=positions, velocities=velocities, times=T * tau, time_scale=1.0, clipped=0)
+
     def check(self, chunk, dt: float, q_now, dq_now=None) -> Command:
         """The command for ``chunk`` ((H, dof) targets in the profile's joint order, one every
         ``dt`` s from now) starting at the measured ``q_now`` (moving at ``dq_now``; None: at

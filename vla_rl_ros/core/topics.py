@@ -19,6 +19,7 @@ EXPLORATION_STATUS_TOPIC = "vla/exploration/status"
 SIM_STATUS_TOPIC = "sim/status"  # JSON, latched, 1 Hz: late ticks and chunk age over the run (sim_node)
 SAFETY_ENABLE_SERVICE = "vla/safety/enable"  # std_srvs/SetBool
 SAFETY_HOLD_SERVICE = "vla/safety/hold"  # std_srvs/Trigger
+SAFETY_MOVE_TO_START_SERVICE = "vla/safety/move_to_start"  # std_srvs/Trigger
 SAFETY_ESTOP_TOPIC = "vla/safety/estop"  # std_msgs/Bool, latched
 SAFETY_STATUS_TOPIC = "vla/safety/status"  # JSON, latched
 SAFETY_DRY_RUN_TOPIC = "vla/safety/dry_run"  # the command a dry run would have sent

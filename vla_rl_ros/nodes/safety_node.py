@@ -13,6 +13,9 @@ Operator interface (the README's "Running on a real arm"):
   ``dry_run`` (robot graphs): chunks are checked and the would-be command is published on
   ``/vla/safety/dry_run`` only.
 - ``/vla/safety/hold`` (std_srvs/Trigger): hold until enabled again.
+- ``/vla/safety/move_to_start`` (std_srvs/Trigger): a slow move to the profile's home pose (not
+  while e-stopped; it does not enable). With ``start_tolerance`` > 0 (the robot graph), enable is
+  refused while the arm is farther than that from home.
 - ``/vla/safety/estop`` (std_msgs/Bool, latched): true holds at once and latches; nothing moves
   until it is published false *and* the node is enabled again. In a namespace (two arms), the
   node obeys both its own ``<ns>/vla/safety/estop`` and the global ``/vla/safety/estop``.
@@ -43,7 +46,7 @@ from vla_rl_ros.core.node_config import SafetyNodeConfig
 from vla_rl_ros.core.robot_profile import ProfileError, limits_from_urdf, load_profile, resolve_urdf, tip_function
 from vla_rl_ros.core.safety import SafetyLayer
 from vla_rl_ros.core.topics import (SAFETY_DRY_RUN_TOPIC, SAFETY_ENABLE_SERVICE, SAFETY_ESTOP_TOPIC,
-                                    SAFETY_HOLD_SERVICE, SAFETY_STATUS_TOPIC)
+                                    SAFETY_HOLD_SERVICE, SAFETY_MOVE_TO_START_SERVICE, SAFETY_STATUS_TOPIC)
 from vla_rl_ros.nodes.common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, declare_config, duration_to_seconds,
                                      json_msg, seconds_to_duration, spin_node, stamp_to_ns)
 
@@ -102,6 +105,7 @@ class SafetyNode(Node):
             self.create_subscription(String, "robot_description", self._on_description, LATCHED_QOS)
         self.create_service(SetBool, SAFETY_ENABLE_SERVICE, self._on_enable)
         self.create_service(Trigger, SAFETY_HOLD_SERVICE, self._on_hold)
+        self.create_service(Trigger, SAFETY_MOVE_TO_START_SERVICE, self._on_move_to_start)
         self.create_timer(1.0 / c.watchdog_rate, self._watchdog)
         self.create_timer(0.5, self._publish_status)
         self.get_logger().info(
@@ -260,7 +264,7 @@ class SafetyNode(Node):
 
     # ------------------------------------------------------------------ operator and watchdogs
     def _on_enable(self, req, res):
-        res.success, res.message = self.layer.enable(bool(req.data))
+        res.success, res.message = self.layer.enable(bool(req.data), self.q)
         if not req.data:
             self._send_hold("disabled by the operator")
         self.get_logger().info(f"enable({req.data}): {res.message}")
@@ -271,6 +275,25 @@ class SafetyNode(Node):
         self.layer.hold()
         self._send_hold("operator hold")
         res.success, res.message = True, "holding until /vla/safety/enable"
+        return res
+
+    def _on_move_to_start(self, req, res):
+        """A slow move to the profile's home pose (``move_speed`` of the limits), whatever the
+        state but the e-stop; it does not enable: the policy stays off until /vla/safety/enable."""
+        ts = self.last["joint_states"]
+        if self.layer.state == "estopped":
+            res.success, res.message = False, "e-stop is latched"
+        elif self.q is None or ts is None or time.monotonic() - ts > self.config.state_timeout_s:
+            res.success, res.message = False, "no fresh joint state"
+        else:
+            if self.layer.commanding():
+                self.layer.hold()  # the policy must not fight the move
+            cmd = self.layer.move_to(self.q, self.profile.home, 1.0 / self.config.watchdog_rate * 5)
+            self.pub_cmd.publish(self._trajectory(cmd))
+            self._gripper(cmd.positions[-1])
+            res.success, res.message = True, f"moving to the start pose in {cmd.times[-1]:.1f} s"
+        self.get_logger().info(f"move_to_start: {res.message}")
+        self._publish_status()
         return res
 
     def _on_estop(self, msg: Bool) -> None:
