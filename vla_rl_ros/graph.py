@@ -149,6 +149,8 @@ def load_graph(name: str, overrides: dict | None = None) -> Graph:
         if "executable" not in n:
             raise GraphError(f"graph {name!r}: node without 'executable': {n}")
         params = _substitute(dict(n.get("parameters") or {}), args)
+        if "use_sim_time" in args:  # rclpy's own parameter: every node takes its clock from /clock
+            params["use_sim_time"] = bool(args["use_sim_time"])
         nodes.append(
             NodeSpec(
                 name=str(n.get("name", n["executable"])),

@@ -252,3 +252,62 @@ def test_two_arms_side_by_side_in_namespaces(probe, start_nodes):
     finally:
         for s in stand_ins:
             s.kill()
+
+
+@pytest.mark.timeout(180)
+def test_use_sim_time_puts_every_node_on_the_clock_topic(probe, start_nodes):
+    """The robot graph's use_sim_time argument: an arm on simulated time (/clock at t = 1000 s)
+    is held for a clock offset by a safety node on wall time, and commanded by one on /clock."""
+    import threading
+
+    from rosgraph_msgs.msg import Clock
+    from std_msgs.msg import String
+    from std_srvs.srv import SetBool
+
+    from vla_rl_ros.core.robot_profile import load_profile
+    from vla_rl_ros.graph import load_graph
+    from vla_rl_ros.nodes.common import LATCHED_QOS
+
+    assert all(n.parameters["use_sim_time"] for n in load_graph("robot", {"use_sim_time": "true"}).nodes)
+    pub = probe.node.create_publisher(Clock, "/clock", 10)
+    stop = threading.Event()
+
+    def clock():
+        t = 1000.0
+        while not stop.is_set():
+            msg = Clock()
+            msg.clock.sec, msg.clock.nanosec = int(t), int((t % 1) * 1e9)
+            pub.publish(msg)
+            t += 0.01
+            time.sleep(0.01)
+
+    threading.Thread(target=clock, daemon=True).start()
+    stand_in = None
+    try:
+        for sim_safety in (False, True):  # each run in its own namespace: no status of the other one
+            ns = "/on_clock" if sim_safety else "/on_wall"
+            probe.collect(String, ns + MOCK_STATUS, LATCHED_QOS)
+            probe.collect(String, ns + SAFETY_STATUS, LATCHED_QOS)
+            safety = lambda: probe.latest_json(ns + SAFETY_STATUS) or {}  # noqa: E731
+            arm = lambda: probe.latest_json(ns + MOCK_STATUS) or {}  # noqa: E731
+            runner = start_nodes(
+                NodeSpec("mock_arm_node", "mock_arm_node", {"profile": "ur5e", "use_sim_time": True}, namespace=ns),
+                NodeSpec("safety_node", "safety_node", {"profile": "ur5e", "image_topic": "",
+                                                        "use_sim_time": sim_safety}, required=True, namespace=ns),
+                name=ns[1:])
+            stand_in = PolicyStandIn(probe, load_profile("ur5e"), namespace=ns)
+            assert probe.wait_for(lambda: safety().get("dry_run", 0) >= 5, 60), runner.tail("safety_node")
+            assert probe.call(SetBool, ns + "/vla/safety/enable", SetBool.Request(data=True)).success
+            offset = lambda: "joint_states clock offset" in safety().get("hold_reasons", [])  # noqa: E731
+            if sim_safety:
+                assert probe.wait_for(lambda: arm().get("motion", 0) > 5, 10), (safety(), arm())
+                assert not offset(), safety()
+            else:
+                assert probe.wait_for(offset, 10), safety()
+                assert arm().get("motion", 0) == 0, arm()
+            stand_in.kill()
+            runner.stop(timeout=20)
+    finally:
+        stop.set()
+        if stand_in is not None:
+            stand_in.kill()
