@@ -53,7 +53,10 @@ def test_robot_graph_on_a_stand_in_controller(profile, probe, start_nodes, tmp_p
     from vla_rl_ros.core.robot_profile import load_profile
     from vla_rl_ros.nodes.common import LATCHED_QOS, RELIABLE_QOS
 
+    from diagnostic_msgs.msg import DiagnosticArray
+
     prof = load_profile(profile)
+    probe.collect(DiagnosticArray, "/diagnostics", 10)
     probe.collect(String, MOCK_STATUS, LATCHED_QOS)
     probe.collect(String, SAFETY_STATUS, LATCHED_QOS)
     arm = lambda: probe.latest_json(MOCK_STATUS) or {}  # noqa: E731
@@ -73,7 +76,8 @@ def test_robot_graph_on_a_stand_in_controller(profile, probe, start_nodes, tmp_p
         specs = {n.name: n for n in g.nodes}
         assert specs["policy_node"].parameters["swap_only_when_holding"] is True
         specs["policy_node"].parameters["allowed_weights_dirs"] = [str(tmp_path)]
-        assert specs["safety_node"].parameters == {"profile": profile, "dry_run": True, "start_tolerance": 0.6}
+        assert specs["safety_node"].parameters == {"profile": profile, "dry_run": True, "start_tolerance": 0.6,
+                                                   "use_sim_time": False}
         assert specs["policy_node"].parameters["publish_to_controller"] is False  # only safety_node commands
         policy_runner = start_nodes(specs["camera_node"], specs["policy_node"], name="policy")
         pub_ins = probe.node.create_publisher(String, "/vla/instruction", LATCHED_QOS)
@@ -138,6 +142,10 @@ def test_robot_graph_on_a_stand_in_controller(profile, probe, start_nodes, tmp_p
         pub_estop.publish(Bool(data=True))
         assert probe.wait_for(lambda: safety().get("state") == "estopped", 5), where()
         assert probe.wait_for(lambda: arm().get("holds", 0) > holds, 5), arm()
+        diag = lambda: [st for _, m in probe.msgs("/diagnostics") for st in m.status  # noqa: E731
+                        if st.name == f"vla_rl_ros safety ({profile})"]
+        assert probe.wait_for(lambda: diag() and diag()[-1].level == b"\x02", 5), diag()[-1:]  # ERROR on /diagnostics
+        assert diag()[-1].message.startswith("estopped"), diag()[-1]
         time.sleep(1.0)
         assert arm()["motion_after_estop"] == 0, arm()
         assert not probe.call(SetBool, "/vla/safety/enable", SetBool.Request(data=True)).success

@@ -338,3 +338,36 @@ def spin_node(node_factory, args=None, executor=None, exit_process: bool = True)
     if exit_process:
         end_process(code)
     return code
+
+
+# --------------------------------------------------------------------------- /diagnostics
+class Diagnostics:
+    """One ``diagnostic_msgs/DiagnosticStatus`` on ``/diagnostics`` (what rqt_robot_monitor and the
+    diagnostic aggregator read). ``diagnostic_msgs`` is import-gated: without it ``publish`` does
+    nothing and ``available`` is False (the same figures are on the node's JSON status)."""
+
+    LEVELS = {"ok": 0, "warn": 1, "error": 2, "stale": 3}
+
+    def __init__(self, node, name: str):
+        self.node, self.name = node, name
+        try:
+            from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+        except ImportError:
+            self.available = False
+            node.get_logger().warning("diagnostic_msgs is not installed: no /diagnostics (pip install "
+                                      "ros-diagnostic-msgs)")
+            return
+        self.available = True
+        self._types = (DiagnosticArray, DiagnosticStatus, KeyValue)
+        self.pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+    def publish(self, level: str, message: str, values: dict) -> None:
+        if not self.available:
+            return
+        DiagnosticArray, DiagnosticStatus, KeyValue = self._types
+        st = DiagnosticStatus(level=bytes([self.LEVELS[level]]), name=self.name, message=message[:256],
+                              hardware_id=self.node.get_fully_qualified_name())
+        st.values = [KeyValue(key=str(k), value=str(v)) for k, v in values.items()]
+        arr = DiagnosticArray(status=[st])
+        arr.header.stamp = self.node.get_clock().now().to_msg()
+        self.pub.publish(arr)

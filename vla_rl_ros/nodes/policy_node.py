@@ -73,6 +73,7 @@ from vla_rl_ros.nodes.common import (
     LATCHED_QOS,
     RELIABLE_QOS,
     SENSOR_QOS,
+    Diagnostics,
     MessageError,
     camera_topic,
     chunk_msg,
@@ -191,6 +192,7 @@ class PolicyNode(Node):
         self.language = threading.Thread(target=self._language, name="language", daemon=True)
         self.language.start()
         self.create_timer(1.0, self._publish_status)
+        self.diagnostics = Diagnostics(self, "vla_rl_ros policy")
         if c.instruction.strip():  # the instruction as a parameter: the same path as the topic
             self._on_instruction(String(data=c.instruction))
 
@@ -482,6 +484,9 @@ class PolicyNode(Node):
                            f"{dog['since_command_s']:.1f} s (rejected input {self.counters['rejected_input']}, "
                            f"rejected output {self.counters['rejected_output']}, dropped {self.counters['dropped_obs']})")
         self.pub_status.publish(json_msg(status))
+        level = "error" if dog["stalled"] else "warn" if (missing or dog["hold"]) else "ok"
+        self.diagnostics.publish(level, "stalled" if dog["stalled"] else (dog["hold"] or "commanding"),
+                                 {k: v for k, v in status.items() if not isinstance(v, (dict, list))})
 
     def _hold_reason(self) -> str | None:
         """Why the node deliberately sends nothing now, or None (it should be commanding)."""

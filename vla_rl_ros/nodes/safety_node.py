@@ -47,8 +47,8 @@ from vla_rl_ros.core.robot_profile import ProfileError, limits_from_urdf, load_p
 from vla_rl_ros.core.safety import SafetyLayer
 from vla_rl_ros.core.topics import (SAFETY_DRY_RUN_TOPIC, SAFETY_ENABLE_SERVICE, SAFETY_ESTOP_TOPIC,
                                     SAFETY_HOLD_SERVICE, SAFETY_MOVE_TO_START_SERVICE, SAFETY_STATUS_TOPIC)
-from vla_rl_ros.nodes.common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, declare_config, duration_to_seconds,
-                                     json_msg, seconds_to_duration, spin_node, stamp_to_ns)
+from vla_rl_ros.nodes.common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, Diagnostics, declare_config,
+                                     duration_to_seconds, json_msg, seconds_to_duration, spin_node, stamp_to_ns)
 
 #: longest chunk accepted (points) and longest joint-name list: bounds on hostile messages
 MAX_POINTS, MAX_JOINTS = 256, 64
@@ -108,6 +108,7 @@ class SafetyNode(Node):
         self.create_service(Trigger, SAFETY_MOVE_TO_START_SERVICE, self._on_move_to_start)
         self.create_timer(1.0 / c.watchdog_rate, self._watchdog)
         self.create_timer(0.5, self._publish_status)
+        self.diagnostics = Diagnostics(self, f"vla_rl_ros safety ({self.profile.name})")
         self.get_logger().info(
             f"profile {p.name}: commanding {list(p.controller_joints)} on {self.arm_topic}; "
             + ("DRY RUN until /vla/safety/enable" if c.dry_run else "enabled") + f"; workspace: {self.workspace}")
@@ -318,6 +319,11 @@ class SafetyNode(Node):
                   workspace=self.workspace,
                   input_age_s={k: (None if t is None else round(now - t, 3)) for k, t in self.last.items()})
         self.pub_status.publish(json_msg(st))
+        level = ("error" if self.layer.state == "estopped" else "warn" if self.layer.hold_reasons
+                 or self.layer.state == "disabled" else "ok")
+        why = ", ".join(sorted(self.layer.hold_reasons))
+        self.diagnostics.publish(level, self.layer.state + (f": {why}" if why else ""),
+                                 {k: v for k, v in st.items() if not isinstance(v, (dict, list))})
 
 
 def main(args=None):
