@@ -271,3 +271,64 @@ def test_a_real_cameras_compressed_frames_on_its_own_topic_are_cropped_and_resiz
     finally:
         stop.set()
         t.join(2)
+
+
+def test_two_cameras_on_their_own_clocks_pair_within_the_slop(probe, start_nodes, tmp_path):
+    """sync latest with a two-camera checkpoint: the cameras stamp independently (front at 10 Hz,
+    wrist 30 ms later); observations form within camera_slop. A wrist camera 0.2 s behind is
+    refused and said so; back within the slop, the node commands again."""
+    import dataclasses
+
+    from sensor_msgs.msg import Image, JointState
+    from std_msgs.msg import String
+    from trajectory_msgs.msg import JointTrajectory
+
+    from tests.core.test_policy import small_model
+    from vla_rl_ros.core.policy.checkpoint import save_checkpoint
+    from vla_rl_ros.core.policy.model import VLAPolicy
+    from vla_rl_ros.core.robot import PANDA
+    from vla_rl_ros.nodes.common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, image_to_msg, joint_state_msg,
+                                         ns_to_stamp)
+
+    one = small_model()
+    two = VLAPolicy(dataclasses.replace(one.cfg, cameras=("front", "wrist")), one.norm).eval()
+    ckpt = save_checkpoint(two, tmp_path / "two_cams", version=1,
+                           instructions={"pick up the red cube": np.ones(384, np.float32).tolist()})
+    probe.collect(JointTrajectory, "/vla/action_chunk", RELIABLE_QOS)
+    probe.collect(String, "/vla/policy/status", LATCHED_QOS)
+    runner = start_nodes(NodeSpec("policy_node", "policy_node", {
+        "checkpoint": str(ckpt), "backend": "onnxruntime", "sync": "latest", "camera_slop": 0.05,
+        "instruction": "pick up the red cube"}, required=True))
+    pubs = {c: probe.node.create_publisher(Image, t, SENSOR_QOS)
+            for c, t in (("front", "/camera/image_raw"), ("wrist", "/camera/wrist/image_raw"))}
+    pub_js = probe.node.create_publisher(JointState, "/joint_states", RELIABLE_QOS)
+    chunks = lambda: len(probe.msgs("/vla/action_chunk"))  # noqa: E731
+    lag = {"wrist": 0.03}
+    stop = threading.Event()
+    rng = np.random.default_rng(0)
+
+    def stream():
+        while not stop.is_set():
+            now = time.time_ns()
+            pub_js.publish(joint_state_msg(PANDA.home, None, ns_to_stamp(now)))
+            img = lambda: rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)  # noqa: E731
+            pubs["wrist"].publish(image_to_msg(img(), ns_to_stamp(now - int(lag["wrist"] * 1e9))))
+            pubs["front"].publish(image_to_msg(img(), ns_to_stamp(now)))
+            time.sleep(0.1)
+
+    t = threading.Thread(target=stream, daemon=True)
+    t.start()
+    try:
+        assert probe.wait_for(lambda: chunks() > 10, 90), runner.tail("policy_node")
+        lag["wrist"] = 0.2
+        time.sleep(0.5)
+        n = chunks()
+        time.sleep(1.0)
+        assert chunks() - n <= 1, "paired frames 0.2 s apart"
+        assert "camera wrist: 0.200 s away" in runner.tail("policy_node", 50)
+        lag["wrist"] = 0.01
+        n = chunks()
+        assert probe.wait_for(lambda: chunks() > n + 5, 10), runner.tail("policy_node")
+    finally:
+        stop.set()
+        t.join(2)

@@ -74,6 +74,9 @@ class PolicyNodeConfig:
     sync: str = opt("exact", "pair images and joint states by stamp (exact) or take the newest state (latest)",
                     choices=("exact", "latest"))
     max_state_age: float = opt(0.25, "sync latest: largest image-to-state time difference (s)")
+    camera_slop: float = opt(0.05, "sync latest, several cameras: the first camera paces the observations and the "
+                                   "others' newest frames must be within this of its stamp (s; approximate-time "
+                                   "pairing of cameras that are not triggered together)")
     max_first_jump: float = opt(0.5, "largest first-action distance from the current state (rad)")
     publish_to_controller: bool = opt(True, "deploy mode: also publish μ on the controller topic")
     controller_topic: str = opt(CONTROLLER_TOPIC, "topic of the executed chunks")
@@ -118,6 +121,7 @@ class PolicyNodeConfig:
         require(self.replan_every >= 1, "replan_every must be >= 1")
         require(math.isfinite(self.ensemble_decay), "ensemble_decay must be finite")
         require(self.watchdog_s > 0, "watchdog_s must be > 0")
+        require(self.camera_slop >= 0, "camera_slop must be >= 0")
         require(self.input_timeout_s > 0, "input_timeout_s must be > 0")
 
 

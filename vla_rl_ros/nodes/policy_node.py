@@ -163,6 +163,8 @@ class PolicyNode(Node):
         self.create_service(Trigger, "vla/policy/rollback", self._on_rollback)
         self.add_on_set_parameters_callback(self._on_params)
         self.fit_images = c.fit_images
+        self.camera_slop = c.camera_slop
+        self.latest_images: dict[str, tuple[int, np.ndarray]] = {}  # sync latest: camera -> (stamp, image)
         if c.image_topics and len(c.image_topics) != len(self.cameras):
             raise ValueError(f"image_topics names {len(c.image_topics)} topics for the checkpoint's "
                              f"{len(self.cameras)} cameras {self.cameras}")
@@ -379,8 +381,24 @@ class PolicyNode(Node):
         # show as a stall instead of a silent node
         self.watchdog.observed(self.last_input[cam])
         ns = stamp_to_ns(msg.header.stamp)
-        slot = self.pending.setdefault(ns, {})
-        slot.setdefault("images", {})[cam] = img
+        if self.sync == "latest" and len(self.cameras) > 1:  # cameras with their own clocks and rates
+            self.latest_images[cam] = (ns, img)
+            if cam != self.cameras[0]:
+                return  # the first camera paces the observations
+            images = {}
+            for c in self.cameras:
+                got = self.latest_images.get(c)
+                if got is None or abs(got[0] - ns) * 1e-9 > self.camera_slop:
+                    gap = "no frame" if got is None else f"{abs(got[0] - ns) * 1e-9:.3f} s away"
+                    self._complain(f"camera {c}: {gap} from camera {cam}'s frame (camera_slop "
+                                   f"{self.camera_slop:g} s): not acting")
+                    return
+                images[c] = got[1]
+            slot = self.pending.setdefault(ns, {})
+            slot["images"] = images
+        else:
+            slot = self.pending.setdefault(ns, {})
+            slot.setdefault("images", {})[cam] = img
         if self.sync == "latest" and self.latest_state is not None:
             age = abs(ns - self.latest_state[0]) * 1e-9
             if age > self.max_state_age:
