@@ -383,3 +383,62 @@ def test_policy_node_guards_in_latest_mode(tmp_path, probe, start_nodes):
     finally:
         stream["stop"] = True
         streamer.join(2)
+
+
+def test_managed_policy_node_loads_on_configure_and_commands_only_while_active(small_ckpt, probe, start_nodes):
+    """managed: true: nothing is loaded until configure; configured, it infers but publishes no
+    chunk; active, it commands; deactivated, it holds again (the lifecycle services of rclpy)."""
+    import threading
+
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+    from sensor_msgs.msg import Image, JointState
+    from std_msgs.msg import String
+    from trajectory_msgs.msg import JointTrajectory
+
+    from vla_rl_ros.core.robot import PANDA
+    from vla_rl_ros.nodes.common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, image_to_msg, joint_state_msg,
+                                         ns_to_stamp)
+
+    probe.collect(JointTrajectory, "/vla/action_chunk", RELIABLE_QOS)
+    probe.collect(String, "/vla/policy/status", LATCHED_QOS)
+    runner = start_nodes(NodeSpec("policy_node", "policy_node", {
+        "checkpoint": str(small_ckpt), "backend": "onnxruntime", "managed": True,
+        "instruction": "pick up the red cube"}, required=True))
+    state = lambda: probe.call(GetState, "/policy_node/get_state", GetState.Request()).current_state.label  # noqa: E731
+    change = lambda t: probe.call(ChangeState, "/policy_node/change_state",  # noqa: E731
+                                  ChangeState.Request(transition=Transition(id=t))).success
+    status = lambda: probe.latest_json("/vla/policy/status") or {}  # noqa: E731
+    chunks = lambda: len(probe.msgs("/vla/action_chunk"))  # noqa: E731
+    pub_img = probe.node.create_publisher(Image, "/camera/image_raw", SENSOR_QOS)
+    pub_js = probe.node.create_publisher(JointState, "/joint_states", RELIABLE_QOS)
+    stop = threading.Event()
+    rng = np.random.default_rng(0)
+
+    def stream():
+        while not stop.is_set():
+            st = ns_to_stamp(time.time_ns())
+            pub_js.publish(joint_state_msg(PANDA.home, None, st))
+            pub_img.publish(image_to_msg(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), st))
+            time.sleep(0.1)
+
+    t = threading.Thread(target=stream, daemon=True)
+    t.start()
+    try:
+        assert probe.wait_for(lambda: "managed: waiting for configure" in runner.tail("policy_node"), 60)
+        assert state() == "unconfigured"
+        time.sleep(1.0)
+        assert not probe.msgs("/vla/policy/status") and chunks() == 0  # nothing loaded, nothing published
+        assert change(Transition.TRANSITION_CONFIGURE) and state() == "inactive"
+        assert probe.wait_for(lambda: status().get("held_inactive", 0) >= 5, 30), (status(), runner.tail("policy_node"))
+        assert chunks() == 0
+        assert change(Transition.TRANSITION_ACTIVATE) and state() == "active"
+        assert probe.wait_for(lambda: chunks() >= 5, 10), status()
+        assert change(Transition.TRANSITION_DEACTIVATE) and state() == "inactive"
+        time.sleep(0.5)
+        n = chunks()
+        time.sleep(1.0)
+        assert chunks() - n <= 1, "an inactive policy node kept commanding"
+    finally:
+        stop.set()
+        t.join(2)

@@ -39,7 +39,7 @@ from collections import deque
 
 import numpy as np
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -96,10 +96,46 @@ MISSING_INPUT_LOG_S = 5.0
 JOINT_STATES = "joint_states"
 
 
-class PolicyNode(Node):
+class PolicyNode(LifecycleNode):
+    """The policy as a managed (lifecycle) node: configure = load the checkpoint, warm it up and
+    connect; activate = may publish chunks; deactivate = holds (infers, publishes nothing). With
+    ``managed: false`` (every graph's default) it configures and activates itself at start-up."""
+
     def __init__(self):
         super().__init__("policy_node")
         c = self.config = declare_config(self, PolicyNodeConfig)
+        self.may_command = not c.managed
+        self._configured = False
+        if c.managed:
+            self.get_logger().info("managed: waiting for configure (ros2 lifecycle set /policy_node configure)")
+            return
+        self._setup()
+        self.trigger_configure()  # the lifecycle state says what the node does: active
+        self.trigger_activate()
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        if not self._configured:
+            try:
+                self._setup()
+            except Exception as e:  # a checkpoint that cannot load: the transition fails, the node lives
+                self.get_logger().error(f"configure failed: {type(e).__name__}: {e}")
+                return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        self.may_command = True
+        self.get_logger().info("active: commanding")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self.may_command = False
+        self.get_logger().info("inactive: holding (inferring, publishing nothing)")
+        return TransitionCallbackReturn.SUCCESS
+
+    def _setup(self) -> None:
+        """Load, warm up and connect (the configure step)."""
+        c = self.config
         self.control_rate = c.control_rate
         self.replan_every = c.replan_every
         self.sync = c.sync
@@ -182,7 +218,7 @@ class PolicyNode(Node):
         self.latest_state: tuple[int, np.ndarray] | None = None
         self.obs_count = 0
         self.counters = {"chunks": 0, "rejected_input": 0, "rejected_output": 0, "dropped_obs": 0,
-                         "held_unclear": 0}
+                         "held_unclear": 0, "held_inactive": 0}
         self.latencies = deque(maxlen=2000)
         self.infer_ms = deque(maxlen=2000)
         self._slot: tuple | None = None
@@ -197,6 +233,7 @@ class PolicyNode(Node):
         self.diagnostics = Diagnostics(self, "vla_rl_ros policy")
         if c.instruction.strip():  # the instruction as a parameter: the same path as the topic
             self._on_instruction(String(data=c.instruction))
+        self._configured = True
 
     @property
     def runtime(self) -> PolicyRuntime:  # the version currently producing chunks
@@ -467,6 +504,9 @@ class PolicyNode(Node):
                     self.ensembler.reset()
                     self._ensemble_version = runtime.version
                 chunk = self.ensembler.add(chunk, tick, obs.state)
+            if not self.may_command:  # lifecycle inactive: the arm holds
+                self.counters["held_inactive"] += 1
+                continue
             msg = chunk_msg(chunk, ns_to_stamp(ns), self.control_rate, policy_version=runtime.version)
             self.pub_mean.publish(msg)
             if self.pub_cmd is not None:
@@ -535,6 +575,8 @@ class PolicyNode(Node):
                 "language_reason": u.reason}
 
     def shutdown(self) -> None:
+        if not self._configured:
+            return
         with self._cv:
             self._stop = True
             self._cv.notify()
