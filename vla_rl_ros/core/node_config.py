@@ -111,9 +111,6 @@ class PolicyNodeConfig:
                                       "the image topics", choices=("raw", "compressed"))
     fit_images: bool = opt(False, "crop frames of another size to the checkpoint's aspect ratio around their centre "
                                   "and resize them (a real camera); false: such a frame is refused")
-    managed: bool = opt(False, "a managed lifecycle node: load on configure, command only while active (ros2 "
-                               "lifecycle set /policy_node configure / activate / deactivate); false: it configures and "
-                               "activates itself")
     robot_profile: str = opt("", "robot profile (config/robots) whose joint names the joint states use: mapped onto "
                                  "the checkpoint's through its policy_joints (an FR3 running a Panda-trained "
                                  "policy); empty: the joint states carry the checkpoint's names")

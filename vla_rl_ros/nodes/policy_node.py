@@ -39,7 +39,7 @@ from collections import deque
 
 import numpy as np
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -96,46 +96,10 @@ MISSING_INPUT_LOG_S = 5.0
 JOINT_STATES = "joint_states"
 
 
-class PolicyNode(LifecycleNode):
-    """The policy as a managed (lifecycle) node: configure = load the checkpoint, warm it up and
-    connect; activate = may publish chunks; deactivate = holds (infers, publishes nothing). With
-    ``managed: false`` (every graph's default) it configures and activates itself at start-up."""
-
+class PolicyNode(Node):
     def __init__(self):
         super().__init__("policy_node")
         c = self.config = declare_config(self, PolicyNodeConfig)
-        self.may_command = not c.managed
-        self._configured = False
-        if c.managed:
-            self.get_logger().info("managed: waiting for configure (ros2 lifecycle set /policy_node configure)")
-            return
-        self._setup()
-        self.trigger_configure()  # the lifecycle state says what the node does: active
-        self.trigger_activate()
-
-    # ------------------------------------------------------------------ lifecycle
-    def on_configure(self, state) -> TransitionCallbackReturn:
-        if not self._configured:
-            try:
-                self._setup()
-            except Exception as e:  # a checkpoint that cannot load: the transition fails, the node lives
-                self.get_logger().error(f"configure failed: {type(e).__name__}: {e}")
-                return TransitionCallbackReturn.FAILURE
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_activate(self, state) -> TransitionCallbackReturn:
-        self.may_command = True
-        self.get_logger().info("active: commanding")
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_deactivate(self, state) -> TransitionCallbackReturn:
-        self.may_command = False
-        self.get_logger().info("inactive: holding (inferring, publishing nothing)")
-        return TransitionCallbackReturn.SUCCESS
-
-    def _setup(self) -> None:
-        """Load, warm up and connect (the configure step)."""
-        c = self.config
         self.control_rate = c.control_rate
         self.replan_every = c.replan_every
         self.sync = c.sync
@@ -201,6 +165,8 @@ class PolicyNode(LifecycleNode):
         self.fit_images = c.fit_images
         self.camera_slop = c.camera_slop
         self.latest_images: dict[str, tuple[int, np.ndarray]] = {}  # sync latest: camera -> (stamp, image)
+        self._paired_ns: int | None = None  # the pacing camera's last frame that formed an observation
+        self._unpaired: dict | None = None  # its frame waiting for the others: camera -> gap (s)
         if c.image_topics and len(c.image_topics) != len(self.cameras):
             raise ValueError(f"image_topics names {len(c.image_topics)} topics for the checkpoint's "
                              f"{len(self.cameras)} cameras {self.cameras}")
@@ -218,7 +184,7 @@ class PolicyNode(LifecycleNode):
         self.latest_state: tuple[int, np.ndarray] | None = None
         self.obs_count = 0
         self.counters = {"chunks": 0, "rejected_input": 0, "rejected_output": 0, "dropped_obs": 0,
-                         "held_unclear": 0, "held_inactive": 0}
+                         "held_unclear": 0}
         self.latencies = deque(maxlen=2000)
         self.infer_ms = deque(maxlen=2000)
         self._slot: tuple | None = None
@@ -233,7 +199,6 @@ class PolicyNode(LifecycleNode):
         self.diagnostics = Diagnostics(self, "vla_rl_ros policy")
         if c.instruction.strip():  # the instruction as a parameter: the same path as the topic
             self._on_instruction(String(data=c.instruction))
-        self._configured = True
 
     @property
     def runtime(self) -> PolicyRuntime:  # the version currently producing chunks
@@ -420,17 +385,10 @@ class PolicyNode(LifecycleNode):
         ns = stamp_to_ns(msg.header.stamp)
         if self.sync == "latest" and len(self.cameras) > 1:  # cameras with their own clocks and rates
             self.latest_images[cam] = (ns, img)
-            if cam != self.cameras[0]:
-                return  # the first camera paces the observations
-            images = {}
-            for c in self.cameras:
-                got = self.latest_images.get(c)
-                if got is None or abs(got[0] - ns) * 1e-9 > self.camera_slop:
-                    gap = "no frame" if got is None else f"{abs(got[0] - ns) * 1e-9:.3f} s away"
-                    self._complain(f"camera {c}: {gap} from camera {cam}'s frame (camera_slop "
-                                   f"{self.camera_slop:g} s): not acting")
-                    return
-                images[c] = got[1]
+            paced = self._pair_cameras(cam)
+            if paced is None:
+                return
+            ns, images = paced
             slot = self.pending.setdefault(ns, {})
             slot["images"] = images
         else:
@@ -443,6 +401,32 @@ class PolicyNode(LifecycleNode):
                 return
             slot["state"] = self.latest_state[1]
         self._try(ns)
+
+    def _pair_cameras(self, cam: str) -> tuple[int, dict] | None:
+        """sync latest, several cameras: the first camera paces. Its newest frame pairs, once, with
+        the others' newest frames when every one lies within ``camera_slop`` of it (whatever order
+        they arrive in); a pacing frame replaced before it paired is reported with the gaps."""
+        pacer = self.cameras[0]
+        front = self.latest_images.get(pacer)
+        if front is None or front[0] == self._paired_ns:
+            return None
+        gaps = {}
+        for c in self.cameras[1:]:
+            got = self.latest_images.get(c)
+            gaps[c] = None if got is None else abs(got[0] - front[0]) * 1e-9
+        if all(g is not None and g <= self.camera_slop for g in gaps.values()):
+            self._paired_ns, self._unpaired = front[0], None
+            return front[0], {c: self.latest_images[c][1] for c in self.cameras}
+        if cam == pacer:  # a new pacing frame: the one before it, if it never paired, is reported
+            if self._unpaired is not None:
+                far = ", ".join(f"camera {c}: {'no frame' if g is None else f'{g:.3f} s away'}"
+                                for c, g in self._unpaired.items() if g is None or g > self.camera_slop)
+                self._complain(f"{far} from camera {pacer}'s frame (camera_slop {self.camera_slop:g} s): not acting")
+            self._unpaired = gaps
+        elif self._unpaired is not None:  # keep the smallest gap seen for the waiting frame
+            self._unpaired = {c: (g if self._unpaired.get(c) is None or (g is not None and g < self._unpaired[c])
+                                  else self._unpaired[c]) for c, g in gaps.items()}
+        return None
 
     def _try(self, ns: int) -> None:
         slot = self.pending.get(ns)
@@ -504,9 +488,6 @@ class PolicyNode(LifecycleNode):
                     self.ensembler.reset()
                     self._ensemble_version = runtime.version
                 chunk = self.ensembler.add(chunk, tick, obs.state)
-            if not self.may_command:  # lifecycle inactive: the arm holds
-                self.counters["held_inactive"] += 1
-                continue
             msg = chunk_msg(chunk, ns_to_stamp(ns), self.control_rate, policy_version=runtime.version)
             self.pub_mean.publish(msg)
             if self.pub_cmd is not None:
@@ -575,8 +556,6 @@ class PolicyNode(LifecycleNode):
                 "language_reason": u.reason}
 
     def shutdown(self) -> None:
-        if not self._configured:
-            return
         with self._cv:
             self._stop = True
             self._cv.notify()
