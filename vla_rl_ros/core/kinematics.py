@@ -56,12 +56,17 @@ class _Joint:
     axis: np.ndarray
 
 
+def parse_urdf(urdf: str) -> ET.Element:
+    """The root element of a URDF string; ``KinematicsError`` if it is not XML."""
+    try:
+        return ET.fromstring(urdf)
+    except ET.ParseError as e:
+        raise KinematicsError(f"not valid URDF XML: {e}") from None
+
+
 class UrdfChain:
     def __init__(self, urdf: str, tip: str):
-        try:
-            root = ET.fromstring(urdf)
-        except ET.ParseError as e:
-            raise KinematicsError(f"not valid URDF XML: {e}") from None
+        root = parse_urdf(urdf)
         by_child = {}
         for j in root.iter("joint"):
             parent, child = j.find("parent"), j.find("child")

@@ -16,7 +16,6 @@ order of every limit vector. Limits can also be read from a URDF (``/robot_descr
 from __future__ import annotations
 
 import re
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -187,10 +186,12 @@ def limits_from_urdf(urdf: str, joints) -> dict:
     """Position and velocity limits of ``joints`` from a URDF string (``/robot_description``):
     ``{"lower": [...], "upper": [...], "velocity": [...]}``, a joint without a ``<limit>`` (or
     missing) keeping NaN so the caller falls back to its profile for it."""
+    from vla_rl_ros.core.kinematics import KinematicsError, parse_urdf
+
     try:
-        root = ET.fromstring(urdf)
-    except ET.ParseError as e:
-        raise ProfileError(f"robot_description is not valid URDF XML: {e}") from None
+        root = parse_urdf(urdf)
+    except KinematicsError as e:
+        raise ProfileError(f"robot_description is {e}") from None
     found = {}
     for j in root.iter("joint"):
         lim = j.find("limit")
