@@ -64,7 +64,9 @@ def test_robot_graph_on_a_stand_in_controller(profile, probe, start_nodes, tmp_p
     real_policy = profile in ("panda", "fr3")
     base = [NodeSpec("mock_arm_node", "mock_arm_node", {"profile": profile}),
             NodeSpec("safety_node", "safety_node", {"profile": profile, "dry_run": True,
-                                                    "image_topic": "/camera/image_raw" if real_policy else ""},
+                                                    "image_topic": "/camera/image_raw" if real_policy else "",
+                                                    # the robot graph's path: policy -> exploration (deploy) -> safety
+                                                    **({"chunk_topic": "vla/executed_chunk"} if real_policy else {})},
                      required=True)]
     runner = start_nodes(*base, name="robot")
     policy_runner, stand_in = None, None
@@ -77,9 +79,11 @@ def test_robot_graph_on_a_stand_in_controller(profile, probe, start_nodes, tmp_p
         assert specs["policy_node"].parameters["swap_only_when_holding"] is True
         specs["policy_node"].parameters["allowed_weights_dirs"] = [str(tmp_path)]
         assert specs["safety_node"].parameters == {"profile": profile, "dry_run": True, "start_tolerance": 0.6,
-                                                   "use_sim_time": False}
+                                                   "chunk_topic": "vla/executed_chunk", "use_sim_time": False}
+        assert specs["exploration_node"].parameters["mode"] == "deploy"  # exploration off unless asked for
         assert specs["policy_node"].parameters["publish_to_controller"] is False  # only safety_node commands
-        policy_runner = start_nodes(specs["camera_node"], specs["policy_node"], name="policy")
+        policy_runner = start_nodes(specs["camera_node"], specs["policy_node"], specs["exploration_node"],
+                                    name="policy")
         pub_ins = probe.node.create_publisher(String, "/vla/instruction", LATCHED_QOS)
         pub_ins.publish(String(data="pick up the red cube"))
     else:

@@ -21,7 +21,7 @@ from trajectory_msgs.msg import JointTrajectory
 from vla_rl_ros.core.collect import ENV_STATE_NAMES, environment_state_from_poses
 from vla_rl_ros.core.data.schema import make_features
 from vla_rl_ros.core.data.writer import EpisodeWriter
-from vla_rl_ros.core.recording import ChunkRecord, EpisodeAssembler
+from vla_rl_ros.core.recording import ChunkRecord, EpisodeAssembler, TickAnchors
 from vla_rl_ros.core.node_config import LoggerConfig
 from vla_rl_ros.core.robot import PANDA
 from vla_rl_ros.core.robot_profile import joint_rename
@@ -104,6 +104,7 @@ class TrajectoryLogger(Node):
         self.latest_state: tuple[float, np.ndarray] | None = None
         self.latest_images: dict[str, tuple[float, np.ndarray]] = {}
         self.last_tick_ns: int | None = None
+        self.anchors = TickAnchors(self.cameras)
         if self.ticks:
             self.create_timer(1.0 / control_rate, self._on_tick)
         self.to_close: list[tuple[float, dict]] = []
@@ -145,6 +146,8 @@ class TrajectoryLogger(Node):
             return
         if self.ticks:
             self.latest_images[cam] = (time.monotonic(), img)
+            self.anchors.image(cam, stamp_to_ns(msg.header.stamp), img,
+                               None if self.latest_state is None else self.latest_state[1])
         else:
             self.assembler.add_image(cam, stamp_to_ns(msg.header.stamp), img)
 
@@ -228,6 +231,7 @@ class TrajectoryLogger(Node):
             self.assembler.start(
                 int(ep), instruction, {k: ev[k] for k in ("seed", "family") if k in ev}, start_ns
             )
+            self.anchors.new_episode()
         elif kind == "end" and ep in self.assembler.episodes:
             if self.ticks:  # the operator's label: the episode's last tick carries the outcome
                 if self.last_tick_ns is not None:
@@ -243,10 +247,12 @@ class TrajectoryLogger(Node):
             self.get_logger().info(f"episode {ep} discarded by the operator")
 
     def _on_tick(self) -> None:
-        """pairing ticks: one frame from the newest inputs, stamped now. Its action is the policy's
-        target for this tick (point ``round((now - chunk stamp) * rate) - 1`` of its newest chunk:
-        with exploration off the arm executes the mean), or the measured state while no chunk is
-        fresh (the arm holds); its reward is 0 until the operator's label closes the episode."""
+        """pairing ticks: one frame from the newest inputs, stamped now. Its action is the target
+        sent for this tick (point ``round((now - chunk stamp) * rate) - 1`` of the newest chunk on
+        ``controller_topic``, the explored a = μ + ε when exploring; of the policy's μ when the
+        graph has no such topic), or the measured state while no chunk is fresh (the arm holds);
+        μ, σ and log π(a) of the same chunk and point join the frame. Its reward is 0 until the
+        operator's label closes the episode."""
         if not self.assembler.active:
             return
         now = time.monotonic()
@@ -261,14 +267,22 @@ class TrajectoryLogger(Node):
         self.assembler.add_state(ns, q)
         for c in self.cameras:
             self.assembler.add_image(c, ns, self.latest_images[c][1])
-        action, ref = q, "hold"
-        if self.assembler.means:
-            chunk_ns = max(self.assembler.means)
-            rec = self.assembler.means[chunk_ns]
-            age = (ns - chunk_ns) * 1e-9
+        action, ref, chunk_ns, index = q, "hold", None, -1
+        sent = self.assembler.executed if self.config.controller_topic else self.assembler.means
+        if sent:
+            newest = max(sent)
+            rec = sent[newest]
+            age = (ns - newest) * 1e-9
             if age <= len(rec.chunk) / self.control_rate + self.config.max_input_age:  # it still covers this tick
+                chunk_ns = newest
                 index = min(max(int(round(age * self.control_rate)) - 1, 0), len(rec.chunk) - 1)
                 action, ref = rec.chunk[index], f"{chunk_ns}:{index}"
+        anchor = self.anchors.tick(ns, chunk_ns, index)
+        if anchor is not None:  # the decision's observation: the one its chunk was computed from
+            at, images, state = anchor
+            self.assembler.add_state(at, state)
+            for c, img in images.items():
+                self.assembler.add_image(c, at, img)
         self.assembler.add_reference(ns, action, ref)
         self.assembler.add_reward(ns, 0.0, False, False)
         self.last_tick_ns = ns
@@ -323,7 +337,7 @@ class TrajectoryLogger(Node):
         status.update(
             saved=len(self.writer.saved_episodes()), pending=self.writer.pending(), root=self.root,
             failed=len(self.writer.failed_episodes()), max_stall_ms=round(self.max_stall_ms, 2),
-            recording=self.assembler.active,
+            recording=self.assembler.active, **self.anchors.counts,
         )
         self.status_pub.publish(json_msg(status))
 
