@@ -33,6 +33,7 @@ VERBS = {
     "sign": "sign",
     "improve": "improve",
     "summary": "summary",
+    "view": "view",
 }
 
 
