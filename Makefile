@@ -11,7 +11,7 @@ OUT ?= out/quickstart
 
 .PHONY: venv run collect test test-fast bench clean
 
-$(STAMP): requirements/base.txt requirements/test.txt requirements/constraints.txt setup.py
+$(STAMP): requirements/base.txt requirements/test.txt requirements/extras.txt requirements/constraints.txt setup.py
 	bash scripts/setup_env.sh
 	touch $(STAMP)
 

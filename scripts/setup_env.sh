@@ -18,6 +18,7 @@ fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/pip install -q -U pip wheel
 .venv/bin/pip install -q -c requirements/constraints.txt -r requirements/base.txt -r requirements/test.txt
+.venv/bin/pip install -q -c requirements/constraints.txt -r requirements/extras.txt
 .venv/bin/pip install -q --no-deps lerobot==0.4.4
 .venv/bin/pip install -q --no-deps -e .
 .venv/bin/python -c "import rclpy, torch, pybullet, lerobot; print('environment ready: torch', torch.__version__)"

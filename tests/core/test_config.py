@@ -17,11 +17,14 @@ from vla_rl_ros.cli.collect import CollectConfig
 from vla_rl_ros.cli.common import RosOptions
 from vla_rl_ros.cli.compare import CompareConfig
 from vla_rl_ros.cli.evaluate import EvaluateConfig
+from vla_rl_ros.cli.export_bag import ExportBagConfig
+from vla_rl_ros.cli.import_bag import ImportBagConfig
 from vla_rl_ros.cli.replay import ReplayConfig
 from vla_rl_ros.cli.sign import SignConfig
 from vla_rl_ros.cli.train_rl import TrainRLOptions
 from vla_rl_ros.core import node_config as nc
 from vla_rl_ros.core.collect import DirectCollectConfig
+from vla_rl_ros.core.data.view import ViewConfig
 from vla_rl_ros.core.config import ConfigError, build, from_params, param_defaults
 from vla_rl_ros.core.improve import RL_FIELDS_SET_BY_IMPROVE, ImproveConfig
 from vla_rl_ros.core.policy.bc_config import BCConfig
@@ -46,6 +49,9 @@ VERB_CONFIGS = {
     "rollback": [(RosOptions, ())],
     "sign": [(SignConfig, ())],
     "run": [(RosOptions, ())],
+    "view": [(ViewConfig, ())],
+    "import-bag": [(ImportBagConfig, ())],
+    "export-bag": [(ExportBagConfig, ())],
 }
 
 #: node executable -> its parameters' dataclass (and extra dataclasses it declares)
@@ -241,7 +247,8 @@ def test_no_import_cycle_in_the_package():
     assert not cycles, f"import cycles: {cycles}"
 
 
-ROS_FREE_VERBS = ["collect", "evaluate", "compare", "train-bc", "train-rl", "improve", "summary", "graphs"]
+ROS_FREE_VERBS = ["collect", "evaluate", "compare", "train-bc", "train-rl", "improve", "summary", "graphs", "view",
+                  "import-bag", "export-bag"]
 
 
 def _run(code: str, timeout: float = 300) -> subprocess.CompletedProcess:

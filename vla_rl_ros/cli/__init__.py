@@ -4,7 +4,7 @@ Verbs: ``run <graph>`` (start a node graph as real ROS 2 processes), ``collect``
 logger -> LeRobot dataset, with a progress bar and a success table), ``replay DIR`` (publish a
 dataset back onto the topics), ``summary DIR`` (the success table of a dataset), ``graphs``,
 ``train-bc``, ``evaluate``, ``compare A B`` (two checkpoints paired on a held-out seed bank),
-``train-rl``, ``train-wm`` (the world model), ``rollback``, ``sign``, ``improve``.
+``train-rl``, ``train-wm`` (the world model), ``rollback``, ``sign``, ``improve``, ``import-bag`` / ``export-bag`` (rosbag2 / MCAP in and out).
 
 Each verb module has ``HELP``, ``add_arguments(parser)`` (options generated from the verb's config
 dataclass, ``core/config.py``) and ``main(args) -> int``; none imports rclpy at import time, so
@@ -33,6 +33,8 @@ VERBS = {
     "sign": "sign",
     "improve": "improve",
     "summary": "summary",
+    "import-bag": "import_bag",
+    "export-bag": "export_bag",
     "view": "view",
 }
 
