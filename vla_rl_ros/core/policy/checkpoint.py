@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from vla_rl_ros.core.formats import check_format
 from vla_rl_ros.core.policy.model import Normalization, PolicyConfig, VLAPolicy
 from vla_rl_ros.core.policy.text import MODEL_BUILD_LOCK
 
@@ -149,8 +150,7 @@ def load_checkpoint(
     config = read_config(p)
     if verify:
         verify_files(p)
-    if config.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {str(p)!r}: unknown format {config.get('format')!r} (expected {FORMAT})")
+    check_format(config.get("format"), FORMAT, "policy checkpoint", p, CheckpointError)
     if "normalization" not in config or not config["normalization"]:
         raise CheckpointError(
             f"checkpoint {str(p)!r} has no normalisation statistics; refusing to load "

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vla_rl_ros.core.formats import check_format
 from vla_rl_ros.core.wm.config import WMConfig
 from vla_rl_ros.core.wm.data import Frames
 from vla_rl_ros.core.wm.interface import Prediction, WorldModel
@@ -206,8 +207,7 @@ class LatentWorldModel(WorldModel):
             tensors = load_file(str(path / "wm.safetensors"))
         except Exception as e:  # noqa: BLE001 - any unreadable file is the same error for the user
             raise ValueError(f"world model {str(path)!r} is unreadable: {e}") from e
-        if info.get("format") != FORMAT:
-            raise ValueError(f"world model {str(path)!r} has format {info.get('format')!r}, expected {FORMAT!r}")
+        check_format(info.get("format"), FORMAT, "world model", path)
         if info.get("backbone_digest") != backbone_digest(policy):
             raise ValueError(f"world model {str(path)!r} was trained on another policy backbone than the "
                              f"checkpoint given (its latent would mean nothing): retrain it with train-wm")
