@@ -7,6 +7,7 @@ one camera render. Rows, all measured in this run on this machine:
 - one environment with the image and the instruction embedding (the default observation);
 - one environment without the instruction embedding (no sentence encoder at reset);
 - one environment with a 64 px image;
+- one environment without an image (``image_size=0``: physics only, nothing rendered);
 - ``make_vec`` in sync mode, and in async mode (one process per environment; the figure is
   environment steps per second summed over the environments).
 Random actions are drawn uniformly inside the action space; an episode that ends is reset with
@@ -79,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     rows.append((f"1 env, image 96 px, no embedding ({resets} resets)", rate))
     rate, resets = _single(args.env, args.steps, args.seed, instruction_embedding=False, image_size=64)
     rows.append((f"1 env, image 64 px, no embedding ({resets} resets)", rate))
+    rate, resets = _single(args.env, args.steps, args.seed, instruction_embedding=False, image_size=0)
+    rows.append((f"1 env, no image (physics only), no embedding ({resets} resets)", rate))
     for mode in ("sync", "async"):
         rows.append((f"make_vec {mode}, {args.num_envs} envs", _vector(args.env, args.steps, args.seed,
                                                                     args.num_envs, mode)))

@@ -10,6 +10,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import vla_rl_ros.envs as envs
+from vla_rl_ros.core.collect import environment_state
 from vla_rl_ros.core.sim.expert import ScriptedExpert
 from vla_rl_ros.core.sim.world import PandaWorld, SimConfig
 
@@ -105,3 +106,21 @@ def test_the_vectorised_environment_steps_several_scenes(mode):
         assert obs["state"].shape == (2, 8) and r.shape == (2,) and np.all(np.isfinite(r))
     finally:
         vec.close()
+
+
+def test_without_an_image_nothing_is_rendered_and_the_privileged_state_is_the_world_s():
+    env = gym.make("vla_rl_ros/PushCube-v0", image_size=0, instruction_embedding=False, environment_state=True,
+                   render_mode="rgb_array")
+    try:
+        check_env(env.unwrapped, skip_render_check=True)
+        obs, info = env.reset(seed=21)
+        assert set(obs) == {"state", "environment_state"} and obs["environment_state"].shape == (18,)
+        world = env.unwrapped.world
+        np.testing.assert_allclose(obs["environment_state"], environment_state(world), atol=1e-6)
+        assert np.all(np.abs(obs["environment_state"]) < envs.ENV_STATE_BOUND_M)
+        obs2, *_ = env.step(obs["state"])
+        assert not np.array_equal(obs2["environment_state"][-3:], np.zeros(3))
+        frame = env.render()  # render() still draws the front camera on demand
+        assert frame.shape == (96, 96, 3) and frame.dtype == np.uint8 and frame.std() > 5
+    finally:
+        env.close()
