@@ -36,6 +36,7 @@ class CollectConfig(RosOptions):
     max_steps: int = opt(120, "episode length limit (control ticks)")
     renderer: str = opt("tiny", "tiny renders identically everywhere; egl is faster at 224 px", choices=RENDERERS)
     stall_timeout: float = opt(120.0, "graph: give up when nothing progressed for this long (s)")
+    bags: str = opt("", "graph: the logger also writes each saved episode as an MCAP rosbag2 into this folder")
     direct: bool = opt(False, "bulk mode: the same episode loop and frame layout without ROS, in --workers processes")
     workers: int = opt(2, "worker processes for --direct")
     checkpoint: str = opt("", "--direct: explored rollouts of this checkpoint instead of the expert",
@@ -60,6 +61,8 @@ class CollectConfig(RosOptions):
         require(self.direct or not (self.checkpoint or self.seed_repeat != 1),
                 "--checkpoint and --seed-repeat need --direct (explored rollouts through the ROS graph: "
                 "`vla-rl-ros improve`)")
+        require(not (self.bags and self.direct), "--bags needs the graph (its logger writes them), not --direct; "
+                "write bags of a --direct dataset with `vla-rl-ros export-bag`")
         require(self.seed_repeat >= 1, "--seed-repeat must be >= 1")
         require(self.workers >= 1, "--workers must be >= 1")
         require(self.real_time_factor > 0 and self.control_rate > 0, "--real-time-factor and --control-rate must be > 0")
@@ -86,6 +89,7 @@ def _graph_overrides(cfg: CollectConfig, out: Path) -> dict:
         "control_rate": cfg.control_rate, "real_time_factor": cfg.real_time_factor,
         "image_width": cfg.image_size, "image_height": cfg.image_size,
         "expert_noise": cfg.expert_noise, "max_steps": cfg.max_steps, "renderer": cfg.renderer,
+        "bag_dir": str(Path(cfg.bags).resolve()) if cfg.bags else "",
     }
 
 

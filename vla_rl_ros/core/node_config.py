@@ -162,6 +162,8 @@ class LoggerConfig:
                                     "left out (counted as dropped) (s)")
     robot_profile: str = opt("", "robot profile whose joint names the joint states use (mapped onto the dataset's "
                                  "through its policy_joints); empty: the dataset's names")
+    bag_dir: str = opt("", "also write each saved episode as a rosbag2 (MCAP) <bag_dir>/episode_<index> on the "
+                           "graph's topics (core/bags.py); empty: none")
 
     def validate(self) -> None:
         require(bool(self.out), "out (output dataset folder) is required")

@@ -97,6 +97,8 @@ class TrajectoryLogger(Node):
         self.create_subscription(JointTrajectory, SIGMA_TOPIC, self._on_sigma, RELIABLE_QOS)
 
         self.counters = {"episodes_seen": 0, "submitted": 0, "dropped_frames": 0, "bad_messages": 0, "discarded": 0}
+        # bags: one exporter thread, off the executor (it reads the saved episode back from the dataset)
+        self.bags = EpisodeBags(self.root, c.bag_dir, self.get_logger()) if c.bag_dir else None
         # pairing ticks (a real robot): the newest inputs, sampled into a frame every control tick
         self.ticks = c.pairing == "ticks"
         self.rename = joint_rename(c.robot_profile, PANDA.joint_names)
@@ -306,6 +308,8 @@ class TrajectoryLogger(Node):
             self.get_logger().info(
                 f"{how} episode {done.episode_index} ({done.frames} frames) in {done.seconds:.2f}s"
             )
+            if self.bags is not None:
+                self.bags.submit(done.episode_index)
             self._publish_status()
         for failed in self.writer.failed_episodes()[self.failures_reported:]:
             self.failures_reported += 1
@@ -339,6 +343,8 @@ class TrajectoryLogger(Node):
             failed=len(self.writer.failed_episodes()), max_stall_ms=round(self.max_stall_ms, 2),
             recording=self.assembler.active, **self.anchors.counts,
         )
+        if self.bags is not None:
+            status["bags_written"] = self.bags.written
         self.status_pub.publish(json_msg(status))
 
     def shutdown(self) -> None:
@@ -349,6 +355,40 @@ class TrajectoryLogger(Node):
             self.get_logger().warning(f"shutting down during episode {ep}: it is not saved")
             self.assembler.episodes.pop(ep)
         self.writer.close(timeout=300.0)
+        if self.bags is not None:  # episodes saved during close(), then every bag finished
+            for done in self.writer.poll():
+                self.bags.submit(done.episode_index)
+            self.bags.close()
+
+
+class EpisodeBags:
+    """Writes saved episodes as bags in one background thread; failures are logged, never raised
+    (the dataset is the record; a bag is a copy)."""
+
+    def __init__(self, root: str, bag_dir: str, logger):
+        from concurrent.futures import ThreadPoolExecutor
+        from pathlib import Path
+
+        self.root, self.dir, self.log = root, Path(bag_dir), logger
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="bags")
+        self.written = 0
+
+    def submit(self, episode_index: int) -> None:
+        self.pool.submit(self._write, int(episode_index))
+
+    def _write(self, ep: int) -> None:
+        from vla_rl_ros.core.bags import export_bag
+
+        path = self.dir / f"episode_{ep:06d}"
+        try:
+            export_bag(self.root, path, [ep])
+            self.written += 1
+        except Exception as e:  # noqa: BLE001 - a failed copy must not stop the recording
+            self.log.error(f"episode {ep}: bag {path} not written: {e}")
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
 
 
 def main(args=None) -> int:
