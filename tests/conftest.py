@@ -139,3 +139,21 @@ def _no_process_left_behind(_process_baseline):
     lines = "\n".join(f"  pid {pid}: {cmd}" for pid, cmd in sorted(left.items()))
     pytest.fail(f"the test left {len(left)} process(es) running {LEFTOVER_GRACE_S:.0f} s after it ended "
                 f"(now killed):\n{lines}", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def private_hf_cache(tmp_path_factory):
+    """Keep HF datasets' Arrow cache (one entry per dataset loaded) out of ~/.cache, per test
+    module (``pytestmark = pytest.mark.usefixtures("private_hf_cache")``)."""
+    import datasets.config as dcfg
+
+    d = tmp_path_factory.mktemp("hf_cache")
+    old, old_env = dcfg.HF_DATASETS_CACHE, os.environ.get("HF_DATASETS_CACHE")
+    dcfg.HF_DATASETS_CACHE = d
+    os.environ["HF_DATASETS_CACHE"] = str(d)  # subprocesses
+    yield d
+    dcfg.HF_DATASETS_CACHE = old
+    if old_env is None:
+        os.environ.pop("HF_DATASETS_CACHE", None)
+    else:
+        os.environ["HF_DATASETS_CACHE"] = old_env

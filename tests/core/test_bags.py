@@ -7,7 +7,6 @@ resampled at the dataset rate and the action taken from the next joint state."""
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -26,20 +25,7 @@ from vla_rl_ros.core.sim.world import PandaWorld, SimConfig
 NS = 1_000_000_000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _private_hf_cache(tmp_path_factory):
-    import datasets.config as dcfg
-
-    d = tmp_path_factory.mktemp("hf_cache")
-    old, old_env = dcfg.HF_DATASETS_CACHE, os.environ.get("HF_DATASETS_CACHE")
-    dcfg.HF_DATASETS_CACHE = d
-    os.environ["HF_DATASETS_CACHE"] = str(d)
-    yield
-    dcfg.HF_DATASETS_CACHE = old
-    if old_env is None:
-        os.environ.pop("HF_DATASETS_CACHE", None)
-    else:
-        os.environ["HF_DATASETS_CACHE"] = old_env
+pytestmark = pytest.mark.usefixtures("private_hf_cache")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -64,21 +64,7 @@ exec(EPISODE_SRC, _ns)  # noqa: S102
 make_episode = _ns["make_episode"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _private_hf_cache(tmp_path_factory):
-    """Keep HF datasets' Arrow cache (one entry per dataset loaded) out of ~/.cache."""
-    import datasets.config as dcfg
-
-    d = tmp_path_factory.mktemp("hf_cache")
-    old, old_env = dcfg.HF_DATASETS_CACHE, os.environ.get("HF_DATASETS_CACHE")
-    dcfg.HF_DATASETS_CACHE = d
-    os.environ["HF_DATASETS_CACHE"] = str(d)  # subprocesses
-    yield
-    dcfg.HF_DATASETS_CACHE = old
-    if old_env is None:
-        os.environ.pop("HF_DATASETS_CACHE", None)
-    else:
-        os.environ["HF_DATASETS_CACHE"] = old_env
+pytestmark = pytest.mark.usefixtures("private_hf_cache")  # tests/conftest.py
 
 
 def _expected_columns(frames):
