@@ -198,11 +198,11 @@ def _evaluate(cfg: CompareConfig, side: str, ckpt: str, bank) -> list[dict]:
 
     from vla_rl_ros.core.policy.checkpoint import CheckpointError
     from vla_rl_ros.core.policy.evaluate import evaluate_parallel
-    from vla_rl_ros.core.policy.runtime import PolicyRuntime
+    from vla_rl_ros.core.policy.factory import open_runtime
     from vla_rl_ros.core.robot import PANDA
 
     try:  # the checks evaluate makes (joint layout, weights vs config, finite values, backend) before any worker
-        rt = PolicyRuntime(ckpt, backend=cfg.resolved_backend, joint_names=PANDA.joint_names, threads=1)
+        rt = open_runtime(ckpt, backend=cfg.resolved_backend, joint_names=PANDA.joint_names, threads=1)
     except (CheckpointError, FileNotFoundError) as e:
         die(str(e))
     print(f"{side}: evaluating {rt.describe()} directly (no ROS, {cfg.workers} processes)")

@@ -91,11 +91,11 @@ def _progress_bar(n: int):
 
 def _runtime(cfg: EvaluateConfig, ckpt: str):
     from vla_rl_ros.core.policy.checkpoint import CheckpointError
-    from vla_rl_ros.core.policy.runtime import PolicyRuntime
+    from vla_rl_ros.core.policy.factory import open_runtime
     from vla_rl_ros.core.robot import PANDA
 
     try:
-        return PolicyRuntime(ckpt, backend=cfg.backend, joint_names=PANDA.joint_names, threads=cfg.threads)
+        return open_runtime(ckpt, backend=cfg.backend, joint_names=PANDA.joint_names, threads=cfg.threads)
     except (CheckpointError, FileNotFoundError) as e:
         die(str(e))
 

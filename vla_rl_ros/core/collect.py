@@ -94,9 +94,9 @@ def _worker_init(cfg: DirectCollectConfig) -> None:
     _EXPERT = ScriptedExpert(noise_std=cfg.expert_noise, seed=cfg.seed)
     _CFG = cfg
     if cfg.policy:
-        from vla_rl_ros.core.policy.runtime import PolicyRuntime
+        from vla_rl_ros.core.policy.factory import open_runtime
 
-        _POLICY = PolicyRuntime(cfg.policy, backend=cfg.backend, joint_names=PANDA.joint_names, threads=1)
+        _POLICY = open_runtime(cfg.policy, backend=cfg.backend, joint_names=PANDA.joint_names, threads=1)
 
 
 #: names of the ``observation.environment_state`` vector direct collection records: the position

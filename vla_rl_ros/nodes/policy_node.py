@@ -27,6 +27,11 @@ policy believes it is doing: ``understood_as``, ``understood``, ``confidence``, 
 Nothing built from bad input is published: wrong image size/encoding, missing camera, NaN in the
 state, empty instruction, non-finite outputs and a first action too far from the current state
 are logged and dropped; the node keeps running.
+
+``checkpoint`` may also be a LeRobot policy directory (``save_pretrained``; ``backend: lerobot``,
+or ``auto``): ``core/policy/lerobot_backend.py`` maps the cameras, state and instruction onto its
+input features and its action chunk onto the trajectory; the status's ``language`` says whether
+it reads the instruction (``none``: it does not; there is no grounding to refuse one).
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ from vla_rl_ros.core.policy.runtime import (
     SwapEvent,
     guard_chunk,
 )
+from vla_rl_ros.core.policy.factory import open_runtime
 from vla_rl_ros.core.policy.trust import WeightsTrust, default_allowed_dirs, trusted_loader
 from vla_rl_ros.core.node_config import PolicyNodeConfig
 from vla_rl_ros.core.paths import DEFAULT_CHECKPOINT as _DEFAULT_CHECKPOINT
@@ -120,8 +126,8 @@ class PolicyNode(Node):
         self.watchdog = CommandWatchdog(c.watchdog_s, fresh_s=max(1.0, c.watchdog_s / 2))
 
         start = checkpoint_or_default(c.checkpoint)
-        runtime = PolicyRuntime(start, backend=c.backend,
-                                joint_names=PANDA.joint_names, threads=c.threads, hold_unclear=c.hold_unclear)
+        runtime = open_runtime(start, backend=c.backend,
+                               joint_names=PANDA.joint_names, threads=c.threads, hold_unclear=c.hold_unclear)
         # which checkpoints the weights topic (anyone on the DDS domain) may make this node load
         self.trust = WeightsTrust.build(c.allowed_weights_dirs or default_allowed_dirs(start), c.weights_key_file)
         self.get_logger().info(f"hot swap accepts {self.trust.describe()}")
@@ -502,6 +508,7 @@ class PolicyNode(Node):
         status = dict(self.counters)
         status.update(
             version=self.runtime.version, backend=self.runtime.backend.describe(), instruction=self.instruction,
+            policy_format=self.runtime.format, language=self.runtime.language,
             **self._language_status(),
             latency_p50_ms=float(np.percentile(lat, 50)), latency_p99_ms=float(np.percentile(lat, 99)),
             infer_p50_ms=float(np.percentile(inf, 50)), infer_p99_ms=float(np.percentile(inf, 99)),

@@ -113,10 +113,10 @@ def _eval_init(ckpt: str, backend: str, image_size: int | None, max_steps: int, 
     import torch
 
     torch.set_num_threads(1)
-    from vla_rl_ros.core.policy.runtime import PolicyRuntime
+    from vla_rl_ros.core.policy.factory import open_runtime
     from vla_rl_ros.core.sim.world import PandaWorld, SimConfig
 
-    rt = PolicyRuntime(ckpt, backend=backend, joint_names=PANDA.joint_names, threads=1)
+    rt = open_runtime(ckpt, backend=backend, joint_names=PANDA.joint_names, threads=1)
     size = image_size or rt.cfg.image_size
     world = PandaWorld(SimConfig(image_width=size, image_height=size, cameras=rt.cameras,
                                  max_steps=max_steps, renderer=renderer))

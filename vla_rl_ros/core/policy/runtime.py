@@ -108,6 +108,9 @@ class PolicyRuntime:
         self.backend: Backend = make_backend(backend, self.model, onnx, threads=threads)
         self._lock = threading.Lock()
 
+    #: the checkpoint format (``lerobot`` for :class:`~vla_rl_ros.core.policy.lerobot_backend.LeRobotRuntime`)
+    format = "vla_rl_ros"
+
     @property
     def horizon(self) -> int:
         return self.cfg.horizon
@@ -115,6 +118,12 @@ class PolicyRuntime:
     @property
     def cameras(self) -> tuple:
         return tuple(self.cfg.cameras)
+
+    @property
+    def language(self) -> str:
+        """How the instruction reaches the network: ``grounded`` (mapped onto one of the checkpoint's
+        skills, or refused) or ``embedded`` (no grounding head: the sentence embedding as it is)."""
+        return "embedded" if self.grounding is None else "grounded"
 
     def describe(self) -> str:
         return f"policy v{self.version} ({self.backend.describe()}) from {self.path}"
@@ -226,7 +235,8 @@ def load_candidate(path: str | os.PathLike, current: PolicyRuntime) -> PolicyRun
     Raises :class:`CheckpointError` unless: every file matches its manifest checksum, the weights
     match their config and are finite, the I/O layout equals the running policy's, and the new
     backend returns finite actions of the right shape on a probe observation (which also warms
-    the backend up, so the first real inference after the swap is not slower)."""
+    the backend up, so the first real inference after the swap is not slower). For either format
+    (a LeRobot policy directory too): :func:`vla_rl_ros.core.policy.factory.load_any_candidate`."""
     new = PolicyRuntime(path, backend=current.backend_kind, joint_names=current.joint_names,
                         threads=current.threads, onnx_cache_dir=current.onnx_cache_dir,
                         isolate_export=True,  # an export must not stall the running version

@@ -125,10 +125,10 @@ class WeightsTrust:
 
 def trusted_loader(trust: WeightsTrust):
     """A :class:`~vla_rl_ros.core.policy.runtime.HotSwapper` loader that checks ``trust`` before
-    opening anything (the policy node's)."""
-    from vla_rl_ros.core.policy.runtime import load_candidate
+    opening anything (the policy node's); either checkpoint format (``core/policy/factory.py``)."""
+    from vla_rl_ros.core.policy.factory import load_any_candidate
 
-    return lambda path, current: load_candidate(trust.check(path), current)
+    return lambda path, current: load_any_candidate(trust.check(path), current)
 
 
 def default_allowed_dirs(start_checkpoint: str | os.PathLike, runs: str | os.PathLike = "runs") -> tuple[str, ...]:
