@@ -144,20 +144,28 @@ def test_runtime_guards_bad_observations(ckpt):
             rt.infer(obs)
 
 
-def test_bc_learns_and_is_deterministic(tmp_path):
-    """A few steps on synthetic episodes: loss falls, same seed -> same weights, resume works."""
-    from vla_rl_ros.core.policy.bc import BCArgs, EpisodeData, train_bc
+def synthetic_bc_episodes(n=6, T=12) -> list:
+    """``n`` tiny episodes (one 32 px camera ``front``): bright image + red cube -> +0.05 rad,
+    dark image + blue cube -> -0.05 rad from the state."""
+    from vla_rl_ros.core.policy.bc import EpisodeData
 
     rng = np.random.default_rng(0)
     eps = []
-    for i in range(6):
-        T = 12
+    for i in range(n):
         state = (PANDA.home + 0.01 * rng.standard_normal((T, 8))).astype(np.float32)
         sign = 1.0 if i % 2 else -1.0
         action = state + sign * 0.05
         img = np.full((T, 32, 32, 3), 200 if i % 2 else 30, np.uint8)
         eps.append(EpisodeData({"front": img}, state, action.astype(np.float32),
                                "pick up the red cube" if i % 2 else "pick up the blue cube"))
+    return eps
+
+
+def test_bc_learns_and_is_deterministic(tmp_path):
+    """A few steps on synthetic episodes: loss falls, same seed -> same weights, resume works."""
+    from vla_rl_ros.core.policy.bc import BCArgs, train_bc
+
+    eps = synthetic_bc_episodes()
 
     def run(out, steps=60, resume=""):
         a = BCArgs(out=str(out), steps=steps, batch_size=16, lr=2e-3, warmup=5, val_every=30, seed=1,

@@ -255,6 +255,20 @@ def test_improve_refits_the_world_model_every_round_and_refuses_mismatched_optio
         assert (tmp_path / "imp" / f"round_{rd}" / "wm" / "model" / "wm.safetensors").is_file()
     rows = json.loads((tmp_path / "imp" / "rounds.json").read_text())
     assert [x["version"] for x in rows] == [3, 4, 5]
+    # the run's TensorBoard scalars (core/scalars.py): improve's per round, each round's update and world model
+    from vla_rl_ros.core.scalars import read_scalars
+
+    tb = read_scalars(tmp_path / "imp" / "tb")
+    assert tb["improve/version"] == [(0, 3.0), (1, 4.0), (2, 5.0)]
+    assert tb["improve/success"] == [(x["round"], pytest.approx(k / n, rel=1e-6))
+                                     for x in rows for k, n in [x["eval"]["overall"]]]
+    assert [s for s, _ in tb["improve/explored_success"]] == [1, 2]  # round 0 explored nothing
+    for rd in (1, 2):
+        history = json.loads((tmp_path / "imp" / f"round_{rd}" / "history.json").read_text())
+        ess = read_scalars(tmp_path / "imp" / f"round_{rd}" / "tb")["rl/ess"]
+        assert ess == [(h["epoch"], pytest.approx(h["ess"], rel=1e-6)) for h in history]
+        wm = read_scalars(tmp_path / "imp" / f"round_{rd}" / "wm" / "tb")
+        assert [s for s, _ in wm["wm/dynamics"]] == [0, 19] and [s for s, _ in wm["wm/heads"]] == [0, 19]
     for extra, msg in ((["--world-model"], "needs --advantage world_model"),
                        (["--objective", "best_of_k"], "needs --world-model")):
         bad = subprocess.run(base + ["--out", str(tmp_path / "bad"), *extra], capture_output=True, text=True, timeout=120)

@@ -19,7 +19,9 @@ for all rounds). Per round:
    the failures sorted by class (``evaluate --diagnose``), so a round shows *what* RL changed.
 
 The explored episodes' own success is the noisy policy's success (on the collection seeds).
-Writes ``config.json``, ``rounds.json``, ``improve.png`` and prints a per-round table.
+Writes ``config.json``, ``rounds.json``, ``improve.png``, the per-round figures as TensorBoard event
+files (``tb/``: :func:`round_scalars`; each round's update has its own ``round_<r>/tb``; off with
+``--no-tensorboard``) and prints a per-round table.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Protocol
 from vla_rl_ros.core.config import opt, require, write_config
 from vla_rl_ros.core.control import ENSEMBLE_DECAY, TEMPORAL_ENSEMBLE
 from vla_rl_ros.core.node_config import DEFAULT_SIGMA
+from vla_rl_ros.core.scalars import ScalarLog
 from vla_rl_ros.core.sim.tasks import FAMILIES
 
 #: RLConfig fields that improve sets itself (per round) instead of taking from the command line
@@ -293,15 +296,16 @@ def check_world_model_options(cfg: ImproveConfig, rl) -> None:
         raise ValueError("--advantage world_model and --objective best_of_k need --world-model (refit every round)")
 
 
-def refit_world_model(cfg: ImproveConfig, data: Path, ckpt: str, out: Path, r: int) -> str:
+def refit_world_model(cfg: ImproveConfig, data: Path, ckpt: str, out: Path, r: int, tensorboard: bool = True) -> str:
     """Round ``r``'s world model: the default model refitted on every real episode so far, on the
-    current checkpoint's backbone, one step per executed chunk; its held-out figures printed."""
+    current checkpoint's backbone, one step per executed chunk; its held-out figures printed
+    (``tensorboard``: its losses also as event files, ``round_<r>/wm/tb``)."""
     from vla_rl_ros.core.sim.task_features import episode_contact, episode_privileged_features
     from vla_rl_ros.core.wm.config import WMConfig
     from vla_rl_ros.core.wm.train import train_world_model
 
     wcfg = WMConfig(data=(str(data),), checkpoint=ckpt, out=str(out / f"round_{r}" / "wm"), chunk=cfg.replan_every,
-                    steps=cfg.wm_steps, seed=cfg.seed + 1000 * r, threads=cfg.rl_threads)
+                    steps=cfg.wm_steps, seed=cfg.seed + 1000 * r, threads=cfg.rl_threads, tensorboard=tensorboard)
     res = train_world_model(wcfg, contact=episode_contact, privileged=episode_privileged_features)
     print(f"  world model refitted on {res['train_episodes'] + res['held_out_episodes']} episodes "
           f"({res['train_seconds']:.0f} s)\n" + "\n".join("  " + line for line in res["summary"].splitlines()))
@@ -311,23 +315,38 @@ def refit_world_model(cfg: ImproveConfig, data: Path, ckpt: str, out: Path, r: i
 def run_rounds(cfg: ImproveConfig, rl, ckpt: str, version: int, out: Path, make_collector) -> list[dict]:
     """The improve loop from ``ckpt`` (version ``version``) with the :class:`Collector` that
     ``make_collector()`` returns after the baseline evaluation (closed at the end); writes
-    ``rounds.json`` and ``improve.png`` after each round and returns the per-round rows. A
-    ``RuntimeError`` from the collector ends it."""
+    ``rounds.json``, ``improve.png`` and the round's scalars (``tb/``, when ``rl.tensorboard``) after
+    each round and returns the per-round rows. A ``RuntimeError`` from the collector ends it."""
     write_config(out / "config.json", "improve", cfg, rl)
     ev, fails, episodes = evaluate_cached(ckpt, cfg)
     rows = [{"round": 0, "version": version, "checkpoint": ckpt, "collected_total": 0,
              "explored_success": None, "eval": ev, "failures": fails, "episodes": episodes}]
     print(rounds_table(rows))
     print(failures_line(rows[0]), flush=True)
-    collector = make_collector()
-    try:
-        _rounds(cfg, rl, ckpt, out, collector, rows)
-    finally:
-        collector.close()
+    with ScalarLog(out, enabled=rl.tensorboard) as scalars:
+        scalars.add_dict("improve", round_scalars(rows[0]), 0)
+        collector = make_collector()
+        try:
+            _rounds(cfg, rl, ckpt, out, collector, rows, scalars)
+        finally:
+            collector.close()
     return rows
 
 
-def _rounds(cfg: ImproveConfig, rl, ckpt: str, out: Path, collector: Collector, rows: list[dict]) -> None:
+def round_scalars(row: dict) -> dict:
+    """A round's figures for the TensorBoard log (tags ``improve/<key>``, step: the round):
+    ``success`` (noiseless, overall) and ``success_<family>`` as rates, ``explored_success``,
+    ``paired_diff`` (success difference to round 0 on the same seeds), ``mu_shift_sigma``,
+    ``version``; what a round does not have (round 0: no update) is left out."""
+    vals = {("success" if f == "overall" else f"success_{f}"): k / max(n, 1) for f, (k, n) in row["eval"].items()}
+    paired = (row.get("paired_vs_start") or {}).get("overall") or {}
+    vals.update(explored_success=row.get("explored_success"), paired_diff=paired.get("diff"),
+                mu_shift_sigma=row.get("mu_shift_sigma"), version=row["version"])
+    return vals
+
+
+def _rounds(cfg: ImproveConfig, rl, ckpt: str, out: Path, collector: Collector, rows: list[dict],
+            scalars: ScalarLog) -> None:
     from tqdm import tqdm
 
     from vla_rl_ros.core.rl.trainer import train_rl
@@ -348,7 +367,8 @@ def _rounds(cfg: ImproveConfig, rl, ckpt: str, out: Path, collector: Collector, 
         t_collect = time.monotonic() - t0
         rl_r = round_rl_config(rl, cfg, data, ckpt, out, r)
         if cfg.world_model:
-            rl_r = dataclasses.replace(rl_r, world_model=refit_world_model(cfg, data, ckpt, out, r)).validate()
+            wm = refit_world_model(cfg, data, ckpt, out, r, tensorboard=rl.tensorboard)
+            rl_r = dataclasses.replace(rl_r, world_model=wm).validate()
         res = train_rl(rl_r, privileged=episode_privileged_features)
         print(rl_summary(res))
         swap = collector.announce(res["checkpoint"])
@@ -371,3 +391,5 @@ def _rounds(cfg: ImproveConfig, rl, ckpt: str, out: Path, collector: Collector, 
         print(f"  step of round {r}: mean |Δμ| = {res['mu_shift_sigma']:.3f} σ on the explored decisions", flush=True)
         (out / "rounds.json").write_text(json.dumps(rows, indent=1))
         plot_rounds(rows, out / "improve.png")
+        scalars.add_dict("improve", round_scalars(rows[-1]), r)
+        scalars.flush()

@@ -5,7 +5,8 @@ For every frame t the target is the chunk of the next H executed actions
 expressed as deltas from the state q_t and normalised with statistics computed on the training
 split (which then travel in the checkpoint). L1 loss, AdamW, cosine schedule with warm-up,
 random-shift image augmentation, a validation split by episode, seeded end to end. Writes a
-checkpoint (+ ONNX export), a loss-curve PNG and a JSON log; resumes from its own checkpoint.
+checkpoint (+ ONNX export), a loss-curve PNG, a JSON log and TensorBoard event files (``tb/``:
+``train/loss``, ``train/lr``, ``val/loss``, ``val/cube_err_cm``); resumes from its own checkpoint.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from vla_rl_ros.core.policy.bc_config import BCArgs, BCConfig  # noqa: F401  (BC
 from vla_rl_ros.core.policy.checkpoint import load_checkpoint, save_checkpoint
 from vla_rl_ros.core.policy.model import Normalization, PolicyConfig, VLAPolicy
 from vla_rl_ros.core.policy.text import InstructionEncoder
+from vla_rl_ros.core.scalars import ScalarLog
 
 
 @dataclass
@@ -287,40 +289,43 @@ def train_bc(args: BCConfig, episodes: list[EpisodeData], cameras, joint_names, 
     bar = tqdm(range(start_step, args.steps), initial=start_step, total=args.steps, desc="train-bc",
                disable=not progress, dynamic_ncols=True)
     t0 = time.time()
-    running = None
-    for step in bar:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step)
-        rows = torch.randint(0, len(train_ds), (args.batch_size,), generator=gen).numpy()
-        img, st, lg, delta, mask = train_ds.batch(rows)
-        img = random_shift(img, args.augment_shift, gen)
-        prefix = model.prefix(img, st, lg)
-        pred = model.head(prefix)
-        loss = masked_l1(pred, (delta - model.delta_mean) / model.delta_std, mask)
-        if aux_on:
-            aux, amask = train_ds.aux_batch(rows)
-            aux_err = F.smooth_l1_loss(model.aux(prefix), (aux - aux_mean) / aux_std, reduction="none").mean(-1)
-            loss = loss + args.aux_weight * (aux_err * amask).sum() / amask.sum().clamp(min=1.0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        lv = loss.item()
-        running = lv if running is None else 0.98 * running + 0.02 * lv
-        if step % 25 == 0:
-            history.append({"step": step, "train_loss": running, "lr": lr_at(step)})
-        if (step + 1) % args.val_every == 0 or step + 1 == args.steps:
-            v = evaluate_loss(model, val_ds)
-            rec = {"step": step + 1, "val_loss": v}
-            post = {"loss": f"{running:.4f}", "val": f"{v:.4f}"}
-            if aux_on and val_ds.has_aux:
-                rec["val_cube_err_cm"] = evaluate_aux_cm(model, val_ds, aux_mean, aux_std)
-                post["cube_cm"] = f"{rec['val_cube_err_cm']:.2f}"
-            history.append(rec)
-            bar.set_postfix(**post)
-            _save(model, opt, args, out, step + 1, history, gen, lang, t0, train_ids, val_ids, final=False)
-    result = _save(model, opt, args, out, args.steps, history, gen, lang, t0, train_ids, val_ids, final=True)
-    return result
+    with ScalarLog(out, enabled=args.tensorboard) as scalars:  # every history entry also as a scalar
+        running = None
+        for step in bar:
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step)
+            rows = torch.randint(0, len(train_ds), (args.batch_size,), generator=gen).numpy()
+            img, st, lg, delta, mask = train_ds.batch(rows)
+            img = random_shift(img, args.augment_shift, gen)
+            prefix = model.prefix(img, st, lg)
+            pred = model.head(prefix)
+            loss = masked_l1(pred, (delta - model.delta_mean) / model.delta_std, mask)
+            if aux_on:
+                aux, amask = train_ds.aux_batch(rows)
+                aux_err = F.smooth_l1_loss(model.aux(prefix), (aux - aux_mean) / aux_std, reduction="none").mean(-1)
+                loss = loss + args.aux_weight * (aux_err * amask).sum() / amask.sum().clamp(min=1.0)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            lv = loss.item()
+            running = lv if running is None else 0.98 * running + 0.02 * lv
+            if step % 25 == 0:
+                history.append({"step": step, "train_loss": running, "lr": lr_at(step)})
+                scalars.add_dict("train", {"loss": history[-1]["train_loss"], "lr": history[-1]["lr"]}, step)
+            if (step + 1) % args.val_every == 0 or step + 1 == args.steps:
+                v = evaluate_loss(model, val_ds)
+                rec = {"step": step + 1, "val_loss": v}
+                post = {"loss": f"{running:.4f}", "val": f"{v:.4f}"}
+                if aux_on and val_ds.has_aux:
+                    rec["val_cube_err_cm"] = evaluate_aux_cm(model, val_ds, aux_mean, aux_std)
+                    post["cube_cm"] = f"{rec['val_cube_err_cm']:.2f}"
+                history.append(rec)
+                scalars.add_dict("val", {k.removeprefix("val_"): x for k, x in rec.items() if k != "step"}, step + 1)
+                bar.set_postfix(**post)
+                _save(model, opt, args, out, step + 1, history, gen, lang, t0, train_ids, val_ids, final=False)
+        result = _save(model, opt, args, out, args.steps, history, gen, lang, t0, train_ids, val_ids, final=True)
+        return result
 
 
 def _save(model, opt, args, out, step, history, gen, lang, t0, train_ids, val_ids, final) -> dict:

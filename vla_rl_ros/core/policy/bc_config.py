@@ -32,6 +32,7 @@ class BCConfig:
     aux_weight: float = opt(0.5, "weight of the auxiliary grounding loss on datasets with "
                                  "observation.environment_state (0: off)")
     export_onnx: bool = opt(True, "also export model.onnx (parity-checked)")
+    tensorboard: bool = opt(True, "also write the losses as TensorBoard event files to <out>/tb (core/scalars.py)")
     version: int = opt(1, "version of the result")
     all_episodes: bool = opt(False, "also imitate failed episodes (default: successes only)")
     label: str = opt("auto", "imitate the executed action, rl.action_mean, or auto: the mean where no exploration "

@@ -40,6 +40,8 @@ class RLConfig(JsonConfig):
     out: str = _f("runs/rl", "output directory (checkpoint, history.json, rl.png, config.json)")
     version: int = _f(0, "version of the result (0: init's version + 1)")
     export_onnx: bool = _f(True, "also export model.onnx next to the checkpoint (parity-checked)")
+    tensorboard: bool = _f(True, "also write each epoch's history as TensorBoard event files to <out>/tb "
+                                 "(core/scalars.py; improve: its per-round figures too)")
     # --- policy update
     objective: str = _f("ratio", "ratio: the likelihood-ratio policy gradient (PPO-clipped); awr: advantage-weighted "
                                  "regression (max-likelihood of the executed actions, weights exp(A/β)); filtered: "

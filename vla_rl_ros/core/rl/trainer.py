@@ -17,7 +17,8 @@
    Per epoch: effective sample size, clip fraction, KL to the behaviour policy; early stop when
    the KL to behaviour exceeds ``target_kl``.
 6. Writes ``config.json`` (the resolved :class:`~.config.RLConfig`), a new checkpoint version
-   (+ ONNX, parity-checked), ``history.json`` and ``rl.png``.
+   (+ ONNX, parity-checked), ``history.json``, ``rl.png`` and, epoch by epoch, TensorBoard event
+   files (``tb/``: ``rl/<history key>``, :mod:`vla_rl_ros.core.scalars`).
 
 Every hyper-parameter is a field of :class:`~.config.RLConfig`.
 """
@@ -41,6 +42,7 @@ from vla_rl_ros.core.rl.critic import fit_critic
 from vla_rl_ros.core.rl.objective import Samples, chunk_log_prob, dim_log_prob, gaussian_kl, rl_objective
 from vla_rl_ros.core.rl.samples import Decisions, PrivilegedFn, load_decisions
 from vla_rl_ros.core.robot import PANDA
+from vla_rl_ros.core.scalars import ScalarLog
 
 #: decisions per forward pass where no gradient is needed (memory only: the results do not depend on it)
 FEATURE_BATCH = 256
@@ -82,23 +84,25 @@ def train_rl(cfg: RLConfig, progress=True, privileged: PrivilegedFn | None = Non
     gen = torch.Generator().manual_seed(cfg.seed)
     history, stopped_early = [], False
     bar = tqdm(range(cfg.epochs), desc="train-rl", disable=not progress, dynamic_ncols=True)
-    for epoch in bar:
-        order = torch.randperm(len(dec.ret), generator=gen)
-        stats = []
-        for i in range(0, len(order), cfg.batch_size):
-            rows = order[i : i + cfg.batch_size]
-            loss, st, kl_base = rl_objective(pol.means(head, rows), samples.rows(rows), cfg, pol.lo, pol.hi)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
-            opt.step()
-            stats.append((st.loss, st.clip_fraction, st.ess, float(kl_base.detach())))
-        h = epoch_record(epoch, stats, behaviour_fit(cfg, head, samples, pol), critic.value_loss)
-        history.append(h)
-        bar.set_postfix(ess=f"{h['ess']:.2f}", clip=f"{h['clip_fraction']:.2f}", kl=f"{h['kl_behaviour']:.3f}")
-        if h["kl_behaviour"] > cfg.target_kl:
-            stopped_early = True
-            break
+    with ScalarLog(out, enabled=cfg.tensorboard) as scalars:
+        for epoch in bar:
+            order = torch.randperm(len(dec.ret), generator=gen)
+            stats = []
+            for i in range(0, len(order), cfg.batch_size):
+                rows = order[i : i + cfg.batch_size]
+                loss, st, kl_base = rl_objective(pol.means(head, rows), samples.rows(rows), cfg, pol.lo, pol.hi)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
+                opt.step()
+                stats.append((st.loss, st.clip_fraction, st.ess, float(kl_base.detach())))
+            h = epoch_record(epoch, stats, behaviour_fit(cfg, head, samples, pol), critic.value_loss)
+            history.append(h)
+            scalars.add_dict("rl", h, h["epoch"], skip=("epoch",))
+            bar.set_postfix(ess=f"{h['ess']:.2f}", clip=f"{h['clip_fraction']:.2f}", kl=f"{h['kl_behaviour']:.3f}")
+            if h["kl_behaviour"] > cfg.target_kl:
+                stopped_early = True
+                break
     head.eval()
     res_meta = {
         "trained_by": "vla-rl-ros train-rl", "args": asdict(cfg), "init": str(Path(cfg.init).resolve()),

@@ -49,6 +49,8 @@ class WMConfig(JsonConfig):
     gamma: float = _f(0.95, "discount per control tick of the value head's returns (success absorbing)")
     seed: int = _f(0, "seed of the split, the ensemble's initialisation and minibatches")
     threads: int = _f(2, "torch CPU threads")
+    tensorboard: bool = _f(True, "also write the training losses as TensorBoard event files to <out>/tb "
+                                 "(core/scalars.py)")
 
     def __post_init__(self):
         if isinstance(self.data, (str, Path)):

@@ -242,19 +242,21 @@ def pca(feats: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return mean, vt[:n].T, np.maximum(scale, 1e-6)
 
 
-def fit_latent_world_model(cfg: WMConfig, frames: Frames, policy, progress=True) -> tuple[LatentWorldModel, list]:
+def fit_latent_world_model(cfg: WMConfig, frames: Frames, policy, progress=True,
+                           scalars=None) -> tuple[LatentWorldModel, list]:
     """Train the default model on ``frames`` (module doc): ``CALIBRATION_FRACTION`` of the
     episodes (when there are at least ``1 / CALIBRATION_FRACTION``) are kept aside to set the halt
-    threshold, the rest is fitted. Returns (model, loss history)."""
+    threshold, the rest is fitted. Returns (model, loss history). ``scalars``: a
+    :class:`~vla_rl_ros.core.scalars.ScalarLog` that also gets every loss entry (``wm/...``)."""
     ids = np.unique(frames.episode)
     n_cal = int(len(ids) * CALIBRATION_FRACTION)
     if n_cal >= 1:
         cal_ids = np.random.default_rng(cfg.seed + 1).permutation(ids)[:n_cal]
         fit_ids = np.setdiff1d(ids, cal_ids)
-        wm, history = _fit(cfg, frames.select_episodes(fit_ids), policy, progress)
+        wm, history = _fit(cfg, frames.select_episodes(fit_ids), policy, progress, scalars)
         calib = frames.select_episodes(cal_ids)
     else:
-        wm, history = _fit(cfg, frames, policy, progress)
+        wm, history = _fit(cfg, frames, policy, progress, scalars)
         calib = frames
     start, _ = calib.transitions(cfg.chunk)
     if len(start):
@@ -268,7 +270,7 @@ def fit_latent_world_model(cfg: WMConfig, frames: Frames, policy, progress=True)
     return wm, history
 
 
-def _fit(cfg: WMConfig, frames: Frames, policy, progress=True) -> tuple[LatentWorldModel, list]:
+def _fit(cfg: WMConfig, frames: Frames, policy, progress=True, scalars=None) -> tuple[LatentWorldModel, list]:
     from tqdm import tqdm
 
     torch.manual_seed(cfg.seed)
@@ -330,6 +332,8 @@ def _fit(cfg: WMConfig, frames: Frames, policy, progress=True) -> tuple[LatentWo
         sched.step()
         if step % 50 == 0 or step == cfg.steps - 1:
             history.append({"step": step, "dynamics": float(l_dyn.detach()), "heads": float(l_heads.detach())})
+            if scalars is not None:
+                scalars.add_dict("wm", history[-1], step, skip=("step",))
             bar.set_postfix(dyn=f"{history[-1]['dynamics']:.3f}", heads=f"{history[-1]['heads']:.3f}")
     dyn.eval()
     heads.eval()

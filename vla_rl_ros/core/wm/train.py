@@ -1,6 +1,7 @@
 """``train-wm`` end to end: encode the logged frames with the checkpoint's frozen backbone, split
 episodes into training and held-out, fit the default model, measure it on the held-out episodes,
-save model + ``metrics.json`` + ``wm.png`` + ``config.json``."""
+save model + ``metrics.json`` + ``wm.png`` + ``config.json`` (+ the losses as TensorBoard event files in
+``tb/``: ``wm/dynamics``, ``wm/heads``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 
 from vla_rl_ros.core.rl.samples import PrivilegedFn
+from vla_rl_ros.core.scalars import ScalarLog
 from vla_rl_ros.core.wm.config import WMConfig
 from vla_rl_ros.core.wm.data import ContactFn, load_frames
 from vla_rl_ros.core.wm.evaluate import evaluate_world_model, format_metrics, plot_metrics
@@ -52,7 +54,8 @@ def train_world_model(cfg: WMConfig, contact: ContactFn | None = None, progress=
                          contact, progress, privileged if cfg.privileged == "auto" else None, cfg.episode_ids)
     t_enc = time.time() - t0
     train_ids, test_ids = split_episodes(frames.episode, cfg.held_out, cfg.seed)
-    wm, history = fit_latent_world_model(cfg, frames.select_episodes(train_ids), policy, progress)
+    with ScalarLog(out, enabled=cfg.tensorboard) as scalars:
+        wm, history = fit_latent_world_model(cfg, frames.select_episodes(train_ids), policy, progress, scalars)
     metrics = evaluate_world_model(wm, frames.select_episodes(test_ids)) if len(test_ids) else {}
     one = metrics.pop("_one_chunk", None)
     meta = {"trained_by": "vla-rl-ros train-wm", "checkpoint": str(Path(cfg.checkpoint).resolve()),
