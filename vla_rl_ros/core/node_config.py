@@ -68,6 +68,8 @@ class SimNodeConfig:
 class PolicyNodeConfig:
     checkpoint: str = opt("", "checkpoint directory (empty: the shipped one); set at run time: hot swap")
     backend: str = opt("auto", "inference backend", choices=BACKENDS)
+    managed: bool = opt(False, "lifecycle node driven from outside (ros2 lifecycle set /policy_node configure, "
+                               "activate, ...); false: it configures and activates itself at start-up")
     threads: int = opt(1, "inference threads")
     control_rate: float = opt(10.0, "control rate the chunk's time stamps assume (Hz)")
     replan_every: int = opt(1, "infer on every n-th observation")

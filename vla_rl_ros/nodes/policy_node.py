@@ -44,7 +44,7 @@ from collections import deque
 
 import numpy as np
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -84,6 +84,7 @@ from vla_rl_ros.nodes.common import (
     camera_topic,
     chunk_msg,
     declare_config,
+    freeze_startup_heap,
     joint_state_to_array,
     json_msg,
     msg_to_image,
@@ -102,10 +103,96 @@ MISSING_INPUT_LOG_S = 5.0
 JOINT_STATES = "joint_states"
 
 
-class PolicyNode(Node):
+class PolicyNode(LifecycleNode):
+    """A managed (lifecycle) node: ``configure`` loads the checkpoint and warms it up (encoder,
+    probe inference), ``activate`` lets it command, ``deactivate`` holds (no chunk leaves),
+    ``cleanup`` releases everything. With ``managed: false`` (the default) it goes through
+    configure and activate by itself at start-up, and a failure to configure ends the process
+    with the reason, as before; ``ros2 lifecycle set /policy_node deactivate`` holds either way."""
+
     def __init__(self):
         super().__init__("policy_node")
         c = self.config = declare_config(self, PolicyNodeConfig)
+        self._active = False  # lifecycle: chunks leave the node only while active
+        self._configured = False
+        self._configure_error: Exception | None = None
+        self._setup_handles: dict[str, list] = {}
+        if c.managed:
+            self.get_logger().info("managed node: waiting for configure (ros2 lifecycle set /policy_node configure)")
+            return
+        self.trigger_configure()
+        if self._configure_error is not None:
+            raise self._configure_error
+        self.trigger_activate()
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        before = self._handles()
+        try:
+            self._setup()
+        except Exception as e:  # noqa: BLE001 - reported (and raised by an unmanaged node)
+            self._configure_error = e
+            self.get_logger().error(f"configure failed: {type(e).__name__}: {e}")
+            self._setup_handles = self._new_handles(before)
+            self._teardown()
+            return TransitionCallbackReturn.FAILURE
+        self._configure_error = None
+        self._setup_handles = self._new_handles(before)
+        self._configured = True
+        freeze_startup_heap()  # the checkpoint and encoder just loaded (a managed node configures late)
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._ensemble_reset = True  # a held arm may have moved: ensembling starts over
+        self._active = True
+        self.get_logger().info("active: commanding")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        with self._cv:
+            self._slot = None  # an observation waiting for inference is not acted on
+        self.get_logger().info("inactive: holding (no chunk is sent)")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _handles(self) -> dict[str, list]:
+        return {"subscription": list(self.subscriptions), "publisher": list(self.publishers),
+                "timer": list(self.timers), "service": list(self.services)}
+
+    def _new_handles(self, before: dict[str, list]) -> dict[str, list]:
+        now = self._handles()
+        return {k: [h for h in now[k] if all(h is not b for b in before[k])] for k in now}
+
+    def _teardown(self) -> None:
+        """Undo :meth:`_setup`: threads stopped, its topics, timers and services destroyed."""
+        self._active = False
+        self._stop_threads()
+        if getattr(self, "_params_cb", None) is not None:
+            self.remove_on_set_parameters_callback(self._params_cb)
+            self._params_cb = None
+        for kind, handles in self._setup_handles.items():
+            destroy = getattr(self, f"destroy_{kind}")
+            for h in handles:
+                destroy(h)
+        self._setup_handles = {}
+        self._configured = False
+
+    def _setup(self) -> None:
+        """configure: load and warm up the checkpoint, create the node's topics and threads."""
+        c = self.config
         self.control_rate = c.control_rate
         self.replan_every = c.replan_every
         self.sync = c.sync
@@ -167,7 +254,7 @@ class PolicyNode(Node):
         if c.swap_only_when_holding:
             self.create_subscription(String, SAFETY_STATUS_TOPIC, self._on_safety_status, LATCHED_QOS)
         self.create_service(Trigger, "vla/policy/rollback", self._on_rollback)
-        self.add_on_set_parameters_callback(self._on_params)
+        self._params_cb = self.add_on_set_parameters_callback(self._on_params)
         self.fit_images = c.fit_images
         self.camera_slop = c.camera_slop
         self.latest_images: dict[str, tuple[int, np.ndarray]] = {}  # sync latest: camera -> (stamp, image)
@@ -444,6 +531,8 @@ class PolicyNode(Node):
             del self.pending[min(self.pending)]
         tick, self.episode_obs = self.episode_obs, self.episode_obs + 1
         self.watchdog.observed(time.monotonic())
+        if not self._active:  # lifecycle inactive: hold
+            return
         if not self.instruction or not self._usable(self.instruction):
             return
         count, self.obs_count = self.obs_count, self.obs_count + 1
@@ -494,6 +583,8 @@ class PolicyNode(Node):
                     self.ensembler.reset()
                     self._ensemble_version = runtime.version
                 chunk = self.ensembler.add(chunk, tick, obs.state)
+            if not self._active:  # deactivated while this chunk was computed: it is not sent
+                continue
             msg = chunk_msg(chunk, ns_to_stamp(ns), self.control_rate, policy_version=runtime.version)
             self.pub_mean.publish(msg)
             if self.pub_cmd is not None:
@@ -514,6 +605,7 @@ class PolicyNode(Node):
             infer_p50_ms=float(np.percentile(inf, 50)), infer_p99_ms=float(np.percentile(inf, 99)),
             ensemble_restarts=self.ensembler.restarts if self.ensembler is not None else 0,
             swap_waiting_for_hold=self.swapper.pending() and not self._may_swap(),
+            lifecycle="active" if self._active else "inactive",
         )
         now = time.monotonic()
         ages = {k: (None if t is None else round(now - t, 3)) for k, t in self.last_input.items()}
@@ -536,6 +628,8 @@ class PolicyNode(Node):
 
     def _hold_reason(self) -> str | None:
         """Why the node deliberately sends nothing now, or None (it should be commanding)."""
+        if not self._active:
+            return "inactive (lifecycle)"
         if not self.instruction:
             return "no instruction"
         u = self.understood.get(self.instruction)
@@ -563,6 +657,12 @@ class PolicyNode(Node):
                 "language_reason": u.reason}
 
     def shutdown(self) -> None:
+        self._active = False
+        self._stop_threads()
+
+    def _stop_threads(self) -> None:
+        if not hasattr(self, "worker"):  # never configured
+            return
         with self._cv:
             self._stop = True
             self._cv.notify()
