@@ -8,7 +8,8 @@ it runs on a bare GPU box with PyTorch. Rows:
 
 - batch-1 latency p50 / p99 of the policy's ``infer`` (what a control tick waits for): torch eager
   on the CPU, ONNX Runtime (CUDA execution provider when onnxruntime-gpu is installed, else CPU),
-  torch eager on the GPU, the same captured as a CUDA graph (replayed with static inputs);
+  torch eager on the GPU, the same captured as a CUDA graph (``CudaGraphBackend``: what
+  ``backend: auto`` serves on a GPU);
 - batch throughput (chunks/s) at ``--batch``: what evaluation and the world model's imagination pay;
 - BC training steps per second (the ``train-bc`` step: prefix + action head + masked L1 + AdamW on
   a batch of ``--train-batch``), on the CPU and on the GPU (fp32, and bf16 autocast).
@@ -34,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vla_rl_ros.core.policy.backends import (  # noqa: E402
     BackendUnavailable,
+    CudaGraphBackend,
     OnnxRuntimeBackend,
     TorchBackend,
     example_inputs,
@@ -46,43 +48,6 @@ from vla_rl_ros.core.policy.checkpoint import load_checkpoint  # noqa: E402
 from vla_rl_ros.core.robot import PANDA  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _stats(ts_s: list[float]) -> dict:
-    ts = np.asarray(ts_s) * 1e3
-    return {"p50_ms": float(np.percentile(ts, 50)), "p99_ms": float(np.percentile(ts, 99)), "mean_ms": float(ts.mean())}
-
-
-def cuda_graph_latency(model, inputs, n: int, warmup: int) -> dict:
-    """Batch-1 ``infer`` captured once as a CUDA graph and replayed (inputs copied into static buffers)."""
-    dev = torch.device("cuda")
-    model = model.to(dev).eval()
-    static = [t.to(dev) for t in inputs]
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.inference_mode(), torch.cuda.stream(s):
-        for _ in range(3):
-            model(*static)
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.inference_mode(), torch.cuda.graph(g):
-        out = model(*static)
-    host = [t.numpy() for t in inputs]
-
-    def step():
-        for buf, x in zip(static, host):
-            buf.copy_(torch.from_numpy(x), non_blocking=False)
-        g.replay()
-        return out.float().cpu().numpy()
-
-    for _ in range(warmup):
-        step()
-    ts = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        step()
-        ts.append(time.perf_counter() - t0)
-    return _stats(ts)
 
 
 def throughput(model, device: str, batch: int, seconds: float) -> float:
@@ -165,7 +130,9 @@ def run(args) -> dict:
         gb = TorchBackend(fresh(), device="cuda")
         lat["torch eager (cuda)"] = latency(gb, x1, n=args.n, warmup=20)
         res["cuda_parity"] = parity(cpu, gb, example_inputs(model, batch=4, seed=1))
-        lat["torch cuda graph"] = cuda_graph_latency(fresh(), x1, n=args.n, warmup=20)
+        cg = CudaGraphBackend(fresh())
+        lat["torch cuda graph"] = latency(cg, x1, n=args.n, warmup=20)
+        res["cuda_graph_parity"] = parity(cpu, cg, example_inputs(model, batch=4, seed=1))
         thr["torch (cuda)"] = throughput(fresh(), "cuda", args.batch, args.seconds)
         tr["cuda fp32"] = train_steps_per_s(fresh(), "cuda", args.train_batch, args.train_steps * 10)
         tr["cuda bf16 autocast"] = train_steps_per_s(fresh(), "cuda", args.train_batch, args.train_steps * 10, bf16=True)
@@ -188,7 +155,7 @@ def table(res: dict, args) -> str:
     base = res["train"]["cpu fp32"]
     for k, v in res["train"].items():
         out.append(f"| {k} | {v:,.1f} | {v / base:.1f} |" if isinstance(v, float) else f"| {k} | {v['note']} | |")
-    for k in ("onnx_parity", "cuda_parity"):
+    for k in ("onnx_parity", "cuda_parity", "cuda_graph_parity"):
         if k in res:
             out.append(f"\n{k.replace('_', ' ')} vs torch cpu (batch 4): max |diff| = {res[k]:.2e}")
     return "\n".join(out)

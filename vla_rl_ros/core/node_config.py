@@ -16,7 +16,7 @@ from vla_rl_ros.core.safety import SafetyConfig
 from vla_rl_ros.core.topics import ACTION_CHUNK_TOPIC, CONTROLLER_TOPIC, JOINT_STATES_TOPIC
 
 RENDERERS = ("auto", "egl", "tiny")
-BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt", "lerobot")
+BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt", "cudagraph", "lerobot")
 
 #: exploration σ of the arm joints (rad) wherever it is not given: the measured default
 DEFAULT_SIGMA = 0.02

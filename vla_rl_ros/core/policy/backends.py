@@ -6,8 +6,10 @@
   (ONNX sha256, GPU name, TensorRT version, precision). Behind an import check: TensorRT cannot
   be installed on this project's machines, so this class is exercised only up to the import.
 
+* :class:`CudaGraphBackend` — the torch model on the GPU captured as CUDA graphs (one per batch size).
+
 ``make_backend("auto", ...)`` picks the fastest available: TensorRT (if importable and a GPU is
-present), then ONNX Runtime, then torch. The exported graphs are checked for parity against
+present), the CUDA graph (a GPU), then ONNX Runtime, then torch. The exported graphs are checked for parity against
 torch (:func:`parity`).
 """
 
@@ -92,6 +94,54 @@ class TorchBackend(Backend):
 
     def describe(self):
         return f"torch ({self.device.type})"
+
+
+class CudaGraphBackend(Backend):
+    """The torch model on the GPU, each batch size captured once as a CUDA graph and replayed with
+    its inputs copied into static buffers: no per-op launch cost (0.44 ms against 2.72 ms eager at
+    batch 1 on an H200, ``bench/gpu_check.sh``). Graphs are captured lazily per batch size (batch 1
+    at construction) and used from one thread (the policy node's inference thread)."""
+
+    name = "cudagraph"
+
+    def __init__(self, model: VLAPolicy):
+        if not torch.cuda.is_available():
+            raise BackendUnavailable("no CUDA device")
+        self.device = torch.device("cuda")
+        self.model = model.to(self.device).eval()
+        self._graphs: dict[int, tuple] = {}
+        self._capture(1)
+
+    def _capture(self, batch: int) -> tuple:
+        cfg = self.model.cfg
+        static = (
+            torch.zeros((batch, len(cfg.cameras), cfg.image_size, cfg.image_size, 3), dtype=torch.uint8,
+                        device=self.device),
+            self.model.state_mean[None].repeat(batch, 1).to(self.device),
+            torch.nn.functional.normalize(torch.ones(batch, cfg.lang_dim, device=self.device), dim=-1),
+        )
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.inference_mode(), torch.cuda.stream(side):  # warm-up off the capture stream
+            for _ in range(3):
+                self.model(*static)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(graph):
+            out = self.model(*static)
+        self._graphs[batch] = (graph, static, out)
+        return self._graphs[batch]
+
+    def infer(self, images, state, lang):
+        batch = int(np.shape(images)[0])
+        graph, static, out = self._graphs.get(batch) or self._capture(batch)
+        for buf, x, dtype in zip(static, (images, state, lang), (torch.uint8, torch.float32, torch.float32)):
+            buf.copy_(torch.as_tensor(np.ascontiguousarray(x)).to(dtype))
+        graph.replay()
+        return out.float().cpu().numpy()
+
+    def describe(self):
+        return "torch cuda graph"
 
 
 class OnnxRuntimeBackend(Backend):
@@ -208,19 +258,25 @@ def make_backend(kind: str, model: VLAPolicy, onnx_path: str | os.PathLike | Non
                  threads: int | None = None, device: str | None = None) -> Backend:
     """``kind``: auto | tensorrt | onnxruntime | torch. ``auto`` takes the fastest available."""
     kind = kind.lower()
-    valid = ("auto", "tensorrt", "onnxruntime", "onnx", "torch")
+    valid = ("auto", "tensorrt", "cudagraph", "onnxruntime", "onnx", "torch")
     if kind not in valid:
         raise ValueError(f"unknown backend {kind!r}; choose one of {', '.join(valid)}")
     errors = []
     if kind == "onnx":
         kind = "onnxruntime"
-    order = ["tensorrt", "onnxruntime", "torch"] if kind == "auto" else [kind]
+    # auto on a GPU: TensorRT, then the CUDA graph (ONNX Runtime here has no CUDA provider and its
+    # CPU path is 5x slower than the graph); without a GPU both are skipped at once
+    order = ["tensorrt", "cudagraph", "onnxruntime", "torch"] if kind == "auto" else [kind]
     for k in order:
         try:
             if k == "tensorrt":
                 if onnx_path is None:
                     raise BackendUnavailable("no ONNX file")
                 return TensorRTBackend(onnx_path)
+            if k == "cudagraph":
+                if device == "cpu":
+                    raise BackendUnavailable("device cpu asked for")
+                return CudaGraphBackend(model)
             if k == "onnxruntime":
                 if onnx_path is None or not Path(onnx_path).is_file():
                     raise BackendUnavailable("no ONNX file")
