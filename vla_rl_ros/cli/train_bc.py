@@ -33,6 +33,8 @@ def main(args) -> int:
     n_frames = sum(len(e.state) for e in episodes)
     print(f"training on {len(episodes)} episodes / {n_frames} frames from {len(cfg.data)} dataset(s); cameras {cams}")
     result = train_bc(cfg, episodes, cams, joints)
+    if result is None:  # a torchrun rank other than 0: rank 0 wrote the checkpoint and reports
+        return 0
     print(f"checkpoint: {result['checkpoint']}")
     print(f"final validation L1: {result['final_val_loss']:.4f}; {result['train_seconds']:.0f}s; "
           f"ONNX parity max |diff| {result.get('onnx_parity_max_abs', float('nan')):.2e}")

@@ -26,6 +26,7 @@ from vla_rl_ros.core.policy.bc_config import BCArgs, BCConfig  # noqa: F401  (BC
 from vla_rl_ros.core.policy.checkpoint import load_checkpoint, save_checkpoint
 from vla_rl_ros.core.policy.model import Normalization, PolicyConfig, VLAPolicy
 from vla_rl_ros.core.policy.text import InstructionEncoder
+from vla_rl_ros.core.distributed import init_distributed
 from vla_rl_ros.core.scalars import ScalarLog
 
 
@@ -104,24 +105,35 @@ class ChunkDataset:
         )
 
 
-def random_shift(images: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
-    """DrQ-style augmentation on uint8 (B, C, H, W, 3): pad by replication, random crop back."""
+def shift_offsets(batch: int, pad: int, gen: torch.Generator) -> torch.Tensor | None:
+    """The crop offsets of :func:`random_shift` for a batch (None without augmentation)."""
+    return torch.randint(0, 2 * pad + 1, (batch, 2), generator=gen) if pad > 0 else None
+
+
+def random_shift(images: torch.Tensor, pad: int, gen: torch.Generator | None = None,
+                 offsets: torch.Tensor | None = None) -> torch.Tensor:
+    """DrQ-style augmentation on uint8 (B, C, H, W, 3): pad by replication, random crop back
+    (offsets drawn from ``gen``, or given: a data-parallel rank's share of the global batch's)."""
     if pad <= 0:
         return images
     B, C, H, W, _ = images.shape
     x = images.permute(0, 1, 4, 2, 3).reshape(B, C * 3, H, W).float()
     x = F.pad(x, (pad, pad, pad, pad), mode="replicate")
     out = torch.empty(B, C * 3, H, W)
-    offs = torch.randint(0, 2 * pad + 1, (B, 2), generator=gen)
+    offs = shift_offsets(B, pad, gen) if offsets is None else offsets
     for i in range(B):
         dy, dx = int(offs[i, 0]), int(offs[i, 1])
         out[i] = x[i, :, dy : dy + H, dx : dx + W]
     return out.reshape(B, C, 3, H, W).permute(0, 1, 3, 4, 2).round().clamp(0, 255).to(torch.uint8)
 
 
-def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_l1_sum(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     err = (pred - target).abs().mean(-1)  # (B, H)
-    return (err * mask).sum() / mask.sum().clamp(min=1.0)
+    return (err * mask).sum()
+
+
+def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return masked_l1_sum(pred, target, mask) / mask.sum().clamp(min=1.0)
 
 
 def split_episodes(n: int, frac: float, seed: int) -> tuple[list[int], list[int]]:
@@ -241,6 +253,8 @@ def train_bc(args: BCConfig, episodes: list[EpisodeData], cameras, joint_names, 
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     torch.set_num_threads(args.threads)
+    dist = init_distributed()  # torchrun: this rank's share of every global batch (core/distributed.py)
+    progress = progress and dist.main
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not episodes:
@@ -271,8 +285,9 @@ def train_bc(args: BCConfig, episodes: list[EpisodeData], cameras, joint_names, 
     aux_on = model.aux is not None and train_ds.has_aux and args.aux_weight > 0
     if aux_on:
         aux_mean, aux_std = (torch.from_numpy(v.astype(np.float32)) for v in train_ds.aux_stats())
+    dist.broadcast_params(model)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    gen = torch.Generator().manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)  # the same global batches on every rank
     if args.resume and (Path(args.resume) / "train_state.json").is_file():
         start_step, history, rng = _load_train_state(Path(args.resume), opt)
         if rng is not None:
@@ -289,27 +304,34 @@ def train_bc(args: BCConfig, episodes: list[EpisodeData], cameras, joint_names, 
     bar = tqdm(range(start_step, args.steps), initial=start_step, total=args.steps, desc="train-bc",
                disable=not progress, dynamic_ncols=True)
     t0 = time.time()
-    with ScalarLog(out, enabled=args.tensorboard) as scalars:  # every history entry also as a scalar
+    with ScalarLog(out, enabled=args.tensorboard and dist.main) as scalars:  # every history entry also as a scalar
         running = None
         for step in bar:
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
             rows = torch.randint(0, len(train_ds), (args.batch_size,), generator=gen).numpy()
+            offs = shift_offsets(len(rows), args.augment_shift, gen)
+            rows = dist.share(rows)  # alone: all of them
             img, st, lg, delta, mask = train_ds.batch(rows)
-            img = random_shift(img, args.augment_shift, gen)
+            img = random_shift(img, args.augment_shift, offsets=None if offs is None else dist.share(offs))
             prefix = model.prefix(img, st, lg)
             pred = model.head(prefix)
-            loss = masked_l1(pred, (delta - model.delta_mean) / model.delta_std, mask)
+            # normalised by the global batch's mask: the ranks' gradients sum to the single-process one
+            loss = masked_l1_sum(pred, (delta - model.delta_mean) / model.delta_std, mask) / \
+                dist.sum(mask.sum()).clamp(min=1.0)
             if aux_on:
                 aux, amask = train_ds.aux_batch(rows)
                 aux_err = F.smooth_l1_loss(model.aux(prefix), (aux - aux_mean) / aux_std, reduction="none").mean(-1)
-                loss = loss + args.aux_weight * (aux_err * amask).sum() / amask.sum().clamp(min=1.0)
+                loss = loss + args.aux_weight * (aux_err * amask).sum() / dist.sum(amask.sum()).clamp(min=1.0)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            dist.sum_grads(model.parameters())
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            lv = loss.item()
+            lv = dist.sum(loss.detach()).item()
             running = lv if running is None else 0.98 * running + 0.02 * lv
+            if not dist.main:  # rank 0 alone validates, logs and writes checkpoints
+                continue
             if step % 25 == 0:
                 history.append({"step": step, "train_loss": running, "lr": lr_at(step)})
                 scalars.add_dict("train", {"loss": history[-1]["train_loss"], "lr": history[-1]["lr"]}, step)
@@ -324,8 +346,10 @@ def train_bc(args: BCConfig, episodes: list[EpisodeData], cameras, joint_names, 
                 scalars.add_dict("val", {k.removeprefix("val_"): x for k, x in rec.items() if k != "step"}, step + 1)
                 bar.set_postfix(**post)
                 _save(model, opt, args, out, step + 1, history, gen, lang, t0, train_ids, val_ids, final=False)
-        result = _save(model, opt, args, out, args.steps, history, gen, lang, t0, train_ids, val_ids, final=True)
-        return result
+        result = _save(model, opt, args, out, args.steps, history, gen, lang, t0, train_ids, val_ids,
+                       final=True) if dist.main else None
+    dist.close()
+    return result
 
 
 def _save(model, opt, args, out, step, history, gen, lang, t0, train_ids, val_ids, final) -> dict:
