@@ -114,7 +114,6 @@ class PolicyNode(LifecycleNode):
         super().__init__("policy_node")
         c = self.config = declare_config(self, PolicyNodeConfig)
         self._active = False  # lifecycle: chunks leave the node only while active
-        self._configured = False
         self._configure_error: Exception | None = None
         self._setup_handles: dict[str, list] = {}
         if c.managed:
@@ -138,7 +137,6 @@ class PolicyNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self._configure_error = None
         self._setup_handles = self._new_handles(before)
-        self._configured = True
         freeze_startup_heap()  # the checkpoint and encoder just loaded (a managed node configures late)
         return TransitionCallbackReturn.SUCCESS
 
@@ -188,7 +186,6 @@ class PolicyNode(LifecycleNode):
             for h in handles:
                 destroy(h)
         self._setup_handles = {}
-        self._configured = False
 
     def _setup(self) -> None:
         """configure: load and warm up the checkpoint, create the node's topics and threads."""
