@@ -51,6 +51,9 @@ class CollectConfig(RosOptions):
                           "(AR(1), [0, 1)); 0: white")
     gripper_temperature: float = opt(0.0, "--checkpoint: explore the gripper as a discrete close/open choice with "
                                           "this temperature (m); 0: the gripper executes μ")
+    dagger: bool = opt(False, "--direct --checkpoint: run the checkpoint as deployed (no exploration, temporal "
+                              "ensembling) and label every frame with the scripted expert's action at the visited "
+                              "state (DAgger); imitate with `train-bc --init CKPT --all-episodes`")
 
     def validate(self) -> None:
         from vla_rl_ros.core.sim.tasks import FAMILIES
@@ -64,6 +67,8 @@ class CollectConfig(RosOptions):
         require(not (self.bags and self.direct), "--bags needs the graph (its logger writes them), not --direct; "
                 "write bags of a --direct dataset with `vla-rl-ros export-bag`")
         require(self.seed_repeat >= 1, "--seed-repeat must be >= 1")
+        require(not self.dagger or (self.direct and self.checkpoint and self.replan_every == 1),
+                "--dagger needs --direct and --checkpoint (and --replan-every 1: the policy as deployed)")
         require(self.workers >= 1, "--workers must be >= 1")
         require(self.real_time_factor > 0 and self.control_rate > 0, "--real-time-factor and --control-rate must be > 0")
 
@@ -182,7 +187,7 @@ def _collect_direct(cfg: CollectConfig, out: Path, before: int) -> int:
         control_rate=cfg.control_rate, max_steps=cfg.max_steps, renderer=cfg.renderer,
         policy=policy, sigma=tuple(cfg.sigma), gripper_sigma=cfg.gripper_sigma, explore_seed=cfg.explore_seed,
         seed_repeat=cfg.seed_repeat, replan_every=cfg.replan_every, rho=cfg.rho,
-        gripper_temperature=cfg.gripper_temperature,
+        gripper_temperature=cfg.gripper_temperature, mode="dagger" if cfg.dagger else "explore",
     )
     try:
         dc.validate()

@@ -13,7 +13,13 @@ Frames record the executed (noisy) action as ``action`` and the expert's noise-f
 ``rl.action_mean`` — the DART recipe: execute perturbed actions to visit recovery states, imitate
 the clean ones.
 
-With ``policy`` set, the episodes are rollouts of that checkpoint with Gaussian exploration
+With ``policy`` set and ``mode="dagger"``, the checkpoint's mean is executed as deployed (temporal
+ensembling, no exploration) and every frame is labelled with what the scripted expert would do
+from the visited state (its noise-free next target, in ``rl.action_mean``, σ zero): DAgger's
+on-policy relabelling. Behaviour cloning imitates those labels (``train-bc --label auto
+--all-episodes``); ``train-rl`` refuses the episodes (no exploration was logged).
+
+Otherwise, with ``policy`` set, the episodes are rollouts of that checkpoint with Gaussian exploration
 (:class:`~vla_rl_ros.core.rl.exploration.Explorer`, the same code the exploration node runs):
 frames carry μ (clipped to the limits, as the policy node publishes it), σ, the executed action,
 its exact truncated-normal log-likelihood and the policy version — what the trajectory logger
@@ -30,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vla_rl_ros.core.config import opt
-from vla_rl_ros.core.control import ChunkScheduler
+from vla_rl_ros.core.control import ENSEMBLE_DECAY, TEMPORAL_ENSEMBLE, ChunkEnsembler, ChunkScheduler
 from vla_rl_ros.core.node_config import BACKENDS, DEFAULT_EXPERT_NOISE, DEFAULT_SIGMA, RENDERERS
 from vla_rl_ros.core.recording import parse_reference
 from vla_rl_ros.core.robot import PANDA
@@ -50,7 +56,9 @@ class DirectCollectConfig:
     policy: str = opt("", "checkpoint: explored policy rollouts instead of expert demonstrations")
     sigma: tuple[float, ...] = opt((DEFAULT_SIGMA,), "exploration σ of the arm joints (rad)")
     gripper_sigma: float = opt(0.0, "exploration σ of the gripper (m)")
-    mode: str = opt("explore", "explore | deploy (μ executed as is)", choices=("explore", "deploy"))
+    mode: str = opt("explore", "explore | deploy (μ executed as is) | dagger (μ executed as deployed, frames "
+                               "labelled with the scripted expert's action at each visited state)",
+                    choices=("explore", "deploy", "dagger"))
     explore_seed: int = opt(0, "seed of the exploration noise")
     backend: str = opt("onnxruntime", "inference backend of the policy", choices=BACKENDS)
     seed_repeat: int = opt(1, "each scene (seed) is rolled out this many times in a row, with different "
@@ -66,6 +74,8 @@ class DirectCollectConfig:
         from vla_rl_ros.core.config import require
 
         require(self.replan_every >= 1, "replan_every must be >= 1")
+        require(self.mode != "dagger" or (self.policy and self.replan_every == 1),
+                "mode dagger needs a policy checkpoint and replan_every 1 (the policy as deployed)")
         require(0.0 <= self.rho < 1.0, f"rho must be in [0, 1), got {self.rho}")
         require(self.seed_repeat >= 1, "seed_repeat must be >= 1")
         require(self.gripper_temperature >= 0, "gripper_temperature must be >= 0")
@@ -223,6 +233,52 @@ def policy_episode(world, runtime, explorer, seed: int, family: str | None, repl
             return frames, task.instruction, meta
 
 
+def dagger_episode(world, runtime, expert, seed: int, family: str | None,
+                   temporal_ensemble: bool = TEMPORAL_ENSEMBLE, ensemble_decay: float = ENSEMBLE_DECAY
+                   ) -> tuple[list, str, dict]:
+    """One rollout of ``runtime``'s mean executed as deployed (a chunk every tick, temporal
+    ensembling as :func:`~vla_rl_ros.core.policy.evaluate.run_episode`), each frame labelled with
+    ``expert``'s noise-free next target from the state the *policy* reached (``rl.action_mean``,
+    σ zero: what ``train-bc --label auto`` imitates). The expert's phase machine follows the
+    policy's trajectory ("at or past" transitions), so a missed grasp is labelled with the
+    expert's retry and an off-centre descent with its re-centring (DAgger, Ross et al. 2011)."""
+    from vla_rl_ros.core.policy.runtime import Observation
+
+    world.reset(seed=seed, family=family)
+    task = world.task
+    expert.reset(task.instruction, seed=seed)
+    sched = ChunkScheduler(world.joint_positions())
+    ensembler = ChunkEnsembler(ensemble_decay) if temporal_ensemble else None
+    dt = 1.0 / world.config.control_rate
+    frames, ret, k = [], 0.0, 0
+    cams = list(world.config.cameras)
+    zeros = np.zeros(PANDA.dof)
+    while True:
+        obs = world.observe(render=True)
+        env = environment_state(world)
+        q = obs["state"]
+        expert.plan_chunk(q, world.object_poses(), 1, dt)
+        label = np.clip(expert.last_clean_chunk[0], PANDA.lower, PANDA.upper)
+        chunk = np.clip(runtime.infer(Observation(obs["images"], q, task.instruction)), PANDA.lower, PANDA.upper)
+        if ensembler is not None:
+            chunk = ensembler.add(chunk, k)
+        stamp_ns = int(round(k * dt * 1e9))
+        sched.offer(chunk, k, stamp_ns)
+        target, ref = sched.target(k)
+        _, index = parse_reference(ref)
+        world.apply_action(target)
+        info = world.step_control()
+        ret += info.reward
+        frames.append(_frame(obs, cams, target, label, zeros, 0.0, stamp_ns, index, runtime.version, info, env))
+        k += 1
+        if info.done:
+            meta = {"seed": seed, "family": task.family, "instruction": task.instruction,
+                    "success": bool(info.success), "steps": k, "return": ret, "source": "dagger",
+                    "policy_version": int(runtime.version), "mode": "dagger",
+                    "temporal_ensemble": bool(temporal_ensemble)}
+            return frames, task.instruction, meta
+
+
 def make_explorer(cfg: DirectCollectConfig, seed: int, rep: int):
     """The explorer of rollout ``rep`` of scene ``seed``: its noise depends on (explore_seed, seed, rep) only."""
     from vla_rl_ros.core.rl.exploration import ExplorationConfig, Explorer
@@ -235,6 +291,8 @@ def make_explorer(cfg: DirectCollectConfig, seed: int, rep: int):
 
 def _run_one(args) -> tuple[list, str, dict]:
     seed, family, horizon, rep = args
+    if _POLICY is not None and _CFG.mode == "dagger":
+        return dagger_episode(_WORLD, _POLICY, _EXPERT, seed, family)
     if _POLICY is not None:
         frames, task, meta = policy_episode(_WORLD, _POLICY, make_explorer(_CFG, seed, rep), seed, family,
                                             _CFG.replan_every)
