@@ -133,6 +133,10 @@ def test_one_default_per_setting():
     assert {CollectConfig().renderer, EvaluateConfig().renderer, DirectCollectConfig().renderer} == {"tiny"}
     assert {CollectConfig().rho, ImproveConfig().rho, DirectCollectConfig().rho} == {0.0}
     assert {CollectConfig().replan_every, ImproveConfig().replan_every, DirectCollectConfig().replan_every} == {1}
+    # --ray [ADDRESS]: one field (core/parallel.ray_option), off by default, "local" when given alone
+    ray = [dataclasses.fields(c)[[f.name for f in dataclasses.fields(c)].index("ray")]
+           for c in (CollectConfig, EvaluateConfig, CompareConfig, ImproveConfig)]
+    assert {(f.default, f.metadata["const"], f.metadata["help"]) for f in ray} == {(None, "local", ray[0].metadata["help"])}
 
 
 def test_validate_runs_before_any_file_is_read(tmp_path):

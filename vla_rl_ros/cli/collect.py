@@ -16,9 +16,11 @@ from vla_rl_ros.cli.common import (
     dataset_summaries,
     die,
     print_dataset_result,
+    require_ray,
 )
 from vla_rl_ros.core.config import add_fields, opt, require, write_config
 from vla_rl_ros.core.node_config import DEFAULT_EXPERT_NOISE, DEFAULT_SIGMA, RENDERERS
+from vla_rl_ros.core.parallel import ray_option
 
 HELP = "collect expert episodes in sim through the ROS graph (or --direct without ROS)"
 
@@ -38,7 +40,8 @@ class CollectConfig(RosOptions):
     stall_timeout: float = opt(120.0, "graph: give up when nothing progressed for this long (s)")
     bags: str = opt("", "graph: the logger also writes each saved episode as an MCAP rosbag2 into this folder")
     direct: bool = opt(False, "bulk mode: the same episode loop and frame layout without ROS, in --workers processes")
-    workers: int = opt(2, "worker processes for --direct")
+    workers: int = opt(2, "worker processes for --direct (Ray actors with --ray)")
+    ray: str | None = ray_option()
     checkpoint: str = opt("", "--direct: explored rollouts of this checkpoint instead of the expert",
                           aliases=("--policy",))
     sigma: tuple[float, ...] = opt((DEFAULT_SIGMA,), "--checkpoint: exploration σ of the arm joints (rad)")
@@ -70,6 +73,8 @@ class CollectConfig(RosOptions):
         require(not self.dagger or (self.direct and self.checkpoint and self.replan_every == 1),
                 "--dagger needs --direct and --checkpoint (and --replan-every 1: the policy as deployed)")
         require(self.workers >= 1, "--workers must be >= 1")
+        require(self.ray is None or self.direct, "--ray needs --direct (the graph runs on one machine; ROS spans "
+                "machines through DDS)")
         require(self.real_time_factor > 0 and self.control_rate > 0, "--real-time-factor and --control-rate must be > 0")
 
 
@@ -79,6 +84,7 @@ def add_arguments(p) -> None:
 
 def main(args) -> int:
     cfg = build_or_die(CollectConfig, args)
+    require_ray(cfg.ray)
     out = check_writable_dir(cfg.out)
     before = len(dataset_summaries(str(out))) if (out / "meta" / "info.json").exists() else 0
     if before:
@@ -201,7 +207,8 @@ def _collect_direct(cfg: CollectConfig, out: Path, before: int) -> int:
         bar.refresh()
 
     try:
-        res = collect_direct(str(out), cfg.episodes, dc, workers=cfg.workers, progress=progress)
+        res = collect_direct(str(out), cfg.episodes, dc, workers=cfg.workers, progress=progress,
+                             ray_address=cfg.ray)
     except KeyboardInterrupt:
         print("\ninterrupted (queued episodes are kept)", file=sys.stderr)
         return 130
@@ -209,5 +216,6 @@ def _collect_direct(cfg: CollectConfig, out: Path, before: int) -> int:
         bar.close()
     # after the run: the dataset's folders are created by the writer
     write_config(out / "meta" / "collect_config.json", "collect", cfg, dc)
-    new_rows = print_dataset_result(out, before, res["seconds"], f", {cfg.workers} workers")
+    where = f", {cfg.workers} workers" if cfg.ray is None else f", {cfg.workers} Ray actors ({cfg.ray})"
+    new_rows = print_dataset_result(out, before, res["seconds"], where)
     return 0 if len(new_rows) >= cfg.episodes and not res["failed"] else 1

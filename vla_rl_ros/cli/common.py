@@ -23,6 +23,18 @@ def build_or_die(cls, args, **extra):
         die(str(e))
 
 
+def require_ray(address: str | None) -> None:
+    """``--ray`` given without the optional extra installed: a clear error (exit 2) before any work."""
+    if address is None:
+        return
+    from vla_rl_ros.core.parallel import import_ray
+
+    try:
+        import_ray()
+    except RuntimeError as e:
+        die(str(e))
+
+
 def check_writable_dir(path: str) -> Path:
     """Create ``path`` if needed and prove we can write into it; a clear error otherwise."""
     p = Path(path).expanduser().resolve()

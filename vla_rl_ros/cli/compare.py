@@ -19,11 +19,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vla_rl_ros.cli.common import build_or_die, die
+from vla_rl_ros.cli.common import build_or_die, die, require_ray
 from vla_rl_ros.core import stats
 from vla_rl_ros.core.config import add_fields, opt, require, to_dict
 from vla_rl_ros.core.control import DECAY_HELP, ENSEMBLE_DECAY, ENSEMBLE_HELP, TEMPORAL_ENSEMBLE
 from vla_rl_ros.core.node_config import BACKENDS, RENDERERS
+from vla_rl_ros.core.parallel import ray_option
 
 HELP = "paired comparison of two checkpoints on the held-out seed bank (McNemar, bootstrap interval)"
 
@@ -38,7 +39,8 @@ class CompareConfig:
     per_family: int = opt(stats.BANK_PER_FAMILY, "scenes per task family in the seed bank")
     first_seed: int = opt(stats.BANK_FIRST_SEED, "first seed of the bank (must avoid the training, collection "
                                                  "and other evaluation seeds)")
-    workers: int = opt(2, "evaluation processes")
+    workers: int = opt(2, "evaluation processes (Ray actors with --ray)")
+    ray: str | None = ray_option()
     max_steps: int = opt(120, "episode length limit (control ticks)")
     replan_every: int = opt(1, "infer on every n-th observation")
     temporal_ensemble: bool = opt(TEMPORAL_ENSEMBLE, ENSEMBLE_HELP)
@@ -76,6 +78,7 @@ def add_arguments(p) -> None:
 
 def main(args) -> int:
     cfg = build_or_die(CompareConfig, args)
+    require_ray(cfg.ray)
     bank = cfg.bank()
     print(f"seed bank: {len(bank)} episodes ({cfg.per_family} per family), seeds {bank[0][0]}..{bank[-1][0]}")
     t0 = time.time()
@@ -205,7 +208,8 @@ def _evaluate(cfg: CompareConfig, side: str, ckpt: str, bank) -> list[dict]:
         rt = open_runtime(ckpt, backend=cfg.resolved_backend, joint_names=PANDA.joint_names, threads=1)
     except (CheckpointError, FileNotFoundError) as e:
         die(str(e))
-    print(f"{side}: evaluating {rt.describe()} directly (no ROS, {cfg.workers} processes)")
+    where = f"{cfg.workers} processes" if cfg.ray is None else f"{cfg.workers} Ray actors, {cfg.ray}"
+    print(f"{side}: evaluating {rt.describe()} directly (no ROS, {where})")
     del rt
     bar = tqdm(total=len(bank), unit="ep", desc=f"evaluate {side}", dynamic_ncols=True)
 
@@ -218,7 +222,8 @@ def _evaluate(cfg: CompareConfig, side: str, ckpt: str, bank) -> list[dict]:
         results = evaluate_parallel(ckpt, [s for s, _ in bank], workers=cfg.workers, families=[f for _, f in bank],
                                     replan_every=cfg.replan_every, backend=cfg.resolved_backend,
                                     max_steps=cfg.max_steps, renderer=cfg.renderer, progress=progress,
-                                    temporal_ensemble=cfg.temporal_ensemble, ensemble_decay=cfg.ensemble_decay)
+                                    temporal_ensemble=cfg.temporal_ensemble, ensemble_decay=cfg.ensemble_decay,
+                                    ray_address=cfg.ray)
     finally:
         bar.close()
     return [dict(r.__dict__) for r in results]

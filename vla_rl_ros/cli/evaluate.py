@@ -11,10 +11,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vla_rl_ros.cli.common import RosOptions, build_or_die, die, success_table
+from vla_rl_ros.cli.common import RosOptions, build_or_die, die, require_ray, success_table
 from vla_rl_ros.core.config import add_fields, opt, require, write_config
 from vla_rl_ros.core.control import DECAY_HELP, ENSEMBLE_DECAY, ENSEMBLE_HELP, TEMPORAL_ENSEMBLE
 from vla_rl_ros.core.node_config import BACKENDS, RENDERERS
+from vla_rl_ros.core.parallel import ray_option
 from vla_rl_ros.core.paths import checkpoint_or_default
 
 HELP = "success rate of a checkpoint in the simulator"
@@ -36,7 +37,8 @@ class EvaluateConfig(RosOptions):
     direct: bool = opt(False, "evaluate without ROS (same loop, one process)")
     lockstep: bool = opt(False, "graph: each simulated tick waits for the chunk due from the policy, so the graph "
                                 "runs exactly the direct loop's chunks (comparisons; not a real-time run)")
-    workers: int = opt(1, "processes for --direct (episodes are independent)")
+    workers: int = opt(1, "processes for --direct (episodes are independent; Ray actors with --ray)")
+    ray: str | None = ray_option()
     renderer: str = opt("tiny", "PyBullet renderer", choices=RENDERERS)
     json: str = opt("", "write per-episode results here (and the resolved configuration next to it)")
     diagnose: bool = opt(False, "with --direct: say why each failed episode failed (no grasp, missed grasp by how "
@@ -49,6 +51,7 @@ class EvaluateConfig(RosOptions):
         require(self.direct or not (self.diagnose or self.diagnose_plot),
                 "--diagnose needs --direct (it reads the simulator's state in-process)")
         require(self.workers >= 1 and self.threads >= 1, "--workers and --threads must be >= 1")
+        require(self.ray is None or self.direct, "--ray needs --direct (the graph runs on one machine)")
         require(self.replan_every >= 1, "--replan-every must be >= 1")
         require(self.real_time_factor > 0, "--real-time-factor must be > 0")
         require(not (self.lockstep and self.direct), "--lockstep is for the graph; --direct is always in lock step")
@@ -64,6 +67,7 @@ def add_arguments(p) -> None:
 
 def main(args) -> int:
     cfg = build_or_die(EvaluateConfig, args)
+    require_ray(cfg.ray)
     if cfg.diagnose_plot and not cfg.diagnose:
         cfg = dataclasses.replace(cfg, diagnose=True)
     if cfg.json:
@@ -71,7 +75,7 @@ def main(args) -> int:
     ckpt = checkpoint_or_default(cfg.checkpoint)
     if not cfg.direct:
         return _evaluate_ros(cfg, ckpt)
-    if cfg.workers > 1:
+    if cfg.workers > 1 or cfg.ray is not None:
         return _evaluate_parallel(cfg, ckpt)
     return _evaluate_here(cfg, ckpt)
 
@@ -105,14 +109,16 @@ def _evaluate_parallel(cfg: EvaluateConfig, ckpt: str) -> int:
 
     rt = _runtime(cfg, ckpt)
     seeds = cfg.seeds
-    print(f"evaluating {rt.describe()} directly (no ROS, {cfg.workers} processes) on seeds {seeds[0]}..{seeds[-1]}")
+    where = f"{cfg.workers} processes" if cfg.ray is None else f"{cfg.workers} Ray actors, {cfg.ray}"
+    print(f"evaluating {rt.describe()} directly (no ROS, {where}) on seeds {seeds[0]}..{seeds[-1]}")
     bar, progress = _progress_bar(len(seeds))
     t0 = time.time()
     backend = "onnxruntime" if cfg.backend == "auto" else cfg.backend
     results = evaluate_parallel(ckpt, seeds, workers=cfg.workers, family=cfg.family or None,
                                 replan_every=cfg.replan_every, backend=backend, max_steps=cfg.max_steps,
                                 renderer=cfg.renderer, progress=progress, diagnose=cfg.diagnose,
-                                temporal_ensemble=cfg.temporal_ensemble, ensemble_decay=cfg.ensemble_decay)
+                                temporal_ensemble=cfg.temporal_ensemble, ensemble_decay=cfg.ensemble_decay,
+                                ray_address=cfg.ray)
     bar.close()
     _report(cfg, results, time.time() - t0)
     return 0

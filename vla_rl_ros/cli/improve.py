@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from vla_rl_ros.cli.common import build_or_die, check_writable_dir, die
+from vla_rl_ros.cli.common import build_or_die, check_writable_dir, die, require_ray
 from vla_rl_ros.core.config import add_fields
 from vla_rl_ros.core.improve import RL_FIELDS_SET_BY_IMPROVE, ImproveConfig, check_world_model_options
 from vla_rl_ros.core.paths import checkpoint_or_default
@@ -26,6 +26,7 @@ def main(args) -> int:
     from vla_rl_ros.core.policy.checkpoint import CheckpointError, read_config
 
     cfg = build_or_die(ImproveConfig, args)
+    require_ray(cfg.ray)
     ckpt = str(Path(checkpoint_or_default(cfg.init)).resolve())
     out = Path(cfg.out).expanduser().resolve()
     placeholder = str(out / "round_1" / "wm" / "model") if cfg.world_model else ""  # refitted every round

@@ -28,9 +28,7 @@ records behind ``exploration_node`` in the graph (``config/graphs/explore.yaml``
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,9 +87,16 @@ _POLICY = None
 _CFG = None
 
 
-def _worker_init(cfg: DirectCollectConfig) -> None:
+def _worker_init(cfg: DirectCollectConfig, policy: str = "") -> None:
+    """A worker's simulator, expert and (``cfg.policy``) policy; ``policy``, when given, is where
+    this worker reads the checkpoint (a Ray actor's local copy of ``cfg.policy``)."""
     global _WORLD, _EXPERT, _POLICY, _CFG
+    import dataclasses
+
     import torch
+
+    if policy:
+        cfg = dataclasses.replace(cfg, policy=policy)
 
     torch.set_num_threads(1)
     from vla_rl_ros.core.sim.expert import ScriptedExpert
@@ -306,29 +311,40 @@ def _run_outcome(job) -> dict:
     return {"seed": seed, "family": meta["family"], "repeat": rep, "success": meta["success"], "steps": meta["steps"]}
 
 
-def rollout_outcomes(cfg: DirectCollectConfig, jobs, workers: int = 2, progress=None) -> list[dict]:
+def _episodes(cfg: DirectCollectConfig, fn, jobs, workers: int, ray_address: str | None):
+    """``fn(job)`` for each job, in order, over ``workers`` processes or Ray actors
+    (:func:`~vla_rl_ros.core.parallel.ordered_map`; the checkpoint travels through Ray's object store)."""
+    from vla_rl_ros.core.parallel import ordered_map
+
+    return ordered_map(_worker_init, {"cfg": cfg, "policy": cfg.policy}, fn, jobs, workers,
+                       ray_address=ray_address, ship=("policy",))
+
+
+def rollout_outcomes(cfg: DirectCollectConfig, jobs, workers: int = 2, progress=None,
+                     ray_address: str | None = None) -> list[dict]:
     """Outcomes of rollouts of ``cfg.policy`` (explored, or the mean with ``mode="deploy"``) without
     recording them: ``jobs`` are (seed, family or None, repeat) triples, each rollout's noise
     seeded as in :func:`collect_direct`. Returns one dict per job, in order (seed, family, repeat,
-    success, steps); ``progress(n_done)`` after each."""
+    success, steps); ``progress(n_done)`` after each. ``ray_address``: Ray actors instead of
+    processes (:func:`~vla_rl_ros.core.parallel.ordered_map`)."""
     if not cfg.policy:
         raise ValueError("rollout_outcomes needs cfg.policy (a checkpoint)")
     cfg.validate()
     out = []
-    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=mp.get_context("spawn"),
-                             initializer=_worker_init, initargs=(cfg,)) as pool:
-        for r in pool.map(_run_outcome, [tuple(j) for j in jobs], chunksize=1):
-            out.append(r)
-            if progress:
-                progress(len(out))
+    for r in _episodes(cfg, _run_outcome, [tuple(j) for j in jobs], workers, ray_address):
+        out.append(r)
+        if progress:
+            progress(len(out))
     return out
 
 
 def collect_direct(out: str, episodes: int, cfg: DirectCollectConfig, workers: int = 2,
-                   repo_id: str = "local/vla_rl_ros", progress=None) -> dict:
+                   repo_id: str = "local/vla_rl_ros", progress=None, ray_address: str | None = None) -> dict:
     """Collect ``episodes`` expert (or, with ``cfg.policy``, explored policy) episodes into the LeRobot dataset at ``out`` (appending).
 
     ``progress(n_done, n_success)`` is called after each episode is queued. Returns a summary.
+    ``ray_address``: the episodes run on Ray actors instead of processes
+    (:func:`~vla_rl_ros.core.parallel.ordered_map`); the dataset is the same.
     """
     from vla_rl_ros.core.data.schema import make_features
     from vla_rl_ros.core.data.writer import EpisodeWriter
@@ -343,14 +359,12 @@ def collect_direct(out: str, episodes: int, cfg: DirectCollectConfig, workers: i
     t0 = time.monotonic()
     n_ok = 0
     try:
-        with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=mp.get_context("spawn"),
-                                 initializer=_worker_init, initargs=(cfg,)) as pool:
-            for i, (frames, task, meta) in enumerate(pool.map(_run_one, jobs, chunksize=1)):
-                writer.submit(frames, task, meta)
-                n_ok += bool(meta["success"])
-                writer.poll()
-                if progress:
-                    progress(i + 1, n_ok)
+        for i, (frames, task, meta) in enumerate(_episodes(cfg, _run_one, jobs, workers, ray_address)):
+            writer.submit(frames, task, meta)
+            n_ok += bool(meta["success"])
+            writer.poll()
+            if progress:
+                progress(i + 1, n_ok)
         writer.close(timeout=600.0)
     except BaseException:
         writer.close(timeout=600.0)

@@ -26,12 +26,13 @@ class ConfigError(ValueError):
 
 
 def opt(default=dataclasses.MISSING, help: str = "", *, choices=None, aliases=(), positional=False,
-        required=False, cli=True):
+        required=False, cli=True, const=None):
     """A config field: ``default``, one-line ``help``; ``choices`` restricts the value, ``aliases``
     are deprecated flag names still accepted, ``positional`` makes it a positional argument,
-    ``required`` an option that must be given, ``cli=False`` keeps it off the command line."""
+    ``required`` an option that must be given, ``cli=False`` keeps it off the command line,
+    ``const`` the value of the option given without one (``--ray`` alone: ``--ray [ADDRESS]``)."""
     meta = {"help": help, "choices": choices, "aliases": tuple(aliases), "positional": positional,
-            "required": required, "cli": cli}
+            "required": required, "cli": cli, "const": const}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -80,6 +81,8 @@ def add_fields(parser: argparse.ArgumentParser, cls, exclude=(), rename=None, re
             kw["type"] = base
             if seq:
                 kw["nargs"] = "+"
+            elif m.get("const") is not None:
+                kw.update(nargs="?", const=m["const"])
         if m.get("positional"):
             if seq and f.default is not dataclasses.MISSING:
                 kw.update(nargs="*", default=default)

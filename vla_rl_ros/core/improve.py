@@ -37,6 +37,7 @@ from typing import Protocol
 from vla_rl_ros.core.config import opt, require, write_config
 from vla_rl_ros.core.control import ENSEMBLE_DECAY, TEMPORAL_ENSEMBLE
 from vla_rl_ros.core.node_config import DEFAULT_SIGMA
+from vla_rl_ros.core.parallel import ray_option
 from vla_rl_ros.core.scalars import ScalarLog
 from vla_rl_ros.core.sim.tasks import FAMILIES
 
@@ -67,7 +68,8 @@ class ImproveConfig:
     seed: int = opt(0, "training seed (exploration noise; round r's RL update uses seed + 1000 r)")
     rl_threads: int = opt(2, "torch threads of each RL update")
     real_time_factor: float = opt(3.0, "real-time factor of the simulated collection (graph)", aliases=("--speed",))
-    workers: int = opt(2, "processes for evaluation (and direct collection)")
+    workers: int = opt(2, "processes for evaluation (and direct collection); Ray actors with --ray")
+    ray: str | None = ray_option()
     direct: bool = opt(False, "collect without ROS (same loop and frames, parallel); the new weights are then "
                               "loaded between rounds by the worker processes, not hot swapped into a policy_node")
     max_steps: int = opt(120, "episode length limit (collection and evaluation)")
@@ -128,7 +130,7 @@ class DirectCollector:
                                  replan_every=c.replan_every, rho=c.rho,
                                  gripper_temperature=c.gripper_temperature)
         res = collect_direct(str(self.data), c.episodes_per_round, dc, workers=c.workers,
-                             progress=lambda n, ok: progress(n))
+                             progress=lambda n, ok: progress(n), ray_address=c.ray)
         k, n = res["success"], res["episodes"]
         return [{"success": i < k} for i in range(n)]
 
@@ -167,7 +169,8 @@ def evaluate_cached(ckpt: str, cfg: ImproveConfig) -> tuple[dict, dict, list]:
         bar.set_postfix(success=f"{sum(r.success for r in res)}/{len(res)}")
         bar.refresh()
 
-    res = evaluate_parallel(ckpt, seeds, workers=cfg.workers, max_steps=cfg.max_steps, progress=prog, diagnose=True)
+    res = evaluate_parallel(ckpt, seeds, workers=cfg.workers, max_steps=cfg.max_steps, progress=prog, diagnose=True,
+                            ray_address=cfg.ray)
     bar.close()
     table = {k: list(v) for k, v in success_by_family(res).items()}
     failures: dict = {}

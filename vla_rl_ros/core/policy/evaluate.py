@@ -143,15 +143,17 @@ def evaluate_parallel(ckpt: str, seeds, workers: int = 2, family: str | None = N
                       backend: str = "onnxruntime", max_steps: int = 120, renderer: str = "tiny",
                       progress=None, diagnose: bool = False, instructions=None,
                       families=None, temporal_ensemble: bool = TEMPORAL_ENSEMBLE,
-                      ensemble_decay: float = ENSEMBLE_DECAY) -> list[EpisodeResult]:
+                      ensemble_decay: float = ENSEMBLE_DECAY, ray_address: str | None = None) -> list[EpisodeResult]:
     """:func:`evaluate` of checkpoint ``ckpt`` spread over ``workers`` processes (one policy
     runtime + one simulator each, single-threaded). Each episode depends only on its seed, so the
     results equal the single-process loop's, in seed order. ``instructions`` (one per seed)
     replace the tasks' own text; one the policy does not understand is not run (it would hold):
     a failure with ``failure="refused"``. ``families`` (one per seed, instead of ``family`` for
-    all) runs each seed's scene as that task family (a stratified bank: ``core/stats.seed_bank``)."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+    all) runs each seed's scene as that task family (a stratified bank: ``core/stats.seed_bank``).
+    ``ray_address``: Ray actors instead of processes (:func:`~vla_rl_ros.core.parallel.ordered_map`:
+    ``""``/``"local"`` a local Ray, otherwise a cluster's address; the checkpoint's files reach the
+    actors through Ray's object store, once per call); the results are the same."""
+    from vla_rl_ros.core.parallel import ordered_map
 
     seeds = list(seeds)
     texts = list(instructions) if instructions is not None else [None] * len(seeds)
@@ -165,10 +167,9 @@ def evaluate_parallel(ckpt: str, seeds, workers: int = 2, family: str | None = N
     jobs = [(int(s), f, replan_every, diagnose, t, temporal_ensemble, ensemble_decay) for s, f, t in zip(seeds, fams, texts)]
     results = []
     t0 = time.time()
-    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=mp.get_context("spawn"),
-                             initializer=_eval_init, initargs=(str(ckpt), backend, None, max_steps, renderer)) as pool:
-        for r in pool.map(_eval_one, jobs, chunksize=1):
-            results.append(r)
-            if progress:
-                progress(results, time.time() - t0)
+    init = {"ckpt": str(ckpt), "backend": backend, "image_size": None, "max_steps": max_steps, "renderer": renderer}
+    for r in ordered_map(_eval_init, init, _eval_one, jobs, workers, ray_address=ray_address, ship=("ckpt",)):
+        results.append(r)
+        if progress:
+            progress(results, time.time() - t0)
     return results
