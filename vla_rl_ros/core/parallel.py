@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import multiprocessing as mp
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -87,7 +86,6 @@ def ensure_ray(ray_address: str, workers: int):
     ``improve`` run maps several times); ``ray.shutdown()`` ends it."""
     ray = import_ray()
     if not ray.is_initialized():
-        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
         if ray_address in ("", LOCAL):
             ray.init(num_cpus=workers, include_dashboard=False, logging_level="WARNING",
                      configure_logging=True)
