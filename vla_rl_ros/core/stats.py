@@ -43,8 +43,8 @@ BANK_PER_FAMILY = 200
 RESERVED_SEEDS: dict[str, tuple[int, int | None]] = {
     "README evaluation (evaluate --seed 1000 --episodes 100)": (1000, 1099),
     "language bench (bench/language.py --seed 2000)": (2000, 2099),
-    "BC training demonstrations (scripts/train_shipped_policy.sh)": (100000, 101199),
-    "DAgger relabelled rollouts (scripts/train_shipped_policy.sh, v5)": (150000, 151999),
+    "BC training demonstrations (scripts/train_shipped_policy.sh)": (100000, 101999),
+    "DAgger relabelled rollouts (collect --dagger, README: The policy)": (150000, 151999),
     "RL collection (improve --collect-seed 200000)": (200000, None),
 }
 
