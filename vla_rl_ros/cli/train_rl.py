@@ -37,6 +37,8 @@ def main(args) -> int:
         res = train_rl(rl, privileged=episode_privileged_features)  # writes the resolved configuration next to the checkpoint (config.json)
     except (CheckpointError, ValueError, FileNotFoundError) as e:
         die(str(e))
+    if res is None:  # a torchrun rank other than 0: rank 0 wrote the checkpoint and reports
+        return 0
     from vla_rl_ros.core.improve import rl_summary
 
     print(rl_summary(res))

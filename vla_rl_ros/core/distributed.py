@@ -1,4 +1,4 @@
-"""Data-parallel training under ``torchrun`` (torch.distributed), for ``train-bc``.
+"""Data-parallel training under ``torchrun`` (torch.distributed), for ``train-bc`` and ``train-rl``.
 
 ``torchrun --nproc-per-node N $(which vla-rl-ros) train-bc …`` runs the same command in N processes
 (``WORLD_SIZE`` / ``RANK`` set by torchrun); :func:`init_distributed` joins them (gloo: training
@@ -37,6 +37,15 @@ class Dist:
 
             t = t.detach().clone()
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t
+
+    def max(self, t: torch.Tensor) -> torch.Tensor:
+        """Element-wise maximum of ``t`` over the ranks (a no-op alone)."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            t = t.detach().clone()
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return t
 
     def sum_grads(self, params) -> None:

@@ -55,6 +55,7 @@ def dim_log_prob(mu: torch.Tensor, actions: torch.Tensor, sigma: torch.Tensor, m
     the gripper's (last dimension's) discrete-exploration temperature of each decision; where > 0
     its entries are the Bernoulli close/open log-probabilities (:func:`.exploration.gripper_logp`)."""
     on = sigma > 0  # σ = 0: a dimension executed as μ (not explored), outside the likelihood
+    keep = explored_entries(sigma, mask, grip_tau)
     sigma = torch.where(on, sigma, torch.ones_like(sigma))
     if rho is not None and bool((rho > 0).any()):
         lo = lower.expand_as(mu) if lower is not None else torch.full_like(mu, -float("inf"))
@@ -64,7 +65,6 @@ def dim_log_prob(mu: torch.Tensor, actions: torch.Tensor, sigma: torch.Tensor, m
         lp = truncnorm_logpdf_torch(actions, mu, sigma, lower.expand_as(mu), upper.expand_as(mu))
     else:
         lp = gaussian_logpdf_torch(actions, mu, sigma)
-    keep = (mask[..., None] > 0) & on
     if grip_tau is not None and bool((grip_tau > 0).any()):
         if lower is None or upper is None:
             raise ValueError("the discrete gripper's likelihood needs the joint limits")
@@ -73,8 +73,18 @@ def dim_log_prob(mu: torch.Tensor, actions: torch.Tensor, sigma: torch.Tensor, m
         lp_g = gripper_logp(actions[..., -1], mu[..., -1], float(lower[-1]), float(upper[-1]), tau)
         on_g = (mask > 0) & g[:, None]
         lp = torch.cat([lp[..., :-1], torch.where(on_g, lp_g, lp[..., -1])[..., None]], -1)
-        keep = torch.cat([keep[..., :-1], (keep[..., -1] | on_g)[..., None]], -1)
     return torch.where(keep, lp, torch.zeros_like(lp)), keep
+
+
+def explored_entries(sigma: torch.Tensor, mask: torch.Tensor, grip_tau: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, H, D) bool: the executed (token, dimension) entries with a likelihood — explored with
+    σ > 0, or the discretely explored gripper (``grip_tau`` > 0); the factors of :func:`dim_log_prob`
+    (which depend on the logged data only, not on μ)."""
+    keep = (mask[..., None] > 0) & (sigma > 0)
+    if grip_tau is not None and bool((grip_tau > 0).any()):
+        on_g = (mask > 0) & (grip_tau > 0)[:, None]
+        keep = torch.cat([keep[..., :-1], (keep[..., -1] | on_g)[..., None]], -1)
+    return keep
 
 
 def chunk_log_prob(mu: torch.Tensor, actions: torch.Tensor, sigma: torch.Tensor, mask: torch.Tensor,
@@ -95,16 +105,46 @@ class PolicyLossStats:
     ess: float  # effective sample size / n, (Σr)² / (n Σr²)
     ratio_mean: float
     ratio_max: float
+    # the sums behind them, which the ranks of a data-parallel update add up (:func:`global_stats`)
+    n: int = 0  # ratios in the batch (one per decision, or per factor with ratio dim)
+    clipped: int = 0  # of them clipped
+    ess_sums: tuple[float, float] = (0.0, 0.0)  # Σx, Σx² of the ESS's x: the ratios (the weights: awr, filtered)
+    ratio_sum: float = 0.0
+
+
+def _stats(loss, r: torch.Tensor, clipped: torch.Tensor, x: torch.Tensor) -> PolicyLossStats:
+    """The statistics of a batch's ratios ``r`` (``clipped``: which were clipped) and ESS variable ``x``."""
+    ess = float((x.sum() ** 2) / (x.numel() * (x**2).sum()).clamp(min=1e-12))
+    return PolicyLossStats(float(loss), float(clipped.float().mean()), ess, float(r.mean()),
+                           float(r.max()) if r.numel() else 0.0,  # a rank's share may be empty
+                           r.numel(), int(clipped.sum()), (float(x.sum()), float((x**2).sum())), float(r.sum()))
+
+
+def global_stats(st: PolicyLossStats, kl_base: float, dist) -> tuple[PolicyLossStats, float]:
+    """The statistics of the global minibatch from each rank's share's (``dist``: a
+    :class:`~vla_rl_ros.core.distributed.Dist`; the losses are already normalised by the global
+    batch, so they add up). Alone: ``st`` and ``kl_base`` unchanged."""
+    if dist.world == 1:
+        return st, kl_base
+    t = dist.sum(torch.tensor([st.loss, kl_base, st.n, st.clipped, *st.ess_sums, st.ratio_sum], dtype=torch.float64))
+    loss, kl, n, clipped, x1, x2, r1 = t.tolist()
+    r_max = float(dist.max(torch.tensor([st.ratio_max], dtype=torch.float64)))
+    n = int(round(n))
+    ess = x1**2 / max(n * x2, 1e-12)
+    return PolicyLossStats(loss, clipped / max(n, 1), ess, r1 / max(n, 1), r_max, n, int(round(clipped)), (x1, x2),
+                           r1), kl
 
 
 def policy_loss(logp_new: torch.Tensor, logp_behaviour: torch.Tensor, advantages: torch.Tensor,
                 clip: float | None = 0.2, weights: torch.Tensor | None = None,
-                log_ratio_max: float = 20.0):
+                log_ratio_max: float = 20.0, norm: torch.Tensor | None = None):
     """Surrogate loss (to minimise) and its statistics.
 
     ``clip=None`` gives the plain importance-weighted estimator (unbiased); otherwise PPO's
     pessimistic clipped surrogate. ``log_ratio_max``: the log-ratio is clamped from above before
-    ``exp`` (an overflow guard; ``RLConfig.log_ratio_max``).
+    ``exp`` (an overflow guard; ``RLConfig.log_ratio_max``). ``norm``: the divisor of the weighted
+    sum, the weights' sum over the *global* minibatch when this batch is a data-parallel rank's
+    share of it (None: this batch's own weights' sum, the weighted mean).
     """
     log_ratio = logp_new - logp_behaviour.detach()
     ratio = torch.exp(torch.clamp(log_ratio, max=log_ratio_max))
@@ -116,11 +156,10 @@ def policy_loss(logp_new: torch.Tensor, logp_behaviour: torch.Tensor, advantages
         surr = torch.minimum(surr, rc * adv)
         clipped = (ratio - rc).abs() > 1e-8
     w = torch.ones_like(surr) if weights is None else weights
-    loss = -(surr * w).sum() / w.sum().clamp(min=1e-8)
+    loss = -(surr * w).sum() / (w.sum().clamp(min=1e-8) if norm is None else norm)
     with torch.no_grad():
         r = ratio.detach()
-        ess = float((r.sum() ** 2) / (r.numel() * (r**2).sum()).clamp(min=1e-12))
-        stats = PolicyLossStats(float(loss), float(clipped.float().mean()), ess, float(r.mean()), float(r.max()))
+        stats = _stats(loss, r, clipped, r)
     return loss, stats
 
 
@@ -157,10 +196,26 @@ class Samples:
                           for f in fields(self)})
 
 
-def rl_objective(mu: torch.Tensor, s: Samples, cfg: RLConfig, lower: torch.Tensor, upper: torch.Tensor):
+def regression_weights(s: Samples, cfg: RLConfig, dtype: torch.dtype) -> torch.Tensor:
+    """(B,) weights of the weighted maximum-likelihood objectives (awr, filtered, best_of_k);
+    ``dtype``: that of the ones where the decisions carry no weight."""
+    w = torch.ones(len(s.adv), dtype=dtype) if s.weight is None else s.weight
+    if cfg.objective == "awr":
+        w = w * torch.exp(torch.clamp(s.adv / cfg.awr_beta, max=math.log(cfg.awr_max_weight)))
+    return w
+
+
+def rl_objective(mu: torch.Tensor, s: Samples, cfg: RLConfig, lower: torch.Tensor, upper: torch.Tensor,
+                 whole: Samples | None = None):
     """The loss ``train_rl`` minimises on a minibatch, given the current head's means ``mu``
     (B, H, D), plus ``cfg.kl_coef`` × KL to the initial head. Returns (loss, :class:`PolicyLossStats`,
     KL to the initial head).
+
+    ``whole``: the global minibatch of which ``s`` is a data-parallel rank's share (``train_rl``
+    under torchrun, :mod:`vla_rl_ros.core.distributed`). Every mean over the batch is then this
+    share's sum divided by the global batch's count or weight sum — computed here from ``whole``,
+    which every rank holds, so no communication — and the ranks' losses and gradients add up to
+    the single-process ones (the statistics: :func:`global_stats`). None: ``s`` is the whole batch.
 
     ``cfg.objective``: ``ratio`` — the likelihood-ratio surrogate over executed tokens with the
     truncated density (``cfg.ratio``, ``cfg.clip``, ``cfg.log_ratio_max``); ``awr`` and
@@ -172,25 +227,32 @@ def rl_objective(mu: torch.Tensor, s: Samples, cfg: RLConfig, lower: torch.Tenso
     if cfg.objective in ("awr", "filtered", "best_of_k"):
         lp, keep = dim_log_prob(mu_c, s.actions, s.sigma, s.mask, lower, upper, s.rho, s.grip_tau)
         per_factor = lp.sum(dim=(-1, -2)) / keep.sum(dim=(-1, -2)).clamp(min=1)
-        w = torch.ones_like(per_factor) if s.weight is None else s.weight
-        if cfg.objective == "awr":
-            w = w * torch.exp(torch.clamp(s.adv / cfg.awr_beta, max=math.log(cfg.awr_max_weight)))
-        loss_pi = -(w.detach() * per_factor).sum() / w.sum().clamp(min=1e-8)
+        w = regression_weights(s, cfg, per_factor.dtype)
+        norm = (w if whole is None else regression_weights(whole, cfg, per_factor.dtype)).sum().clamp(min=1e-8)
+        loss_pi = -(w.detach() * per_factor).sum() / norm
         with torch.no_grad():
             r = torch.exp(torch.clamp(lp.sum(dim=(-1, -2)) - s.logp_b, max=cfg.log_ratio_max))
-            ess = float((w.sum() ** 2) / (w.numel() * (w**2).sum()).clamp(min=1e-12))
-            st = PolicyLossStats(float(loss_pi), 0.0, ess, float(r.mean()), float(r.max()))
+            st = _stats(loss_pi, r, torch.zeros_like(r, dtype=torch.bool), w)
     elif cfg.ratio == "dim":
         lp, keep = dim_log_prob(mu_c, s.actions, s.sigma, s.mask, lower, upper, s.rho, s.grip_tau)
         a_dim = s.adv[:, None, None].expand_as(lp)
         w_dim = None if s.weight is None else s.weight[:, None, None].expand_as(lp)[keep]
+        norm = None
+        if whole is not None:  # the global batch's explored factors (their weights' sum)
+            k = explored_entries(whole.sigma, whole.mask, whole.grip_tau)
+            norm = (k.sum().float() if whole.weight is None else
+                    whole.weight[:, None, None].expand_as(k)[k].sum()).clamp(min=1e-8)
         loss_pi, st = policy_loss(lp[keep], s.logp_b_dim[keep], a_dim[keep], clip=cfg.clip, weights=w_dim,
-                                  log_ratio_max=cfg.log_ratio_max)
+                                  log_ratio_max=cfg.log_ratio_max, norm=norm)
     elif cfg.ratio == "chunk":
         lp = chunk_log_prob(mu_c, s.actions, s.sigma, s.mask, lower, upper, s.rho, s.grip_tau)
+        norm = None
+        if whole is not None:
+            norm = (torch.tensor(float(len(whole.adv))) if whole.weight is None else whole.weight.sum()).clamp(min=1e-8)
         loss_pi, st = policy_loss(lp, s.logp_b, s.adv, clip=cfg.clip, weights=s.weight,
-                                  log_ratio_max=cfg.log_ratio_max)
+                                  log_ratio_max=cfg.log_ratio_max, norm=norm)
     else:
         raise ValueError(f"ratio must be chunk or dim, got {cfg.ratio!r}")
-    kl_base = gaussian_kl(mu, s.mu_base, s.sig_ref).mean()
+    kl = gaussian_kl(mu, s.mu_base, s.sig_ref)
+    kl_base = kl.mean() if whole is None else kl.sum() / len(whole.adv)
     return loss_pi + cfg.kl_coef * kl_base, st, kl_base

@@ -20,6 +20,21 @@
    (+ ONNX, parity-checked), ``history.json``, ``rl.png`` and, epoch by epoch, TensorBoard event
    files (``tb/``: ``rl/<history key>``, :mod:`vla_rl_ros.core.scalars`).
 
+Data-parallel under ``torchrun --nproc-per-node N … train-rl`` (gloo, :mod:`vla_rl_ros.core.distributed`;
+without torchrun nothing changes). Steps 1–4 (samples, frozen features, critic, advantages and
+their normalisation, the logged-likelihood check) run identically on every rank: they are
+deterministic (seeded, the same thread count) and need the whole data set. In step 5 every rank
+draws the same minibatch order from the same seeded generator and computes its share of each
+global minibatch (rows ``rank::N``); every mean over the minibatch (the surrogate's weighted mean,
+the weighted-regression mean, the KL to the initial head) is the share's sum over the *global*
+minibatch's count or weight sum, computed by each rank from the global minibatch's samples, and
+the gradients are summed across ranks, so a step is the single-process step up to float summation
+order. The per-minibatch statistics and the per-epoch behaviour fit (KL to behaviour, ESS) are
+summed over the ranks' shares, so the early stop is decided on the same global figures everywhere.
+Rank 0 alone writes ``config.json``, the checkpoint, ONNX, history, plot and TensorBoard files;
+the other ranks return None. (A head with dropout would draw its masks per share: statistically,
+not bitwise, the single-process step.)
+
 Every hyper-parameter is a field of :class:`~.config.RLConfig`.
 """
 
@@ -34,12 +49,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vla_rl_ros.core.distributed import Dist, init_distributed
 from vla_rl_ros.core.policy.checkpoint import load_checkpoint, save_checkpoint
 from vla_rl_ros.core.policy.grounding import grounding_files, skill_embedder
 from vla_rl_ros.core.rl.advantages import decision_weights, estimate_advantages
 from vla_rl_ros.core.rl.config import RLConfig
 from vla_rl_ros.core.rl.critic import fit_critic
-from vla_rl_ros.core.rl.objective import Samples, chunk_log_prob, dim_log_prob, gaussian_kl, rl_objective
+from vla_rl_ros.core.rl.objective import (
+    Samples, chunk_log_prob, dim_log_prob, gaussian_kl, global_stats, rl_objective,
+)
 from vla_rl_ros.core.rl.samples import Decisions, PrivilegedFn, load_decisions
 from vla_rl_ros.core.robot import PANDA
 from vla_rl_ros.core.scalars import ScalarLog
@@ -49,22 +67,28 @@ FEATURE_BATCH = 256
 EVAL_BATCH = 512
 
 
-def train_rl(cfg: RLConfig, progress=True, privileged: PrivilegedFn | None = None, world_model=None) -> dict:
+def train_rl(cfg: RLConfig, progress=True, privileged: PrivilegedFn | None = None,
+             world_model=None) -> dict | None:
     """One offline RL update of ``cfg.init`` on ``cfg.data`` (module doc). ``privileged``: the
     simulator's critic features (``core/sim/task_features.episode_privileged_features``); None:
     the critic sees the frozen features only. ``world_model``: any
     :class:`~vla_rl_ros.core.wm.interface.WorldModel` for ``advantage world_model`` (default: the
-    one in ``cfg.world_model``, loaded on the checkpoint's backbone)."""
+    one in ``cfg.world_model``, loaded on the checkpoint's backbone). Under torchrun (module doc)
+    the ranks other than 0 return None."""
     from tqdm import tqdm
 
     cfg.validate()
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
+    dist = init_distributed()  # torchrun: this rank's share of every global minibatch (module doc)
+    progress = progress and dist.main
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / "config.json")  # the resolved configuration, next to the outputs
+    if dist.main:
+        cfg.save(out / "config.json")  # the resolved configuration, next to the outputs
     t0 = time.time()
     model, config = load_checkpoint(cfg.init, joint_names=PANDA.joint_names)
+    dist.broadcast_params(model)  # every rank starts from rank 0's weights
     dec, episodes, summary = load_decisions(cfg.data, model.cfg.horizon, model.cfg.cameras, cfg.gamma, progress,
                                             cfg.episode_ids, privileged,
                                             embed=skill_embedder(cfg.init, config.get("instructions")))
@@ -81,29 +105,37 @@ def train_rl(cfg: RLConfig, progress=True, privileged: PrivilegedFn | None = Non
     check = logged_likelihood_check(cfg, samples, pol)
     head, params = trainable_head(model, cfg)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)  # the same minibatch order on every rank
     history, stopped_early = [], False
     bar = tqdm(range(cfg.epochs), desc="train-rl", disable=not progress, dynamic_ncols=True)
-    with ScalarLog(out, enabled=cfg.tensorboard) as scalars:
+    with ScalarLog(out, enabled=cfg.tensorboard and dist.main) as scalars:
         for epoch in bar:
             order = torch.randperm(len(dec.ret), generator=gen)
             stats = []
             for i in range(0, len(order), cfg.batch_size):
                 rows = order[i : i + cfg.batch_size]
-                loss, st, kl_base = rl_objective(pol.means(head, rows), samples.rows(rows), cfg, pol.lo, pol.hi)
+                mine = dist.share(rows)  # alone: all of them
+                whole = samples.rows(rows) if dist.world > 1 else None  # the global minibatch's normalisers
+                loss, st, kl_base = rl_objective(pol.means(head, mine), samples.rows(mine), cfg, pol.lo, pol.hi,
+                                                 whole)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                dist.sum_grads(params)
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
                 opt.step()
-                stats.append((st.loss, st.clip_fraction, st.ess, float(kl_base.detach())))
-            h = epoch_record(epoch, stats, behaviour_fit(cfg, head, samples, pol), critic.value_loss)
+                st, kl = global_stats(st, float(kl_base.detach()), dist)
+                stats.append((st.loss, st.clip_fraction, st.ess, kl))
+            h = epoch_record(epoch, stats, behaviour_fit(cfg, head, samples, pol, dist), critic.value_loss)
             history.append(h)
             scalars.add_dict("rl", h, h["epoch"], skip=("epoch",))
             bar.set_postfix(ess=f"{h['ess']:.2f}", clip=f"{h['clip_fraction']:.2f}", kl=f"{h['kl_behaviour']:.3f}")
-            if h["kl_behaviour"] > cfg.target_kl:
+            if h["kl_behaviour"] > cfg.target_kl:  # the same global figure on every rank
                 stopped_early = True
                 break
     head.eval()
+    if not dist.main:  # rank 0 alone writes the outputs
+        dist.close()
+        return None
     res_meta = {
         "trained_by": "vla-rl-ros train-rl", "args": asdict(cfg), "init": str(Path(cfg.init).resolve()),
         "init_version": int(config.get("version", 0)), "decisions": len(dec.ret), "episodes": summary["episodes"],
@@ -114,7 +146,9 @@ def train_rl(cfg: RLConfig, progress=True, privileged: PrivilegedFn | None = Non
         "mu_shift_sigma": mu_shift(head, samples, pol), "stopped_early": stopped_early, "history": history,
         "train_seconds": time.time() - t0, "params_trained": sum(p.numel() for p in params),
     }
-    return save_outputs(cfg, model, config, summary, res_meta, history)
+    result = save_outputs(cfg, model, config, summary, res_meta, history)
+    dist.close()
+    return result
 
 
 def world_model_advantages(cfg: RLConfig, model, dec: Decisions, pol: "FrozenPolicy", world_model=None,
@@ -220,6 +254,10 @@ class FrozenPolicy:
         N = len(self.prefix)
         return torch.cat([self.means(head, torch.arange(i, min(i + EVAL_BATCH, N))) for i in range(0, N, EVAL_BATCH)])
 
+    def rows_means(self, head, rows: torch.Tensor) -> torch.Tensor:
+        """:meth:`means` at ``rows``, ``EVAL_BATCH`` at a time."""
+        return torch.cat([self.means(head, rows[i : i + EVAL_BATCH]) for i in range(0, max(len(rows), 1), EVAL_BATCH)])
+
 
 def make_samples(cfg: RLConfig, dec: Decisions, adv: torch.Tensor, pol: FrozenPolicy,
                  weight: torch.Tensor | None = None) -> Samples:
@@ -279,17 +317,28 @@ def trainable_head(model, cfg: RLConfig) -> tuple[torch.nn.Module, list]:
     return head, params
 
 
-def behaviour_fit(cfg: RLConfig, head, s: Samples, pol: FrozenPolicy) -> dict:
+def behaviour_fit(cfg: RLConfig, head, s: Samples, pol: FrozenPolicy, dist: Dist = Dist()) -> dict:
     """Over all decisions: KL to the logged behaviour (nats per decision) and the effective sample
-    size / n of the likelihood ratios."""
+    size / n of the likelihood ratios. Data-parallel: each rank evaluates its share of the
+    decisions and the sums are added over the ranks (the same figures on every rank)."""
     with torch.no_grad():
-        mu_all = pol.all_means(head)
-        kl_b = float(gaussian_kl(mu_all, s.mu_b, s.sigma, s.mask).mean())
-        lp = chunk_log_prob(torch.clamp(mu_all, pol.lo, pol.hi), s.actions, s.sigma, s.mask, pol.lo, pol.hi, s.rho,
-                            s.grip_tau)
-        r = torch.exp(torch.clamp(lp - s.logp_b, max=cfg.log_ratio_max))
-        ess = float(r.sum() ** 2 / (len(r) * (r**2).sum()))
-    return {"ess": ess, "kl_behaviour": kl_b}
+        if dist.world == 1:
+            mu_all = pol.all_means(head)
+            kl_b = float(gaussian_kl(mu_all, s.mu_b, s.sigma, s.mask).mean())
+            lp = chunk_log_prob(torch.clamp(mu_all, pol.lo, pol.hi), s.actions, s.sigma, s.mask, pol.lo, pol.hi,
+                                s.rho, s.grip_tau)
+            r = torch.exp(torch.clamp(lp - s.logp_b, max=cfg.log_ratio_max))
+            ess = float(r.sum() ** 2 / (len(r) * (r**2).sum()))
+            return {"ess": ess, "kl_behaviour": kl_b}
+        rows = dist.share(torch.arange(len(s.adv)))
+        mu, sh = pol.rows_means(head, rows), s.rows(rows)
+        lp = chunk_log_prob(torch.clamp(mu, pol.lo, pol.hi), sh.actions, sh.sigma, sh.mask, pol.lo, pol.hi, sh.rho,
+                            sh.grip_tau)
+        r = torch.exp(torch.clamp(lp - sh.logp_b, max=cfg.log_ratio_max)).double()
+        kl_sum, r1, r2 = dist.sum(torch.stack([gaussian_kl(mu, sh.mu_b, sh.sigma, sh.mask).double().sum(),
+                                               r.sum(), (r**2).sum()])).tolist()
+        n = len(s.adv)
+    return {"ess": r1**2 / (n * r2), "kl_behaviour": kl_sum / n}
 
 
 def mu_shift(head, s: Samples, pol: FrozenPolicy) -> float:
